@@ -1,0 +1,3 @@
+from spark_stack.cli import run
+
+run()

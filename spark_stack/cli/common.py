@@ -1,0 +1,146 @@
+"""Shared pieces of the CLI: the Typer app, global options, output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..stack.loader import LoadedStack
+
+app = typer.Typer(
+    name="spark-stack",
+    help="Run Claude Code on a self-hosted model served by vLLM on a DGX Spark, "
+    "from one stack file.",
+    pretty_exceptions_show_locals=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass
+class CliState:
+    stack: str | None = None
+    debug: bool = False
+    json: bool = False
+    exit_code: int = 0
+
+
+state = CliState()
+
+StackOption = Annotated[
+    str | None,
+    typer.Option(
+        "--stack",
+        "-s",
+        help="Stack file (default ./spark-stack.yaml, env SPARK_STACK); "
+        "'demo' is the built-in demo.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+@app.callback()
+def _root(
+    stack: Annotated[
+        str | None,
+        typer.Option(
+            "--stack",
+            "-s",
+            envvar="SPARK_STACK",
+            help="Stack file (default ./spark-stack.yaml); 'demo' is the built-in demo stack.",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="SPARK_STACK_DEBUG", help="Show tracebacks on errors."),
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    if version:
+        from .. import __version__
+
+        print(f"spark-stack {__version__}")
+        raise typer.Exit(0)
+    state.stack = stack
+    state.debug = debug
+
+
+def stack_path(local: str | None) -> str | None:
+    """The stack file chosen by the command's own --stack, else the global one."""
+    return local or state.stack or os.environ.get("SPARK_STACK")
+
+
+def load(local: str | None, *, lint: bool = True) -> LoadedStack:
+    from ..stack.loader import load_stack
+
+    return load_stack(stack_path(local), lint=lint)
+
+
+def use_json(enabled: bool) -> None:
+    """Remember that this command speaks JSON, so errors are JSON too."""
+    state.json = enabled
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def set_exit(code: int) -> None:
+    """Exit code for a command that printed its result and still must fail (e.g. unhealthy)."""
+    state.exit_code = max(state.exit_code, code)
+
+
+def emit_error(message: str, fix: str | None, exit_code: int, exc: BaseException) -> None:
+    if state.debug:
+        traceback.print_exception(exc)
+    problems = getattr(exc, "problems", None)
+    if state.json:
+        payload: dict[str, Any] = {"message": message, "fix": fix, "exit_code": exit_code}
+        if problems:
+            payload["problems"] = [
+                {"location": p.location(), "key_path": p.key_path, "message": p.message,
+                 "fix": p.fix}
+                for p in problems
+            ]
+        print_json({"ok": False, "error": payload})
+        return
+    err = console(stderr=True)
+    if problems and len(problems) > 1:
+        err.print(f"[bold red]error:[/] {len(problems)} problems in the stack file:", markup=True)
+        for problem in problems:
+            err.print(f"  {problem.render()}", markup=False)
+    else:
+        err.print("[bold red]error:[/] ", end="", markup=True)
+        err.print(message, markup=False)
+    if fix:
+        err.print("[yellow]fix:[/] ", end="", markup=True)
+        err.print(fix, markup=False)
+
+
+def relpath(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,219 @@
+"""Desired state, rendered: the container spec of each managed model (pure, no I/O).
+
+``render_container`` turns a validated :class:`~spark_stack.stack.schema.ContainerModel` into a
+:class:`ContainerSpec`: image, the vLLM argv (what follows the image's ``vllm serve``
+entrypoint), environment (secrets by reference only), ports, mounts, labels and a hash of the
+whole spec. ``up`` creates containers from it; ``plan`` prints it as a ``docker run`` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from .stack import schema
+from .stack.secrets import has_reference, mask
+
+LABEL_PREFIX = "io.spark-stack"
+LABEL_MANAGED_BY = f"{LABEL_PREFIX}.managed-by"
+LABEL_STACK = f"{LABEL_PREFIX}.stack"
+LABEL_MODEL = f"{LABEL_PREFIX}.model"
+LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
+MANAGED_BY = "spark-stack"
+CONTAINER_PORT = 8000
+API_KEY_ENV = "VLLM_API_KEY"  # vLLM reads its API key from here: keeps it out of argv
+CACHE_TARGETS = {
+    "huggingface": "/root/.cache/huggingface",
+    "vllm": "/root/.cache/vllm",
+    "flashinfer": "/root/.cache/flashinfer",
+}
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    """One environment variable; ``value`` may hold ``${NAME}`` references (resolved at use)."""
+
+    name: str
+    value: str
+
+    @property
+    def is_secret(self) -> bool:
+        return has_reference(self.value)
+
+    def shown(self) -> str:
+        return mask(self.value)
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    source: str  # on the host; may start with ~ (the remote user's home)
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one model's container, and nothing secret."""
+
+    stack: str
+    model: str
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: tuple[EnvVar, ...]
+    host_port: int
+    bind_address: str
+    mounts: tuple[MountSpec, ...]
+    ipc: str | None
+    shm_size: str | None
+    ulimits: tuple[tuple[str, int, int], ...]
+    gpus: Literal["all", "none"] | int | tuple[int, ...]
+    restart: str
+    api_key: str  # "auto" (generated, kept locally), "none", or a ${NAME} reference
+    served_name: str
+    container_port: int = CONTAINER_PORT
+    spec_hash: str = field(default="", compare=False)
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_STACK: self.stack,
+            LABEL_MODEL: self.model,
+            LABEL_SPEC_HASH: self.spec_hash,
+        }
+
+    def canonical(self) -> str:
+        """Canonical JSON of the spec without its hash (secret references, never values)."""
+        data = asdict(self)
+        data.pop("spec_hash")
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def container_name(stack: str, model: str) -> str:
+    return f"spark-stack-{stack}-{model}"
+
+
+def served_name(model: schema.ContainerModel | schema.SimulatorModel) -> str:
+    return model.served_name or model.model or model.name
+
+
+def vllm_argv(model: schema.ContainerModel) -> list[str]:
+    """The arguments after ``vllm serve`` (order follows the common recipes)."""
+    if model.model is None:
+        raise ValueError(f"model {model.name!r} has no 'model' (HF repo)")
+    argv = [model.model, "--served-model-name", served_name(model)]
+    argv += ["--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
+    if model.dtype:
+        argv += ["--dtype", model.dtype]
+    if model.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", _number(model.gpu_memory_utilization)]
+    if model.max_model_len is not None:
+        argv += ["--max-model-len", str(model.max_model_len)]
+    auto_tools = model.enable_auto_tool_choice
+    if auto_tools or (auto_tools is None and model.tool_call_parser):
+        argv.append("--enable-auto-tool-choice")
+    if model.tool_call_parser:
+        argv += ["--tool-call-parser", model.tool_call_parser]
+    if model.reasoning_parser:
+        argv += ["--reasoning-parser", model.reasoning_parser]
+    if model.moe_backend:
+        argv += ["--moe-backend", model.moe_backend]
+    if model.attention_backend:
+        argv += ["--attention-backend", model.attention_backend]
+    if model.kv_cache_dtype:
+        argv += ["--kv-cache-dtype", model.kv_cache_dtype]
+    if model.load_format:
+        argv += ["--load-format", model.load_format]
+    if model.speculative is not None:
+        config: dict[str, object] = {
+            "method": model.speculative.method,
+            "num_speculative_tokens": model.speculative.num_tokens,
+        }
+        if model.speculative.moe_backend:
+            config["moe_backend"] = model.speculative.moe_backend
+        argv += ["--speculative-config", json.dumps(config, separators=(",", ":"))]
+    argv += model.extra_args
+    return argv
+
+
+def render_container(stack: schema.Stack, model: schema.ContainerModel) -> ContainerSpec:
+    mounts = [
+        MountSpec(source, CACHE_TARGETS[kind])
+        for kind, source in model.cache.model_dump().items()
+        if source is not None
+    ]
+    mounts += [MountSpec(m.source, m.target, m.read_only) for m in model.mounts]
+    env = [EnvVar(name, value) for name, value in sorted(model.env.items())]
+    gpus: Literal["all", "none"] | int | tuple[int, ...]
+    gpus = tuple(model.gpus) if isinstance(model.gpus, list) else model.gpus
+    spec = ContainerSpec(
+        stack=stack.name,
+        model=model.name,
+        name=container_name(stack.name, model.name),
+        image=model.image or "",
+        command=tuple(vllm_argv(model)),
+        env=tuple(env),
+        host_port=model.port,
+        bind_address="127.0.0.1" if model.bind == "loopback" else "0.0.0.0",
+        mounts=tuple(mounts),
+        ipc=model.ipc,
+        shm_size=model.shm_size,
+        ulimits=tuple(_ulimit(name, value) for name, value in sorted(model.ulimits.items())),
+        gpus=gpus,
+        restart=model.restart,
+        api_key=model.api_key,
+        served_name=served_name(model),
+    )
+    digest = hashlib.sha256(spec.canonical().encode()).hexdigest()[:16]
+    return ContainerSpec(**{**spec.__dict__, "spec_hash": digest})
+
+
+def render_containers(stack: schema.Stack) -> list[ContainerSpec]:
+    return [render_container(stack, m) for m in stack.container_models()]
+
+
+def docker_run_command(spec: ContainerSpec) -> str:
+    """The equivalent ``docker run`` line, secrets masked (for people, not for execution)."""
+    args = ["docker", "run", "-d", "--name", spec.name]
+    if spec.restart != "no":
+        args += ["--restart", spec.restart]
+    if spec.gpus == "all":
+        args += ["--gpus", "all"]
+    elif isinstance(spec.gpus, int):
+        args += ["--gpus", str(spec.gpus)]
+    elif isinstance(spec.gpus, tuple):
+        args += ["--gpus", f'"device={",".join(str(g) for g in spec.gpus)}"']
+    if spec.ipc:
+        args += ["--ipc", spec.ipc]
+    if spec.shm_size:
+        args += ["--shm-size", spec.shm_size]
+    for name, soft, hard in spec.ulimits:
+        args += ["--ulimit", f"{name}={soft}" if soft == hard else f"{name}={soft}:{hard}"]
+    bind = "" if spec.bind_address == "0.0.0.0" else f"{spec.bind_address}:"
+    args += ["-p", f"{bind}{spec.host_port}:{spec.container_port}"]
+    for mount in spec.mounts:
+        args += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
+    for var in spec.env:
+        # A secret is passed by name, as `docker run -e NAME` does: its value never shows.
+        args += ["-e", var.name if var.is_secret else f"{var.name}={var.value}"]
+    if spec.api_key != "none":
+        args += ["-e", API_KEY_ENV]
+    for key, value in spec.labels().items():
+        args += ["--label", f"{key}={value}"]
+    args.append(spec.image)
+    args += spec.command
+    return " ".join(a if a.startswith('"device=') else shlex.quote(a) for a in args)
+
+
+def _ulimit(name: str, value: int | str) -> tuple[str, int, int]:
+    if isinstance(value, int):
+        return (name, value, value)
+    soft, _, hard = value.partition(":")
+    return (name, int(soft), int(hard or soft))
+
+
+def _number(value: float) -> str:
+    return repr(value) if value != int(value) else str(int(value))

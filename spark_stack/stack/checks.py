@@ -1,0 +1,199 @@
+"""Checks across fields of a schema-valid stack.
+
+``ERROR_CHECKS`` make a stack invalid (exit 2); ``LINT_CHECKS`` only warn about known-bad
+settings. Each check is a function ``LoadedStack -> list[Problem]``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import defaultdict
+
+from ..errors import Problem
+from . import schema
+from .loader import Check, LoadedStack
+
+# Claude Code's system prompt and tools weigh ~25K tokens; leave room for a useful answer.
+CLAUDE_CODE_PROMPT_TOKENS = 25_000
+MIN_MAX_MODEL_LEN = 32_768
+# The sum of gpu_memory_utilization of models sharing one GPU may not exceed this.
+MAX_SHARED_GPU_UTILIZATION = 0.95
+
+
+def duplicate_names(loaded: LoadedStack) -> list[Problem]:
+    seen: dict[str, int] = {}
+    problems = []
+    for index, model in enumerate(loaded.stack.models):
+        if model.name in seen:
+            problems.append(
+                loaded.problem(
+                    f"duplicate model name '{model.name}' (also models[{seen[model.name]}])",
+                    ("models", index, "name"),
+                    fix="give every model a unique name",
+                )
+            )
+        seen.setdefault(model.name, index)
+    return problems
+
+
+def duplicate_ports(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    used: dict[tuple[str, int], str] = {}
+    for index, model in enumerate(loaded.stack.models):
+        if isinstance(model, schema.ContainerModel):
+            where = model.host or schema.DEFAULT_HOST_KEY
+        elif isinstance(model, schema.SimulatorModel):
+            where = "localhost"
+        else:
+            continue
+        key = (where, model.port)
+        if key in used:
+            problems.append(
+                loaded.problem(
+                    f"port {model.port} is already used by model '{used[key]}' on the same host",
+                    ("models", index, "port"),
+                    fix="give each model its own port",
+                )
+            )
+        used.setdefault(key, model.name)
+    proxy = loaded.stack.proxy
+    if ("localhost", proxy.port) in used:
+        problems.append(
+            loaded.problem(
+                f"proxy port {proxy.port} is also used by model "
+                f"'{used[('localhost', proxy.port)]}'",
+                ("proxy", "listen"),
+                fix="choose another proxy port",
+            )
+        )
+    return problems
+
+
+def hosts_defined(loaded: LoadedStack) -> list[Problem]:
+    stack = loaded.stack
+    problems = []
+    hosts = stack.all_hosts()
+    if stack.host is not None and schema.DEFAULT_HOST_KEY in stack.hosts:
+        problems.append(
+            loaded.problem(
+                f"'hosts' may not name a host '{schema.DEFAULT_HOST_KEY}' when 'host' is set",
+                ("hosts", schema.DEFAULT_HOST_KEY),
+                fix="rename it, or move 'host' into 'hosts'",
+            )
+        )
+    for index, model in enumerate(stack.models):
+        if not isinstance(model, schema.ContainerModel):
+            continue
+        if model.host is not None and model.host not in hosts:
+            problems.append(
+                loaded.problem(
+                    f"model '{model.name}' runs on unknown host '{model.host}'",
+                    ("models", index, "host"),
+                    fix=f"define it under 'hosts:' (known: {', '.join(hosts) or 'none'})",
+                )
+            )
+        elif stack.host_for(model) is None:
+            problems.append(
+                loaded.problem(
+                    f"model '{model.name}' runs in a container but the stack has no host",
+                    ("models", index),
+                    fix="add 'host: {address: …, user: …}' (the GB10), or set 'host:' on the "
+                    "model when several hosts are defined",
+                )
+            )
+        for required in ("image", "model"):
+            if getattr(model, required) is None:
+                problems.append(
+                    loaded.problem(
+                        f"model '{model.name}' needs '{required}'",
+                        ("models", index),
+                        fix=f"set '{required}:' or use a preset (`spark-stack init --help` "
+                        "lists them)",
+                    )
+                )
+    return problems
+
+
+def routes_known(loaded: LoadedStack) -> list[Problem]:
+    stack = loaded.stack
+    names = [m.name for m in stack.models]
+    problems = []
+    for pattern, target in stack.proxy.routes.items():
+        if target not in names:
+            problems.append(
+                loaded.problem(
+                    f"route '{pattern}' points to unknown model '{target}'",
+                    ("proxy", "routes", pattern),
+                    fix=f"use one of: {', '.join(names)}",
+                )
+            )
+    for alias, target in stack.claude.models.items():
+        if target not in names:
+            problems.append(
+                loaded.problem(
+                    f"claude alias '{alias}' points to unknown model '{target}'",
+                    ("claude", "models", alias),
+                    fix=f"use one of: {', '.join(names)}",
+                )
+            )
+    default = stack.claude.default_model
+    if default is not None and default not in names and not any(
+        fnmatch.fnmatchcase(default, p) for p in stack.proxy.routes
+    ):
+        problems.append(
+            loaded.problem(
+                f"claude default_model '{default}' is neither a model nor matched by a route",
+                ("claude", "default_model"),
+                fix=f"use one of: {', '.join(names)}",
+            )
+        )
+    return problems
+
+
+def shared_gpu_memory(loaded: LoadedStack) -> list[Problem]:
+    by_host: dict[str, list[tuple[int, schema.ContainerModel]]] = defaultdict(list)
+    for index, model in enumerate(loaded.stack.models):
+        if isinstance(model, schema.ContainerModel) and model.gpus != "none":
+            by_host[model.host or schema.DEFAULT_HOST_KEY].append((index, model))
+    problems = []
+    for entries in by_host.values():
+        total = sum(m.gpu_memory_utilization or 0.9 for _, m in entries)
+        if len(entries) > 1 and total > MAX_SHARED_GPU_UTILIZATION:
+            index, _ = entries[-1]
+            shares = " + ".join(f"{m.gpu_memory_utilization or 0.9}" for _, m in entries)
+            problems.append(
+                loaded.problem(
+                    f"models sharing one GPU ask for {shares} = {total:.2f} of its memory "
+                    f"(more than {MAX_SHARED_GPU_UTILIZATION})",
+                    ("models", index, "gpu_memory_utilization"),
+                    fix="lower gpu_memory_utilization so the sum stays at or below "
+                    f"{MAX_SHARED_GPU_UTILIZATION} (on a Spark ~0.4–0.5 in all)",
+                )
+            )
+    return problems
+
+
+def context_long_enough(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in enumerate(loaded.stack.models):
+        if model.max_model_len is not None and model.max_model_len < MIN_MAX_MODEL_LEN:
+            problems.append(
+                loaded.problem(
+                    f"max_model_len {model.max_model_len} is too small for Claude Code, whose "
+                    f"prompt alone is ~{CLAUDE_CODE_PROMPT_TOKENS // 1000}K tokens",
+                    ("models", index, "max_model_len"),
+                    fix=f"use at least {MIN_MAX_MODEL_LEN} (65536 or more recommended)",
+                )
+            )
+    return problems
+
+
+ERROR_CHECKS: list[Check] = [
+    duplicate_names,
+    duplicate_ports,
+    hosts_defined,
+    routes_known,
+    shared_gpu_memory,
+    context_long_enough,
+]
+LINT_CHECKS: list[Check] = []

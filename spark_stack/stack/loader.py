@@ -1,0 +1,275 @@
+"""Load a stack file: YAML → presets → schema → cross-field checks, every problem located.
+
+``load_stack`` either returns a :class:`LoadedStack` or raises one :class:`StackFileError`
+listing every problem found, each with ``file:line:col``, the key path and a fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import Problem, StackFileError
+from . import schema
+from .presets import PRESETS, apply_preset
+from .yamlpos import KeyPath, Positions, parse, render_path
+
+DEFAULT_STACK_FILE = "spark-stack.yaml"
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "stacks"
+
+
+@dataclass
+class LoadedStack:
+    """A valid stack with where it came from and the lint warnings it raised."""
+
+    stack: schema.Stack
+    path: Path
+    positions: Positions
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def filename(self) -> str:
+        return str(self.path)
+
+    def problem(self, message: str, key_path: KeyPath, *, fix: str | None = None) -> Problem:
+        """A problem located at ``key_path`` in this stack's file."""
+        return located(message, key_path, self.positions, self.filename, fix=fix)
+
+
+# Checks run on a schema-valid stack; each returns its problems (errors) — see checks.py.
+Check = Callable[[LoadedStack], list[Problem]]
+
+
+def builtin_stack_path(name: str) -> Path | None:
+    """``demo`` → the demo stack shipped inside the package."""
+    candidate = BUILTIN_DIR / f"{name}.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def resolve_stack_path(value: str | Path | None) -> Path:
+    """The stack file to use: the given path, a built-in stack name, or ./spark-stack.yaml."""
+    if value is None or str(value) == "":
+        return Path(DEFAULT_STACK_FILE)
+    path = Path(value).expanduser()
+    if not path.exists() and path.suffix == "" and (builtin := builtin_stack_path(str(value))):
+        return builtin
+    return path
+
+
+def load_stack(value: str | Path | None = None, *, lint: bool = True) -> LoadedStack:
+    """Load and validate a stack file; raises :class:`StackFileError` with every problem."""
+    path = resolve_stack_path(value)
+    filename = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StackFileError(
+            [Problem("stack file not found", file=filename)],
+            fix="create one with `spark-stack init`, or pass --stack PATH (or set SPARK_STACK); "
+            "`--stack demo` uses the built-in demo stack",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StackFileError(
+            [Problem(f"cannot read the stack file: {exc}", file=filename)]
+        ) from None
+    return load_stack_text(text, filename=filename, path=path, lint=lint)
+
+
+def load_stack_text(
+    text: str, *, filename: str = "<stack>", path: Path | None = None, lint: bool = True
+) -> LoadedStack:
+    data, positions, problems = parse(text, filename)
+    if problems and data is None:
+        raise StackFileError(problems)
+    if data is None:
+        raise StackFileError(
+            [Problem("the stack file is empty", file=filename, line=1)],
+            fix="start from `spark-stack init` or one of the files in stacks/",
+        )
+    if not isinstance(data, dict):
+        raise StackFileError(
+            [Problem("the stack file must be a mapping of keys (name, host, models, …)",
+                     file=filename, line=1, column=1)]
+        )
+    data, preset_problems = _apply_presets(data, positions, filename)
+    problems += preset_problems
+    try:
+        stack = schema.Stack.model_validate(data)
+    except ValidationError as exc:
+        problems += [_problem_from_error(err, data, positions, filename) for err in exc.errors()]
+        raise StackFileError(problems) from None
+    if problems:
+        raise StackFileError(problems)
+    loaded = LoadedStack(stack, path or Path(filename), positions)
+    from .checks import ERROR_CHECKS, LINT_CHECKS
+
+    errors = [p for check in ERROR_CHECKS for p in check(loaded)]
+    if errors:
+        raise StackFileError(errors)
+    if lint:
+        loaded.warnings = [p for check in LINT_CHECKS for p in check(loaded)]
+    return loaded
+
+
+def located(
+    message: str, key_path: KeyPath, positions: Positions, filename: str, *, fix: str | None = None,
+    at_key: bool = False,
+) -> Problem:
+    pos = positions.of_key(key_path) if at_key else positions.of_value(key_path)
+    return Problem(
+        message,
+        file=filename,
+        line=pos.line if pos else None,
+        column=pos.column if pos else None,
+        key_path=render_path(key_path),
+        fix=fix,
+    )
+
+
+def _apply_presets(
+    data: dict[str, Any], positions: Positions, filename: str
+) -> tuple[dict[str, Any], list[Problem]]:
+    models = data.get("models")
+    if not isinstance(models, list):
+        return data, []
+    problems: list[Problem] = []
+    merged_models: list[Any] = []
+    for index, model in enumerate(models):
+        preset_name = model.get("preset") if isinstance(model, dict) else None
+        if preset_name is None:
+            merged_models.append(model)
+            continue
+        preset = PRESETS.get(str(preset_name))
+        if preset is None:
+            problems.append(
+                located(
+                    f"unknown preset '{preset_name}'",
+                    ("models", index, "preset"),
+                    positions,
+                    filename,
+                    fix=_did_you_mean(str(preset_name), list(PRESETS), "preset"),
+                )
+            )
+            merged_models.append(model)
+            continue
+        merged_models.append(apply_preset(preset, model))
+    return {**data, "models": merged_models}, problems
+
+
+def _problem_from_error(
+    err: Any, data: dict[str, Any], positions: Positions, filename: str
+) -> Problem:
+    path = _clean_loc(tuple(err["loc"]))
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(path[-1])
+        allowed = _allowed_keys(path[:-1], data)
+        return located(
+            f"unknown key '{key}'",
+            path,
+            positions,
+            filename,
+            fix=_did_you_mean(key, allowed, "key"),
+            at_key=True,
+        )
+    if kind == "missing":
+        key = str(path[-1])
+        return located(
+            f"missing required key '{key}'", path[:-1], positions, filename,
+            fix=f"add '{key}:' here", at_key=True,
+        )
+    if kind == "union_tag_invalid":
+        given = err["input"].get("kind") if isinstance(err["input"], dict) else ""
+        return located(
+            f"unknown model kind '{given}'",
+            (*path, "kind"),
+            positions,
+            filename,
+            fix="use kind: container (vLLM on a host), remote (url of a running server) "
+            "or simulator",
+        )
+    message = str(err["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    message = message[:1].lower() + message[1:]
+    got = err.get("input")
+    if kind not in ("value_error",) and not isinstance(got, dict | list) and got is not None:
+        message += f" (got {got!r})"
+    return located(message, path, positions, filename, fix=_FIXES.get(kind))
+
+
+_FIXES = {
+    "int_parsing": "write a whole number without quotes",
+    "int_type": "write a whole number",
+    "float_parsing": "write a number such as 0.5",
+    "bool_parsing": "write true or false",
+    "string_type": "write a string (quote it if it looks like a number)",
+    "list_type": "write a YAML list (lines starting with '- ')",
+    "dict_type": "write a mapping of key: value lines",
+    "model_type": "write a mapping of key: value lines",
+    "greater_than": "use a larger value",
+    "less_than_equal": "use a smaller value",
+    "greater_than_equal": "use a larger value",
+    "string_pattern_mismatch": f"names use {schema.NAME_HINT}",
+}
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
+    """Drop pydantic's union tags and ``[key]`` markers so the path matches the YAML."""
+    cleaned: list[str | int] = []
+    for index, part in enumerate(loc):
+        if part == "[key]":
+            continue
+        previous = loc[index - 1] if index else None
+        if isinstance(previous, int) and part in schema.MODEL_KINDS and "models" in loc[:index]:
+            continue
+        if part in ("function-after[_size(), nullable[str]]",):
+            continue
+        cleaned.append(part)
+    return tuple(cleaned)
+
+
+def _allowed_keys(path: KeyPath, data: dict[str, Any]) -> list[str]:
+    model_class: type[BaseModel] | None = None
+    if path == ():
+        model_class = schema.Stack
+    elif path[0] in ("host",) and len(path) == 1 or path[0] == "hosts" and len(path) == 2:
+        model_class = schema.HostConfig
+    elif path[0] == "proxy" and len(path) == 1:
+        model_class = schema.ProxyConfig
+    elif path[0] == "claude" and len(path) == 1:
+        model_class = schema.ClaudeConfig
+    elif path[0] == "models" and len(path) >= 2 and isinstance(path[1], int):
+        raw = data.get("models", [])[path[1]]
+        kind = schema._model_kind(raw)
+        by_kind: dict[str, type[BaseModel]] = {
+            "container": schema.ContainerModel,
+            "remote": schema.RemoteModel,
+            "simulator": schema.SimulatorModel,
+        }
+        model_class = by_kind.get(kind, schema.ContainerModel)
+        if len(path) == 3:
+            nested: dict[str, type[BaseModel]] = {
+                "speculative": schema.Speculative,
+                "cache": schema.CacheMounts,
+            }
+            model_class = nested.get(str(path[2]))
+        elif len(path) == 4 and path[2] == "mounts":
+            model_class = schema.Mount
+        elif len(path) > 2:
+            model_class = None
+    return list(model_class.model_fields) if model_class else []
+
+
+def _did_you_mean(word: str, options: list[str], what: str) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    if options:
+        return f"remove it; known {what}s: {', '.join(sorted(options))}"
+    return "remove it"

@@ -1,0 +1,255 @@
+"""The stack file's schema: pydantic models for what a user writes.
+
+Validation here is per field; checks that span fields (duplicate names or ports, routes to
+unknown models, memory shared on one GPU, …) live in :mod:`spark_stack.stack.checks` so that
+every problem is reported at once with its location.
+
+A model is one of three kinds, told apart by ``kind`` (inferred when absent):
+``container`` (spark-stack runs vLLM in a container on a host — the default),
+``remote`` (an OpenAI-compatible server that already runs; ``url`` given) or
+``simulator`` (the built-in vLLM simulator run as a local process: the demo, no GPU).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+NAME_HINT = "lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
+DEFAULT_LISTEN = "127.0.0.1:4000"
+DEFAULT_HOST_KEY = "default"
+_SIZE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.IGNORECASE)
+
+
+class StrictModel(BaseModel):
+    """Rejects unknown keys (the loader adds a "did you mean")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HostConfig(StrictModel):
+    """An SSH-reachable machine running docker: the GB10."""
+
+    address: str = Field(min_length=1, description="IP, hostname or an ~/.ssh/config alias")
+    user: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    identity_file: str | None = None
+
+
+class Speculative(StrictModel):
+    """Speculative decoding (MTP on Qwen3.5/3.6)."""
+
+    method: str = "mtp"
+    num_tokens: int = Field(default=3, ge=1, le=16)
+    moe_backend: str | None = None
+
+
+class CacheMounts(StrictModel):
+    """Host directories mounted as the container's caches (``null`` turns one off)."""
+
+    huggingface: str | None = "~/.cache/huggingface"
+    vllm: str | None = "~/.cache/vllm"
+    flashinfer: str | None = "~/.cache/flashinfer"
+
+
+class Mount(StrictModel):
+    source: str = Field(min_length=1)
+    target: str = Field(min_length=1, pattern=r"^/")
+    read_only: bool = False
+
+
+GpuRequest = (
+    Literal["all", "none"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]]
+)
+
+
+class _ModelBase(StrictModel):
+    name: str = Field(pattern=NAME_PATTERN)
+    served_name: str | None = None
+    max_model_len: int | None = Field(default=None, ge=1)
+
+
+class ContainerModel(_ModelBase):
+    """A vLLM server spark-stack runs as a container on a host."""
+
+    kind: Literal["container"] = "container"
+    preset: str | None = None
+    host: str | None = None
+    image: str | None = None
+    model: str | None = None
+    port: int = Field(default=8000, ge=1, le=65535)
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
+    moe_backend: str | None = None
+    attention_backend: str | None = None
+    kv_cache_dtype: str | None = None
+    dtype: str | None = None
+    load_format: str | None = None
+    enable_auto_tool_choice: bool | None = None
+    speculative: Speculative | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cache: CacheMounts = Field(default_factory=CacheMounts)
+    mounts: list[Mount] = Field(default_factory=list)
+    ipc: Literal["host", "private", "shareable"] | None = None
+    shm_size: str | None = None
+    ulimits: dict[str, int | str] = Field(default_factory=dict)
+    gpus: GpuRequest = "all"
+    bind: Literal["lan", "loopback"] = "lan"
+    api_key: str = "auto"
+    restart: Literal["no", "on-failure", "unless-stopped", "always"] = "unless-stopped"
+    readiness_timeout: float = Field(default=900, gt=0)
+
+    @field_validator("shm_size")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None and not _SIZE.match(value):
+            raise ValueError("must be a size such as 16gb, 512m or 1073741824")
+        return value
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_api_key_in_argv(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if arg == "--api-key" or arg.startswith("--api-key="):
+                raise ValueError(
+                    "--api-key must not be passed in extra_args (it would show in argv); "
+                    "use the model's api_key setting"
+                )
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: str) -> str:
+        return _secret_setting(value, allowed=("auto", "none"))
+
+
+class RemoteModel(_ModelBase):
+    """An OpenAI-compatible server that already runs; spark-stack only proxies to it."""
+
+    kind: Literal["remote"] = "remote"
+    url: str = Field(pattern=r"^https?://[^/\s]+(/.*)?$")
+    api_key: str | None = None
+    thinking: Literal["qwen3", "none"] = "qwen3"
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: str | None) -> str | None:
+        return None if value is None else _secret_setting(value, allowed=("none",))
+
+
+class SimulatorModel(_ModelBase):
+    """The built-in vLLM simulator run as a local process (no GPU, SSH or docker)."""
+
+    kind: Literal["simulator"] = "simulator"
+    model: str = "Qwen/Qwen3.6-35B-A3B-simulated"
+    port: int = Field(default=8800, ge=1, le=65535)
+    tool_call_parser: str | None = "qwen3_coder"
+    reasoning_parser: str | None = "qwen3"
+    startup_seconds: float = Field(default=0.2, ge=0)
+
+
+def _model_kind(data: Any) -> str:
+    if isinstance(data, dict):
+        kind = data.get("kind")
+        if isinstance(kind, str):
+            return kind
+        return "remote" if "url" in data else "container"
+    return str(getattr(data, "kind", "container"))
+
+
+ModelConfig = Annotated[
+    Annotated[ContainerModel, Tag("container")]
+    | Annotated[RemoteModel, Tag("remote")]
+    | Annotated[SimulatorModel, Tag("simulator")],
+    Discriminator(_model_kind),
+]
+MODEL_KINDS = ("container", "remote", "simulator")
+
+
+class ProxyConfig(StrictModel):
+    """The local translating proxy Claude Code talks to."""
+
+    listen: str = DEFAULT_LISTEN
+    token: str | None = None
+    routes: dict[str, str] = Field(default_factory=dict)
+    log_prompts: bool = False
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:4000")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        return None if value is None else _secret_setting(value, allowed=("auto",))
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+ClaudeAlias = Literal["opus", "sonnet", "haiku"]
+
+
+class ClaudeConfig(StrictModel):
+    """How Claude Code is pointed at the proxy."""
+
+    launcher: str | None = None
+    models: dict[ClaudeAlias, str] = Field(default_factory=dict)
+    default_model: str | None = None
+
+
+class Stack(StrictModel):
+    """A whole stack file."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    host: HostConfig | None = None
+    hosts: dict[str, HostConfig] = Field(default_factory=dict)
+    models: list[ModelConfig] = Field(min_length=1)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    claude: ClaudeConfig = Field(default_factory=ClaudeConfig)
+
+    def all_hosts(self) -> dict[str, HostConfig]:
+        """Named hosts; the single ``host:`` form is the host named ``default``."""
+        if self.host is not None:
+            return {DEFAULT_HOST_KEY: self.host, **self.hosts}
+        return dict(self.hosts)
+
+    def host_for(self, model: ContainerModel) -> HostConfig | None:
+        hosts = self.all_hosts()
+        if model.host is not None:
+            return hosts.get(model.host)
+        if len(hosts) == 1:
+            return next(iter(hosts.values()))
+        return hosts.get(DEFAULT_HOST_KEY)
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def container_models(self) -> list[ContainerModel]:
+        return [m for m in self.models if isinstance(m, ContainerModel)]
+
+
+def _secret_setting(value: str, *, allowed: tuple[str, ...]) -> str:
+    """A secret setting must be a ``${NAME}`` reference (or one of ``allowed`` keywords)."""
+    from .secrets import is_reference
+
+    if value in allowed or is_reference(value):
+        return value
+    options = " or ".join([*(repr(a) for a in allowed), "'${ENV_VAR}'"])
+    raise ValueError(
+        f"secrets are only accepted by reference: use {options} and export the value"
+    )
