@@ -1,0 +1,122 @@
+"""The proxy's own configuration: plain dataclasses, JSON in and out.
+
+``up`` maps the stack file to a :class:`ProxyConfig` and hands it to a background proxy
+process through a 0600 JSON file, so this module stays free of pydantic and YAML (the
+proxy's hot path must import little).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+ThinkingFamily = Literal["qwen3", "none"]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class ConfigError(ValueError):
+    """A proxy config file or dict is malformed."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One OpenAI-compatible backend (a vLLM server) and the model name it serves."""
+
+    name: str
+    base_url: str
+    served_name: str
+    api_key: str | None = None
+    max_model_len: int | None = None
+    thinking: ThinkingFamily = "qwen3"
+
+    @property
+    def root_url(self) -> str:
+        """The server root (``/tokenize`` and ``/health`` live there, not under ``/v1``)."""
+        base = self.base_url.rstrip("/")
+        return base[:-3] if base.endswith("/v1") else base
+
+
+@dataclass(frozen=True)
+class Route:
+    """Requests for models matching ``pattern`` (an exact name or a glob) go to an upstream."""
+
+    pattern: str
+    upstream_name: str
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """Everything one proxy process needs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8082
+    token: str | None = None
+    upstreams: dict[str, Upstream] = field(default_factory=dict)
+    routes: list[Route] = field(default_factory=list)
+    log_prompts: bool = False
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def to_json(self) -> str:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ProxyConfig:
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise ConfigError(f"proxy config is not valid JSON: {exc}") from exc
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> ProxyConfig:
+        if not isinstance(raw, dict):
+            raise ConfigError("proxy config must be a JSON object")
+        try:
+            upstreams = {
+                key: _upstream(value) for key, value in dict(raw.get("upstreams", {})).items()
+            }
+            routes = [
+                Route(str(item["pattern"]), str(item["upstream_name"]))
+                for item in raw.get("routes", [])
+            ]
+            config = cls(
+                host=str(raw.get("host", "127.0.0.1")),
+                port=int(raw.get("port", 8082)),
+                token=_optional_str(raw.get("token")),
+                upstreams=upstreams,
+                routes=routes,
+                log_prompts=bool(raw.get("log_prompts", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"proxy config is malformed: {exc!r}") from exc
+        for route in config.routes:
+            if route.upstream_name not in config.upstreams:
+                raise ConfigError(
+                    f"route {route.pattern!r} names unknown upstream {route.upstream_name!r}"
+                )
+        return config
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _upstream(raw: Any) -> Upstream:
+    thinking = raw.get("thinking", "qwen3")
+    if thinking not in ("qwen3", "none"):
+        raise ValueError(f"thinking must be 'qwen3' or 'none', not {thinking!r}")
+    max_len = raw.get("max_model_len")
+    return Upstream(
+        name=str(raw["name"]),
+        base_url=str(raw["base_url"]),
+        served_name=str(raw["served_name"]),
+        api_key=_optional_str(raw.get("api_key")),
+        max_model_len=None if max_len is None else int(max_len),
+        thinking=thinking,
+    )

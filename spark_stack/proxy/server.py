@@ -1,0 +1,418 @@
+"""The proxy's ASGI app: a bare ASGI callable (no framework) on uvicorn with httptools and
+uvloop — the fastest combination measured for this job (see benchmarks/proxy_bench.py).
+
+Endpoints: POST /v1/messages (stream and not), POST /v1/messages/count_tokens, GET /v1/models,
+HEAD|GET /, GET /health, GET /metrics. Every error is Anthropic's envelope; nothing a client
+sends can produce a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from spark_stack.proxy.config import ProxyConfig, Upstream
+from spark_stack.proxy.errors import (
+    ProxyError,
+    invalid_request,
+    parse_context_overflow,
+    prompt_too_long,
+)
+from spark_stack.proxy.metrics import Metrics
+from spark_stack.proxy.routing import Router
+from spark_stack.proxy.stream import StreamTranslator, encode_events
+from spark_stack.proxy.translate_request import (
+    clamp_max_tokens,
+    estimate_tokens,
+    translate_for_tokenize,
+    translate_request,
+)
+from spark_stack.proxy.translate_response import translate_response
+from spark_stack.proxy.upstream import TRANSPORT_ERRORS, UpstreamClient
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("spark_stack.proxy")
+
+MAX_BODY_BYTES = 64 * 1024 * 1024
+_JSON = [(b"content-type", b"application/json")]
+_SSE = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_OPEN_PATHS = frozenset({"/"})
+
+
+class _ClientGone(Exception):
+    """The client disconnected while the proxy was still answering."""
+
+
+class ProxyApp:
+    """The ASGI application; one instance per proxy process."""
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self.config = config
+        self.router = Router(config)
+        self.client = UpstreamClient()
+        self.metrics = Metrics()
+        self._token = config.token.encode() if config.token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.client.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path: str = scope["path"]
+        try:
+            if self._token is not None and path not in _OPEN_PATHS:
+                self._authorize(scope)
+            if path == "/v1/messages":
+                _allow(method, "POST")
+                await self._messages(receive, send)
+            elif path == "/v1/messages/count_tokens":
+                _allow(method, "POST")
+                await self._count_tokens(receive, send)
+            elif path == "/":
+                _allow(method, "GET", "HEAD")
+                await _respond(send, 200, b"" if method == "HEAD" else b'{"status":"ok"}')
+            elif path == "/v1/models":
+                _allow(method, "GET")
+                await _respond(send, 200, orjson.dumps(self._models()))
+            elif path == "/health":
+                _allow(method, "GET")
+                await self._health(send)
+            elif path == "/metrics":
+                _allow(method, "GET")
+                body = self.metrics.render().encode()
+                await _respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
+            else:
+                raise ProxyError(404, "not_found_error", f"no route for {method} {path}")
+        except ProxyError as exc:
+            await _respond(send, exc.status, exc.body())
+        except _ClientGone:
+            return
+
+    def _authorize(self, scope: Scope) -> None:
+        assert self._token is not None
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                offered = value
+            elif name == b"authorization" and value[:7].lower() == b"bearer ":
+                offered = value[7:].strip()
+            else:
+                continue
+            if hmac.compare_digest(offered, self._token):
+                return
+        raise ProxyError(
+            401, "authentication_error", "missing or wrong token (x-api-key or Bearer)"
+        )
+
+    def _models(self) -> dict[str, Any]:
+        names = self.router.exact_names()
+        data = [
+            {"type": "model", "id": name, "display_name": name,
+             "created_at": "2025-01-01T00:00:00Z"}
+            for name in names
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": names[0] if names else None,
+            "last_id": names[-1] if names else None,
+        }
+
+    async def _health(self, send: Send) -> None:
+        upstreams = list(self.config.upstreams.values())
+        results = await asyncio.gather(*(self.client.health(u) for u in upstreams))
+        report = {u.name: result for u, result in zip(upstreams, results, strict=True)}
+        healthy = all(result["ok"] for result in results)
+        body = {"status": "ok" if healthy else "degraded", "proxy": "ok", "upstreams": report}
+        await _respond(send, 200 if healthy else 503, orjson.dumps(body))
+
+    async def _parse(self, receive: Receive) -> tuple[dict[str, Any], Upstream]:
+        raw = await _read_body(receive)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise invalid_request("", f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise invalid_request("", "request body must be a JSON object")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise invalid_request("model", "required, a non-empty string")
+        if self.config.log_prompts:
+            log.info("prompt %s", raw[:4000].decode("utf-8", "replace"))
+        return body, self.router.resolve(model)
+
+    async def _count_tokens(self, receive: Receive, send: Send) -> None:
+        body, upstream = await self._parse(receive)
+        tokenize_body = translate_for_tokenize(body, upstream)
+        count = await _until_gone(receive, self.client.count_tokens(upstream, tokenize_body))
+        headers = list(_JSON)
+        if count is None:
+            # The backend has no /tokenize: say so, and over- rather than under-count.
+            count = estimate_tokens(tokenize_body)
+            headers.append((b"x-spark-stack-token-count", b"estimate"))
+        await _respond(send, 200, orjson.dumps({"input_tokens": count}), headers)
+
+    async def _messages(self, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        record = _Record()
+        try:
+            body, upstream = await self._parse(receive)
+            record.model, record.upstream = body["model"], upstream.name
+            request = translate_request(body, upstream)
+            record.stream = bool(request.get("stream"))
+            await _until_gone(receive, self._relay(body, request, upstream, send, record, started))
+        except ProxyError as exc:
+            record.status = exc.status
+            raise
+        except _ClientGone:
+            record.status = 499
+            raise
+        finally:
+            self._account(record, started)
+
+    async def _relay(
+        self,
+        body: dict[str, Any],
+        request: dict[str, Any],
+        upstream: Upstream,
+        send: Send,
+        record: _Record,
+        started: float,
+    ) -> None:
+        prompt_tokens = await self._clamp(request, upstream)
+        record.input_tokens = prompt_tokens
+        response = await self.client.post_chat(upstream, orjson.dumps(request))
+        if response.status != 200:
+            error = await self.client.error_from(upstream, response)
+            retry = _clamp_from_error(error, request)
+            if retry is None:
+                raise error
+            response = await self.client.post_chat(upstream, orjson.dumps(retry))
+            if response.status != 200:
+                raise await self.client.error_from(upstream, response)
+        message_id = "msg_" + os.urandom(12).hex()
+        model = body["model"]
+        try:
+            if request.get("stream"):
+                await self._stream(
+                    response, model, message_id, prompt_tokens, send, record, started
+                )
+            else:
+                await self._complete(response, model, message_id, prompt_tokens, send, record)
+        finally:
+            response.release()
+
+    async def _clamp(self, request: dict[str, Any], upstream: Upstream) -> int:
+        """Clamp ``max_tokens`` to the context left; returns the prompt-size estimate (exact
+        when the backend tokenizer was asked)."""
+        estimate = estimate_tokens(request)
+        limit = upstream.max_model_len
+        if limit is None or request["max_tokens"] + estimate <= limit:
+            return estimate
+        keys = ("model", "messages", "tools", "chat_template_kwargs")
+        tokenize_body: dict[str, Any] = {key: request[key] for key in keys if key in request}
+        tokenize_body["add_generation_prompt"] = True
+        exact = await self.client.count_tokens(upstream, tokenize_body)
+        prompt = estimate if exact is None else exact
+        if exact is not None and exact >= limit:
+            raise prompt_too_long(exact, limit)
+        request["max_tokens"] = clamp_max_tokens(request["max_tokens"], limit, prompt)
+        return prompt
+
+    async def _complete(
+        self, response: Any, model: str, message_id: str, prompt: int, send: Send, record: _Record
+    ) -> None:
+        try:
+            completion = orjson.loads(await response.read())
+        except (orjson.JSONDecodeError, *TRANSPORT_ERRORS) as exc:
+            raise ProxyError(502, "api_error", f"upstream answer unreadable: {exc}") from None
+        message = translate_response(completion, model, message_id, prompt)
+        record.input_tokens = message["usage"]["input_tokens"]
+        record.output_tokens = message["usage"]["output_tokens"]
+        record.status = 200
+        await _respond(send, 200, orjson.dumps(message))
+
+    async def _stream(
+        self,
+        response: Any,
+        model: str,
+        message_id: str,
+        prompt: int,
+        send: Send,
+        record: _Record,
+        started: float,
+    ) -> None:
+        translator = StreamTranslator(model, message_id, prompt)
+        record.status = 200
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+        await send(_body(encode_events(translator.start()), more=True))
+        pending = b""
+        done = False
+        try:
+            async for data in response.content.iter_any():
+                lines = (pending + data).split(b"\n")
+                pending = lines.pop()
+                events: list[dict[str, Any]] = []
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    events.extend(translator.feed(orjson.loads(payload)))
+                if events:
+                    if record.ttft is None and translator.has_content:
+                        record.ttft = time.perf_counter() - started
+                    await send(_body(encode_events(events), more=True))
+                if done or translator.failed:
+                    break
+        except orjson.JSONDecodeError:
+            events = translator.fail("api_error", "upstream sent a malformed stream chunk")
+        except TRANSPORT_ERRORS as exc:
+            events = translator.fail("api_error", f"upstream connection lost mid-stream: {exc}")
+        else:
+            if done or translator.finish_reason is not None:
+                events = translator.finish()
+            else:
+                events = translator.fail("api_error", "upstream closed the stream before the end")
+        record.input_tokens = translator.input_tokens
+        record.output_tokens = translator.output_tokens or translator.deltas
+        if translator.failed:
+            record.status = 599
+        await send(_body(encode_events(events), more=False))
+
+    def _account(self, record: _Record, started: float) -> None:
+        duration = time.perf_counter() - started
+        route = self.metrics.route(record.upstream or "-")
+        route.requests += 1
+        if record.status >= 400:
+            route.errors += 1
+        route.duration.observe(duration)
+        if record.ttft is not None:
+            route.ttft.observe(record.ttft)
+        route.input_tokens += record.input_tokens
+        route.output_tokens += record.output_tokens
+        ttft = "-" if record.ttft is None else f"{record.ttft * 1000:.1f}"
+        log.info(
+            "POST /v1/messages model=%s upstream=%s stream=%s status=%d ttft_ms=%s dur_ms=%.1f "
+            "in=%d out=%d",
+            record.model, record.upstream or "-", record.stream, record.status, ttft,
+            duration * 1000, record.input_tokens, record.output_tokens,
+        )
+
+
+class _Record:
+    """What the per-request log line and the metrics need."""
+
+    __slots__ = ("model", "upstream", "stream", "status", "ttft", "input_tokens", "output_tokens")
+
+    def __init__(self) -> None:
+        self.model = "-"
+        self.upstream = ""
+        self.stream = False
+        self.status = 200
+        self.ttft: float | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
+
+
+def _clamp_from_error(error: ProxyError, request: dict[str, Any]) -> dict[str, Any] | None:
+    """When the backend says prompt + max_tokens overflow but the prompt itself fits (our
+    estimate was low), retry once with ``max_tokens`` set to the room it reported."""
+    if error.status != 400 or not error.message.startswith("max_tokens: "):
+        return None
+    overflow = parse_context_overflow(error.message)
+    if overflow is None or overflow.prompt_tokens is None:
+        return None
+    room = overflow.max_model_len - overflow.prompt_tokens
+    if room < 1 or room >= request["max_tokens"]:
+        return None
+    return {**request, "max_tokens": room}
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise ProxyError(405, "invalid_request_error", f"method {method} not allowed here")
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ProxyError(413, "request_too_large", "request body exceeds 64 MiB")
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _until_gone(receive: Receive, work: Awaitable[Any]) -> Any:
+    """Run ``work`` but cancel it the moment the client disconnects: a cancelled upstream
+    request closes its connection, and vLLM aborts the generation (frees the GPU slot)."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            continue
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone:
+            task.uncancel()
+            raise _ClientGone from None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def _body(data: bytes, *, more: bool) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": more}
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers or _JSON})
+    await send({"type": "http.response.body", "body": body})
