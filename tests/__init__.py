@@ -1,0 +1,1 @@
+"""spark-stack's tests; a package so `python -m tests.testhost` and fixtures can import helpers."""
