@@ -1,0 +1,166 @@
+"""Turn a parsed command line plus environment into the simulator's settings (pure)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .flags import ServeArgs, UsageError
+
+DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
+DEFAULT_MAX_MODEL_LEN = 262144
+VLLM_VERSION = "0.28.0"
+
+QUIRKS = frozenset({"resend_id", "multi_index_chunk", "reasoning_content"})
+FAILURES = frozenset({"gpu_memory", "kv_cache", "oom", "no_kernel", "gated", "engine_dead", "hang"})
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything the simulated server needs to know."""
+
+    model: str = DEFAULT_MODEL
+    served_model_names: tuple[str, ...] = (DEFAULT_MODEL,)
+    host: str = "0.0.0.0"
+    port: int = 8000
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN
+    api_keys: tuple[str, ...] = ()
+    reasoning_parser: str | None = None
+    tool_call_parser: str | None = None
+    enable_auto_tool_choice: bool = False
+    default_chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    gpu_memory_utilization: float = 0.9
+    startup_seconds: float = 0.3
+    fail: str | None = None
+    bench_chunks: int | None = None
+    quirks: frozenset[str] = frozenset()
+    version: str = VLLM_VERSION
+    non_default_args: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def display_host(self) -> str:
+        return self.host or "0.0.0.0"
+
+    @property
+    def primary_name(self) -> str:
+        return self.served_model_names[0]
+
+    @property
+    def thinking_default(self) -> bool:
+        return bool(self.default_chat_template_kwargs.get("enable_thinking", True))
+
+
+_HUMAN_SIZE = re.compile(r"^(\d+(?:\.\d+)?)([kKmMgG]?)$")
+_HUMAN_FACTORS = {
+    "": 1,
+    "k": 1000,
+    "K": 1024,
+    "m": 1000**2,
+    "M": 1024**2,
+    "g": 1000**3,
+    "G": 1024**3,
+}
+
+
+def parse_human_int(option: str, raw: str) -> int:
+    """vLLM accepts sizes like `32k` (×1000) or `32K` (×1024) for --max-model-len."""
+    match = _HUMAN_SIZE.match(raw.strip())
+    if not match:
+        raise UsageError(f"argument {option}: invalid value: '{raw}'")
+    return int(float(match.group(1)) * _HUMAN_FACTORS[match.group(2)])
+
+
+def _int(option: str, raw: str | None, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise UsageError(f"argument {option}: invalid int value: '{raw}'") from exc
+
+
+def _float(option: str, raw: str | None, default: float) -> float:
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise UsageError(f"argument {option}: invalid float value: '{raw}'") from exc
+
+
+def _json_object(option: str, raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise UsageError(f"argument {option}: invalid loads value: '{raw}'") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"argument {option}: invalid loads value: '{raw}'")
+    return value
+
+
+def _quirks(*sources: str | None) -> frozenset[str]:
+    names = {q.strip() for src in sources if src for q in src.split(",") if q.strip()}
+    unknown = names - QUIRKS
+    if unknown:
+        raise UsageError(f"unknown simulator quirk(s): {', '.join(sorted(unknown))}")
+    return frozenset(names)
+
+
+def _parser_name(raw: str | None) -> str | None:
+    return None if raw in (None, "", "none") else raw
+
+
+def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
+    """Combine the command line with the simulator's environment variables."""
+    model = args.model or DEFAULT_MODEL
+    names = args.values("--served-model-name") or (model,)
+    api_keys = args.values("--api-key")
+    if not api_keys and env.get("VLLM_API_KEY"):
+        api_keys = (env["VLLM_API_KEY"],)
+    max_len_raw = args.value("--max-model-len")
+    max_len = (
+        parse_human_int("--max-model-len", max_len_raw) if max_len_raw else DEFAULT_MAX_MODEL_LEN
+    )
+    startup_raw = args.value("--sim-startup-seconds") or env.get("VLLM_SIM_STARTUP_SECONDS")
+    fail = env.get("VLLM_SIM_FAIL") or None
+    if fail is not None and fail not in FAILURES:
+        raise UsageError(f"unknown VLLM_SIM_FAIL value: {fail}")
+    bench_raw = env.get("VLLM_SIM_BENCH_CHUNKS")
+    quirks = _quirks(args.value("--sim-quirks"), env.get("VLLM_SIM_QUIRKS"))
+    if args.value("--sim-reasoning-content") == "true":
+        quirks |= {"reasoning_content"}
+    non_default: dict[str, Any] = {"model_tag": model}
+    for option, values in args.options.items():
+        if option.startswith("--sim-"):
+            continue
+        key = option.lstrip("-").replace("-", "_")
+        non_default[key] = (
+            "***" if option == "--api-key" else (values[0] if len(values) == 1 else list(values))
+        )
+    return SimConfig(
+        model=model,
+        served_model_names=tuple(names),
+        host=args.value("--host") or "0.0.0.0",
+        port=_int("--port", args.value("--port"), 8000),
+        max_model_len=max_len,
+        api_keys=tuple(api_keys),
+        reasoning_parser=_parser_name(args.value("--reasoning-parser")),
+        tool_call_parser=_parser_name(args.value("--tool-call-parser")),
+        enable_auto_tool_choice=args.value("--enable-auto-tool-choice") == "true",
+        default_chat_template_kwargs=_json_object(
+            "--default-chat-template-kwargs", args.value("--default-chat-template-kwargs")
+        ),
+        gpu_memory_utilization=_float(
+            "--gpu-memory-utilization", args.value("--gpu-memory-utilization"), 0.9
+        ),
+        startup_seconds=max(0.0, _float("VLLM_SIM_STARTUP_SECONDS", startup_raw, 0.3)),
+        fail=fail,
+        bench_chunks=_int("VLLM_SIM_BENCH_CHUNKS", bench_raw, 0) or None,
+        quirks=quirks,
+        non_default_args=non_default,
+    )

@@ -1,0 +1,271 @@
+"""vLLM's JSON shapes: stream chunks, chat completions, errors, model cards (pure).
+
+Field order and null fields follow vLLM's pydantic models: stream chunks are dumped with
+``exclude_unset`` (so explicitly set nulls stay), the usage chunk with ``exclude_none`` too,
+and full responses with every field.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .generation import Delta, Outcome, ToolDelta
+
+ERROR_TYPES = {
+    400: "BadRequestError",
+    401: "UnauthorizedError",
+    403: "ForbiddenError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    413: "RequestEntityTooLargeError",
+    422: "UnprocessableEntityError",
+    429: "TooManyRequestsError",
+    500: "InternalServerError",
+    501: "NotImplementedError",
+    502: "BadGatewayError",
+    503: "ServiceUnavailableError",
+    504: "GatewayTimeoutError",
+}
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON with raw UTF-8, like pydantic's model_dump_json."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_body(
+    message: str, status: int = 400, err_type: str | None = None, param: str | None = None
+) -> dict[str, Any]:
+    """vLLM's ErrorResponse."""
+    return {
+        "error": {
+            "message": message,
+            "type": err_type or ERROR_TYPES.get(status, "InternalServerError"),
+            "param": param,
+            "code": status,
+        }
+    }
+
+
+def context_overflow_message(max_model_len: int, prompt_tokens: int, max_tokens: int) -> str:
+    return (
+        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+        f"{max_tokens} output tokens and your prompt contains at least {prompt_tokens} input "
+        f"tokens, for a total of at least {prompt_tokens + max_tokens} tokens. Please reduce the "
+        "length of the input prompt or the number of requested output tokens. "
+        f"(parameter=input_tokens, value={prompt_tokens})"
+    )
+
+
+@dataclass(frozen=True)
+class StreamContext:
+    """Per-request values every chunk of a stream carries."""
+
+    request_id: str
+    created: int
+    model: str
+    prompt_tokens: int
+    include_usage: bool = False
+    continuous_usage: bool = False
+    reasoning_field: str = "reasoning"
+    resend_id: bool = False
+    reasoning_details: bool = False
+
+
+def _tool_delta(t: ToolDelta, resend_id: bool, ids: dict[int, str]) -> dict[str, Any]:
+    if t.name is not None:
+        ids[t.index] = t.id or ""
+        return {
+            "id": t.id,
+            "type": "function",
+            "index": t.index,
+            "function": {"name": t.name, "arguments": t.arguments},
+        }
+    if resend_id and t.index in ids:
+        return {
+            "id": ids[t.index],
+            "type": "function",
+            "index": t.index,
+            "function": {"arguments": t.arguments},
+        }
+    return {"index": t.index, "function": {"arguments": t.arguments}}
+
+
+def delta_json(
+    d: Delta, reasoning_field: str, resend_id: bool, ids: dict[int, str]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if d.content is not None:
+        out["content"] = d.content
+    if d.reasoning is not None:
+        out[reasoning_field] = d.reasoning
+    if d.tool_calls:
+        out["tool_calls"] = [_tool_delta(t, resend_id, ids) for t in d.tool_calls]
+    return out
+
+
+def _usage(ctx: StreamContext, completion: int, reasoning: int) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": ctx.prompt_tokens,
+        "total_tokens": ctx.prompt_tokens + completion,
+        "completion_tokens": completion,
+    }
+    usage["completion_tokens_details"] = (
+        {"reasoning_tokens": reasoning} if ctx.reasoning_details else None
+    )
+    return usage
+
+
+def _chunk(ctx: StreamContext, choices: list[dict[str, Any]], **extra: Any) -> str:
+    body: dict[str, Any] = {
+        "id": ctx.request_id,
+        "object": "chat.completion.chunk",
+        "created": ctx.created,
+        "model": ctx.model,
+        "choices": choices,
+    }
+    body.update(extra)
+    return f"data: {dumps(body)}\n\n"
+
+
+def stream_events(outcome: Outcome, ctx: StreamContext) -> Iterator[str]:
+    """Every `data:` event of a streamed chat completion, `[DONE]` last."""
+    first_choice = {
+        "index": 0,
+        "delta": {"role": "assistant", "content": ""},
+        "logprobs": None,
+        "finish_reason": None,
+    }
+    first_extra: dict[str, Any] = {"prompt_token_ids": None}
+    if ctx.continuous_usage:
+        first_extra["usage"] = _usage(ctx, 0, 0)
+    yield _chunk(ctx, [first_choice], **first_extra)
+    ids: dict[int, str] = {}
+    deltas = outcome.deltas
+    last = len(deltas) - 1
+    reasoning_seen = 0
+    for n, d in enumerate(deltas):
+        finishing = outcome.finish_on_last and n == last
+        if d.reasoning:
+            reasoning_seen += 1
+        choice: dict[str, Any] = {
+            "index": 0,
+            "delta": delta_json(d, ctx.reasoning_field, ctx.resend_id, ids),
+            "logprobs": None,
+            "finish_reason": outcome.finish_reason if finishing else None,
+        }
+        if finishing:
+            choice["stop_reason"] = outcome.stop_reason
+        choice["token_ids"] = None
+        extra = {"usage": _usage(ctx, n + 1, reasoning_seen)} if ctx.continuous_usage else {}
+        yield _chunk(ctx, [choice], **extra)
+    if not outcome.finish_on_last or not deltas:
+        choice = {
+            "index": 0,
+            "delta": {},
+            "logprobs": None,
+            "finish_reason": outcome.finish_reason,
+            "stop_reason": outcome.stop_reason,
+            "token_ids": None,
+        }
+        extra = (
+            {"usage": _usage(ctx, outcome.completion_tokens, outcome.reasoning_tokens)}
+            if ctx.continuous_usage
+            else {}
+        )
+        yield _chunk(ctx, [choice], **extra)
+    if ctx.include_usage:
+        usage = _usage(ctx, outcome.completion_tokens, outcome.reasoning_tokens)
+        if usage["completion_tokens_details"] is None:
+            del usage["completion_tokens_details"]
+        yield _chunk(ctx, [], usage=usage)
+    yield "data: [DONE]\n\n"
+
+
+def completion_body(outcome: Outcome, ctx: StreamContext) -> dict[str, Any]:
+    """A non-streamed chat completion (vLLM's ChatCompletionResponse.model_dump())."""
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": outcome.content,
+        "refusal": None,
+        "annotations": None,
+        "audio": None,
+        "function_call": None,
+    }
+    if outcome.tool_calls:
+        message["tool_calls"] = [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": args}}
+            for cid, name, args in outcome.tool_calls
+        ]
+    message[ctx.reasoning_field] = outcome.reasoning
+    usage = _usage(ctx, outcome.completion_tokens, outcome.reasoning_tokens)
+    usage = {
+        "prompt_tokens": usage["prompt_tokens"],
+        "total_tokens": usage["total_tokens"],
+        "completion_tokens": usage["completion_tokens"],
+        "prompt_tokens_details": None,
+        "completion_tokens_details": usage["completion_tokens_details"],
+    }
+    return {
+        "id": ctx.request_id,
+        "object": "chat.completion",
+        "created": ctx.created,
+        "model": ctx.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": outcome.finish_reason,
+                "stop_reason": outcome.stop_reason,
+                "token_ids": None,
+            }
+        ],
+        "service_tier": None,
+        "system_fingerprint": None,
+        "usage": usage,
+        "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "kv_transfer_params": None,
+    }
+
+
+def model_list(names: tuple[str, ...], root: str, max_model_len: int) -> dict[str, Any]:
+    """GET /v1/models."""
+    now = int(time.time())
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": name,
+                "object": "model",
+                "created": now,
+                "owned_by": "vllm",
+                "root": root,
+                "parent": None,
+                "max_model_len": max_model_len,
+                "permission": [
+                    {
+                        "id": f"modelperm-{uuid.uuid4().hex}",
+                        "object": "model_permission",
+                        "created": now,
+                        "allow_create_engine": False,
+                        "allow_sampling": True,
+                        "allow_logprobs": True,
+                        "allow_search_indices": False,
+                        "allow_view": True,
+                        "allow_fine_tuning": False,
+                        "organization": "*",
+                        "group": None,
+                        "is_blocking": False,
+                    }
+                ],
+            }
+            for name in names
+        ],
+    }
