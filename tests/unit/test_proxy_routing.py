@@ -1,0 +1,70 @@
+"""Route table and the proxy's config file."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_stack.proxy.config import ConfigError, ProxyConfig, Route, Upstream
+from spark_stack.proxy.errors import ProxyError
+from spark_stack.proxy.routing import Router
+
+BIG = Upstream("big", "http://127.0.0.1:8000/v1", "qwen3.6-35b", api_key="sk-1", max_model_len=262144)
+SMALL = Upstream("small", "http://127.0.0.1:8001/v1", "qwen3-4b", thinking="none")
+CONFIG = ProxyConfig(
+    upstreams={"big": BIG, "small": SMALL},
+    routes=[
+        Route("claude-opus-4-5", "big"),
+        Route("claude-*haiku*", "small"),
+        Route("claude-*", "big"),
+        Route("claude-haiku-4-5", "big"),
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "upstream"),
+    [
+        ("claude-opus-4-5", "big"),
+        ("claude-haiku-4-5", "big"),  # exact names beat earlier globs
+        ("claude-3-5-haiku-latest", "small"),  # globs in file order
+        ("claude-sonnet-4-5-20250929", "big"),
+        ("small", "small"),  # a model's own name
+        ("qwen3-4b", "small"),  # and its served name
+    ],
+)
+def test_resolve(model: str, upstream: str) -> None:
+    assert Router(CONFIG).resolve(model).name == upstream
+
+
+def test_unknown_model_is_404_listing_names() -> None:
+    with pytest.raises(ProxyError) as caught:
+        Router(CONFIG).resolve("gpt-4")
+    assert caught.value.status == 404
+    assert caught.value.error_type == "not_found_error"
+    assert caught.value.message == (
+        "model: 'gpt-4' is not routable; routable models: big, claude-haiku-4-5, claude-opus-4-5, "
+        "qwen3-4b, qwen3.6-35b, small, claude-*haiku*, claude-*"
+    )
+
+
+def test_config_json_round_trip() -> None:
+    config = ProxyConfig(host="0.0.0.0", port=9999, token="t", upstreams=CONFIG.upstreams,
+                         routes=CONFIG.routes, log_prompts=True)
+    assert ProxyConfig.from_json(config.to_json()) == config
+    assert not config.is_loopback and CONFIG.is_loopback
+
+
+def test_root_url_strips_v1() -> None:
+    assert BIG.root_url == "http://127.0.0.1:8000"
+    assert Upstream("x", "http://h:1/", "m").root_url == "http://h:1"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["nope", "[]", '{"upstreams": {"a": {"name": "a"}}}',
+     '{"upstreams": {}, "routes": [{"pattern": "x", "upstream_name": "ghost"}]}',
+     '{"upstreams": {"a": {"name": "a", "base_url": "u", "served_name": "s", "thinking": "x"}}}'],
+)
+def test_bad_config(text: str) -> None:
+    with pytest.raises(ConfigError):
+        ProxyConfig.from_json(text)
