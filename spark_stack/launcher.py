@@ -1,21 +1,29 @@
-"""What Claude Code needs to talk to the stack: its environment and the launcher script (pure).
+"""What Claude Code needs to talk to the stack: its environment and the launcher script.
 
 Claude Code reads ``ANTHROPIC_BASE_URL`` (the proxy, without ``/v1``), ``ANTHROPIC_AUTH_TOKEN``
 (sent as ``Authorization: Bearer``), ``ANTHROPIC_DEFAULT_{OPUS,SONNET,HAIKU}_MODEL`` (the alias
 targets; the default main model is the opus alias) and ``ANTHROPIC_MODEL``. The source
 document's ``apiBaseUrl``/``apiKey`` settings are not Claude Code settings.
+
+Everything here is pure except :func:`write_launcher`, the one edge that writes the script.
+The script never holds the proxy token: it reads the stack's 0600 token file when it runs.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import paths
 from .stack import schema
 
 # Claude Code refuses to start ("Not logged in") without some credential; when the proxy needs
 # no token any placeholder works.
 PLACEHOLDER_TOKEN = "spark-stack-local"
+TOKEN_ENV = "ANTHROPIC_AUTH_TOKEN"
+CLAUDE_BIN_ENV = "SPARK_STACK_CLAUDE_BIN"
+INSTALL_COMMAND = "npm install -g @anthropic-ai/claude-code"
 ALIAS_ENV = {
     "opus": "ANTHROPIC_DEFAULT_OPUS_MODEL",
     "sonnet": "ANTHROPIC_DEFAULT_SONNET_MODEL",
@@ -24,6 +32,9 @@ ALIAS_ENV = {
 HERMETIC_ENV = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
 }
+TOKEN_FILE_NAME = "proxy-token"
+# Seconds the launcher waits for the proxy's answer before it gives up with a hint.
+PROBE_TIMEOUT = 3
 
 
 @dataclass(frozen=True)
@@ -52,12 +63,17 @@ def default_launcher_path(stack: schema.Stack) -> Path:
     return Path.home() / ".local" / "bin" / f"claude-{stack.name}"
 
 
+def token_file(stack_name: str) -> Path:
+    """Where ``up`` keeps the proxy's resolved token for a stack (0600, under the state dir)."""
+    return paths.stack_dir(stack_name) / TOKEN_FILE_NAME
+
+
 def launcher_environment(stack: schema.Stack) -> list[LauncherVar]:
     """The variables the launcher exports, in order; the token only as a secret marker."""
     vars_ = [
         LauncherVar("ANTHROPIC_BASE_URL", proxy_base_url(stack)),
         LauncherVar(
-            "ANTHROPIC_AUTH_TOKEN",
+            TOKEN_ENV,
             PLACEHOLDER_TOKEN if stack.proxy.token is None else "",
             secret=stack.proxy.token is not None,
         ),
@@ -68,3 +84,103 @@ def launcher_environment(stack: schema.Stack) -> list[LauncherVar]:
         vars_.append(LauncherVar("ANTHROPIC_MODEL", stack.claude.default_model))
     vars_ += [LauncherVar(name, value) for name, value in HERMETIC_ENV.items()]
     return vars_
+
+
+def up_command(stack_file: str | None) -> str:
+    """The command that brings this stack up, as the user would type it."""
+    if not stack_file:
+        return "spark-stack up"
+    return f"spark-stack -s {shlex.quote(stack_file)} up"
+
+
+def render_launcher(
+    stack: schema.Stack, *, token_path: Path, stack_file: str | None = None
+) -> str:
+    """The launcher script's text: exports, a proxy probe, then ``exec claude "$@"``."""
+    name = f"claude-{stack.name}"
+    q = shlex.quote
+    base_url = proxy_base_url(stack)
+    hint = (
+        f"{name}: the spark-stack proxy at {base_url} does not answer; "
+        f"start the stack with: {up_command(stack_file)}"
+    )
+    tcp_open = f"exec 3<>/dev/tcp/{_probe_host(stack)}/{stack.proxy.port}"
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# {name}: Claude Code on spark-stack stack '{stack.name}'.",
+        "# Written by `spark-stack up` and rewritten on every up: edit the stack file instead.",
+        "set -euo pipefail",
+    ]
+    for var in launcher_environment(stack):
+        if var.secret:
+            token_hint = f"{name}: no proxy token at {token_path}; run: {up_command(stack_file)}"
+            lines += [
+                f"token_file={q(str(token_path))}",
+                'if [ ! -r "$token_file" ]; then',
+                f"  echo {q(token_hint)} >&2",
+                "  exit 1",
+                "fi",
+                f'{var.name}=$(cat "$token_file")',
+                f"export {var.name}",
+            ]
+        else:
+            lines.append(f"export {var.name}={q(var.value)}")
+    lines += [
+        "",
+        "# Probe the proxy first: a stopped stack gets one clear line, not minutes of retries.",
+        "proxy_answers() {",
+        "  if command -v curl >/dev/null 2>&1; then",
+        f'    curl -s -o /dev/null -I --max-time {PROBE_TIMEOUT} "$ANTHROPIC_BASE_URL/"',
+        "  elif command -v python3 >/dev/null 2>&1; then",
+        "    python3 - \"$ANTHROPIC_BASE_URL/\" <<'PY'",
+        "import sys, urllib.request",
+        "request = urllib.request.Request(sys.argv[1], method='HEAD')",
+        "try:",
+        f"    urllib.request.urlopen(request, timeout={PROBE_TIMEOUT})",
+        "except urllib.error.HTTPError:",
+        "    pass",
+        "except OSError:",
+        "    sys.exit(1)",
+        "PY",
+        "  elif command -v timeout >/dev/null 2>&1; then",
+        f'    timeout {PROBE_TIMEOUT} "$BASH" -c {q(tcp_open)} 2>/dev/null',
+        "  else",
+        f"    ( {tcp_open} ) 2>/dev/null",
+        "  fi",
+        "}",
+        "if ! proxy_answers; then",
+        f"  echo {q(hint)} >&2",
+        "  exit 1",
+        "fi",
+        "",
+        f'claude_bin="${{{CLAUDE_BIN_ENV}:-claude}}"',
+        'if ! command -v "$claude_bin" >/dev/null 2>&1; then',
+        f"  echo {q(f'{name}: Claude Code is not installed; install it with: {INSTALL_COMMAND}')}"
+        " >&2",
+        "  exit 127",
+        "fi",
+        'exec "$claude_bin" "$@"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_launcher(
+    stack: schema.Stack,
+    *,
+    path: Path | None = None,
+    stack_file: str | None = None,
+    token_path: Path | None = None,
+) -> Path:
+    """Write the stack's launcher atomically, mode 0755; returns its path."""
+    target = path or default_launcher_path(stack)
+    text = render_launcher(
+        stack, token_path=token_path or token_file(stack.name), stack_file=stack_file
+    )
+    paths.write_atomic(target, text, mode=0o755)
+    return target
+
+
+def _probe_host(stack: schema.Stack) -> str:
+    host = proxy_base_url(stack).removeprefix("http://").rpartition(":")[0]
+    return host.strip("[]")

@@ -1,0 +1,239 @@
+"""The generated launcher: its text, its mode, and what it really does when bash runs it."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spark_stack import launcher
+from spark_stack.stack import schema
+from spark_stack.stack.loader import load_stack_text
+
+SENTINEL = "tok-SENTINEL-9f3a1c"
+# The launcher probes with curl, else python3, else bash's /dev/tcp (with or without timeout).
+PROBE_TOOLS = [["curl", "cat"], ["python3", "cat"], ["timeout", "cat"], ["cat"]]
+
+
+def make_stack(port: int = 4000, *, token: str | None = "auto", **claude: object) -> schema.Stack:
+    lines = [
+        "name: lab",
+        "models:",
+        "  - name: qwen",
+        "    kind: simulator",
+        "    served_name: qwen3.6",
+        "proxy:",
+        f"  listen: 127.0.0.1:{port}",
+    ]
+    if token is not None:
+        lines.append(f"  token: {token}")
+    text = "\n".join(lines) + "\n"
+    stack = load_stack_text(text, lint=False).stack
+    if claude:
+        stack = stack.model_copy(update={"claude": schema.ClaudeConfig(**claude)})  # type: ignore[arg-type]
+    return stack
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "state"
+    monkeypatch.setenv("SPARK_STACK_HOME", str(home))
+    return home
+
+
+class _Root(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's handler naming
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture()
+def proxy_port() -> Iterator[int]:
+    """A real HTTP server on loopback answering HEAD / like the proxy does."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Root)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture()
+def fake_claude(tmp_path: Path) -> Path:
+    """An executable standing in for `claude` that reports the argv and env it was given."""
+    path = tmp_path / "bin" / "claude"
+    path.parent.mkdir()
+    path.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'env': dict(os.environ)}))\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def tool_dir(tmp_path: Path, tools: list[str]) -> Path:
+    """A PATH directory with only the named tools, to exercise the launcher's fallbacks."""
+    bin_dir = tmp_path / "tools"
+    bin_dir.mkdir()
+    for tool in tools:
+        target = sys.executable if tool == "python3" else shutil.which(tool)
+        assert target, tool
+        (bin_dir / tool).symlink_to(target)
+    return bin_dir
+
+
+def run_launcher(
+    script: Path, args: list[str], *, path: str, claude_bin: Path | None
+) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": path, "HOME": str(script.parent)}
+    if claude_bin is not None:
+        env[launcher.CLAUDE_BIN_ENV] = str(claude_bin)
+    return subprocess.run(
+        ["/bin/bash", str(script), *args], env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_text_exports_what_claude_code_reads_and_never_the_token(tmp_path: Path) -> None:
+    stack = make_stack(
+        models={"opus": "qwen", "sonnet": "qwen", "haiku": "small"}, default_model="qwen"
+    )
+    text = launcher.render_launcher(stack, token_path=tmp_path / "tok", stack_file="lab.yaml")
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "export ANTHROPIC_BASE_URL=http://127.0.0.1:4000\n" in text
+    assert "export ANTHROPIC_DEFAULT_OPUS_MODEL=qwen\n" in text
+    assert "export ANTHROPIC_DEFAULT_SONNET_MODEL=qwen\n" in text
+    assert "export ANTHROPIC_DEFAULT_HAIKU_MODEL=small\n" in text
+    assert "export ANTHROPIC_MODEL=qwen\n" in text
+    assert "export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1\n" in text
+    assert f"token_file={tmp_path / 'tok'}\n" in text
+    assert 'ANTHROPIC_AUTH_TOKEN=$(cat "$token_file")' in text
+    assert "spark-stack -s lab.yaml up" in text
+    assert text.rstrip().endswith('exec "$claude_bin" "$@"')
+    assert "/v1" not in text
+
+
+def test_without_a_proxy_token_the_placeholder_is_exported(tmp_path: Path) -> None:
+    text = launcher.render_launcher(make_stack(token=None), token_path=tmp_path / "tok")
+    assert f"export ANTHROPIC_AUTH_TOKEN={launcher.PLACEHOLDER_TOKEN}\n" in text
+    assert "token_file" not in text
+    assert "ANTHROPIC_MODEL=" not in text
+
+
+def test_wildcard_and_ipv6_binds_are_reached_on_loopback() -> None:
+    stack = make_stack()
+    v4 = stack.model_copy(update={"proxy": schema.ProxyConfig(listen="0.0.0.0:4100")})
+    v6 = stack.model_copy(update={"proxy": schema.ProxyConfig(listen="[::1]:4200")})
+    assert launcher.proxy_base_url(v4) == "http://127.0.0.1:4100"
+    assert launcher.proxy_base_url(v6) == "http://[::1]:4200"
+
+
+def test_write_launcher_is_atomic_0755_at_the_stack_path(tmp_path: Path) -> None:
+    target = tmp_path / "bin" / "claude-lab"
+    stack = make_stack(launcher=str(target))
+    token_path = launcher.token_file(stack.name)
+    token_path.write_text(SENTINEL)
+    written = launcher.write_launcher(stack)
+    assert written == target
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    assert SENTINEL not in target.read_text()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["claude-lab"]
+    # Rewriting replaces the file in place; no temp files are left behind.
+    launcher.write_launcher(stack)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["claude-lab"]
+
+
+def test_default_launcher_path_is_in_local_bin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert launcher.default_launcher_path(make_stack()) == Path(
+        "/home/someone/.local/bin/claude-lab"
+    )
+
+
+def test_token_file_lives_in_the_stack_state_dir(state_home: Path) -> None:
+    assert launcher.token_file("lab") == state_home / "stacks" / "lab" / "proxy-token"
+
+
+@pytest.mark.parametrize("tools", PROBE_TOOLS, ids=lambda t: "+".join(t))
+def test_launcher_execs_claude_with_args_and_env_when_the_proxy_answers(
+    tmp_path: Path, proxy_port: int, fake_claude: Path, tools: list[str]
+) -> None:
+    stack = make_stack(proxy_port, models={"opus": "qwen"})
+    launcher.token_file(stack.name).write_text(SENTINEL + "\n")
+    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab")
+    args = ["-p", "what is 12*17?", "--output-format", "json", "--", "--help", "a b"]
+    result = run_launcher(
+        script, args, path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude
+    )
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["argv"] == args
+    assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == SENTINEL
+    assert seen["env"]["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{proxy_port}"
+    assert seen["env"]["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "qwen"
+    assert seen["env"]["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+
+
+@pytest.mark.parametrize("tools", PROBE_TOOLS, ids=lambda t: "+".join(t))
+def test_launcher_hints_at_up_when_the_proxy_is_down(
+    tmp_path: Path, fake_claude: Path, tools: list[str]
+) -> None:
+    stack = make_stack(free_port())
+    launcher.token_file(stack.name).write_text(SENTINEL)
+    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab", stack_file="lab.yaml")
+    result = run_launcher(
+        script, ["-p", "hi"], path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "does not answer" in result.stderr
+    assert "spark-stack -s lab.yaml up" in result.stderr
+
+
+def test_launcher_without_token_file_says_to_run_up(tmp_path: Path, fake_claude: Path) -> None:
+    script = launcher.write_launcher(make_stack(), path=tmp_path / "claude-lab")
+    result = run_launcher(script, [], path=os.environ["PATH"], claude_bin=fake_claude)
+    assert result.returncode == 1
+    assert "no proxy token" in result.stderr and "spark-stack up" in result.stderr
+
+
+def test_launcher_without_claude_says_how_to_install(tmp_path: Path, proxy_port: int) -> None:
+    stack = make_stack(proxy_port, token=None)
+    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab")
+    result = run_launcher(
+        script, [], path=str(tool_dir(tmp_path, ["curl"])), claude_bin=None
+    )
+    assert result.returncode == 127
+    assert launcher.INSTALL_COMMAND in result.stderr
+
+
+def test_launcher_finds_claude_on_path(tmp_path: Path, proxy_port: int, fake_claude: Path) -> None:
+    stack = make_stack(proxy_port, token=None)
+    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab")
+    path = f"{fake_claude.parent}:{tool_dir(tmp_path, ['curl'])}"
+    result = run_launcher(script, ["--version"], path=path, claude_bin=None)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen["argv"] == ["--version"]
+    assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == launcher.PLACEHOLDER_TOKEN
