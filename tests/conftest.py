@@ -1,0 +1,44 @@
+"""Settings every test gets: its own spark-stack state dir and tools that never phone home."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Set at import, before any test module imports litellm or starts a CLI.
+HERMETIC_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+}
+for _name, _value in HERMETIC_ENV.items():
+    os.environ.setdefault(_name, _value)
+
+
+@pytest.fixture(autouse=True)
+def spark_stack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test writes its spark-stack state into a fresh directory of its own."""
+    home = tmp_path / "spark-stack-home"
+    monkeypatch.setenv("SPARK_STACK_HOME", str(home))
+    yield home
+
+
+@pytest.fixture
+def fake_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty ``HOME`` (and XDG dirs inside it) for code that reads or writes ``~``."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    for name, sub in (
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_CACHE_HOME", ".cache"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ):
+        monkeypatch.setenv(name, str(home / sub))
+    return home

@@ -1,0 +1,67 @@
+"""Fixtures for end-to-end tests: the stand-in GB10 host and the pinned Claude Code CLI.
+
+Every test in this directory is marked ``e2e``. Missing prerequisites fail (never skip) with
+the command that installs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.testhost import HostInfo, TestHostError, ensure_up
+
+E2E_DIR = Path(__file__).resolve().parent
+REPO_ROOT = E2E_DIR.parents[1]
+LOCAL_CLAUDE = REPO_ROOT / ".testhost" / "claude" / "node_modules" / ".bin" / "claude"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # This hook sees the whole session's items: mark only the ones under tests/e2e.
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def testhost() -> HostInfo:
+    """The running stand-in GB10 host (brought up once per session, reused when warm)."""
+    try:
+        return ensure_up()
+    except TestHostError as exc:
+        message = f"stand-in GB10 host unavailable: {exc.message}"
+        if exc.fix:
+            message += f"\nfix: {exc.fix}"
+        pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture
+def ssh_home(testhost: HostInfo, fake_home: Path) -> Path:
+    """A fresh ``HOME`` whose ``~/.ssh`` reaches the stand-in, as a user's machine would."""
+    testhost.write_ssh_home(fake_home)
+    return fake_home
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The pinned Claude Code CLI that scripts/test.sh installs into .testhost/claude."""
+    configured = os.environ.get("SPARK_STACK_CLAUDE_BIN")
+    path = Path(configured) if configured else LOCAL_CLAUDE
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(
+            f"Claude Code CLI not found at {path}; run `bash scripts/test.sh` once "
+            "(it installs the pinned @anthropic-ai/claude-code into .testhost/claude)",
+            pytrace=False,
+        )
+    return path
+
+
+@pytest.fixture
+def claude_home(fake_home: Path) -> Path:
+    """A fresh ``HOME`` in which Claude Code starts without onboarding or network checks."""
+    (fake_home / ".claude").mkdir()
+    (fake_home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
+    return fake_home
