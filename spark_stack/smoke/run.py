@@ -1,0 +1,46 @@
+"""``run_smoke``: every check for every model of a running stack, one report."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from ..stack.loader import LoadedStack
+from .checks import CheckResult, checks_for
+from .endpoints import Endpoints
+from .report import SmokeReport
+
+# A real model on a Spark answers the longest check (thinking) well within this.
+DEFAULT_TIMEOUT_S = 120.0
+
+
+def run_smoke(
+    loaded: LoadedStack,
+    endpoints: Endpoints,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    models: list[str] | None = None,
+    on_result: Callable[[CheckResult], None] | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> SmokeReport:
+    """Run the checks (all models, or those named in ``models``) and report every verdict.
+
+    ``on_result`` sees each verdict as it comes (for live output); ``transport`` lets tests
+    replace the network.
+    """
+    report = SmokeReport(loaded.stack.name, endpoints)
+    started = time.perf_counter()
+    targets = [m for m in endpoints.models if models is None or m.name in models]
+    if not targets:
+        report.error = "no model of the stack has an endpoint to check"
+    with httpx.Client(timeout=timeout, transport=transport, trust_env=False) as client:
+        for model in targets:
+            for check in checks_for(model):
+                result = check(client, endpoints, model)
+                report.checks.append(result)
+                if on_result is not None:
+                    on_result(result)
+    report.total_ms = (time.perf_counter() - started) * 1000
+    return report
