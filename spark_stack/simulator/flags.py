@@ -64,6 +64,25 @@ BUILTIN_MULTI_VALUE_FLAGS = frozenset(
     }
 )
 
+# Flags the simulator reads, which always take a value.
+VALUED_FLAGS = frozenset(
+    {
+        "--model",
+        "--host",
+        "--port",
+        "--served-model-name",
+        "--max-model-len",
+        "--api-key",
+        "--reasoning-parser",
+        "--tool-call-parser",
+        "--default-chat-template-kwargs",
+        "--gpu-memory-utilization",
+        "--sim-flags-file",
+        "--sim-quirks",
+        "--sim-startup-seconds",
+    }
+)
+
 # Options of the simulator itself, always accepted whatever the flag file says.
 SIM_FLAGS = frozenset(
     {"--sim-flags-file", "--sim-quirks", "--sim-startup-seconds", "--sim-reasoning-content"}
@@ -231,6 +250,10 @@ def parse_serve_args(argv: Sequence[str], spec: FlagSpec | None = None) -> Serve
                 i += 1
                 if option not in spec.multi_value_flags:
                     break
+            if not values and not check and option not in VALUED_FLAGS:
+                # Without a flag file we cannot know it needs a value: take it as a boolean.
+                options[option] = ("true",)
+                continue
             if not values:
                 many = (
                     "at least one argument" if option in spec.multi_value_flags else "one argument"
