@@ -35,7 +35,10 @@ def test_nvidia_command_parses_against_the_028_flag_set() -> None:
     assert args.model == "nvidia/Qwen3.6-35B-A3B-NVFP4"
     assert args.value("--port") == "8000"
     assert args.value("--enable-auto-tool-choice") == "true"
-    assert args.value("--speculative-config") == NVIDIA_ARGV[NVIDIA_ARGV.index("--speculative-config") + 1]
+    assert (
+        args.value("--speculative-config")
+        == NVIDIA_ARGV[NVIDIA_ARGV.index("--speculative-config") + 1]
+    )
     assert args.value("--tool-call-parser") == "qwen3_xml"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -34,16 +35,17 @@ def user(text: str) -> dict[str, str]:
     return {"role": "user", "content": text}
 
 
-def events(outcome_ctx: StreamContext, plan: Plan, s: Settings = Settings()) -> list[object]:
-    out = []
-    for event in stream_events(generate(plan, s, ids=["chatcmpl-tool-1", "chatcmpl-tool-2"]), outcome_ctx):
+def events(ctx: StreamContext, plan: Plan, s: Settings | None = None) -> list[Any]:
+    outcome = generate(plan, s or Settings(), ids=["chatcmpl-tool-1", "chatcmpl-tool-2"])
+    out: list[Any] = []
+    for event in stream_events(outcome, ctx):
         assert event.startswith("data: ") and event.endswith("\n\n")
         payload = event[len("data: ") : -2]
         out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
 
 
-def deltas(evs: list[object]) -> list[object]:
+def deltas(evs: list[Any]) -> list[Any]:
     return [e["choices"][0]["delta"] for e in evs if isinstance(e, dict) and e["choices"]]
 
 
@@ -91,7 +93,10 @@ def test_rendering_accepts_content_parts_tool_calls_and_results() -> None:
 
 
 def test_scripted_rules() -> None:
-    assert plan_for({"messages": [user("What is 12*17? Answer with the number.")]}, "m").content == "204"
+    assert (
+        plan_for({"messages": [user("What is 12*17? Answer with the number.")]}, "m").content
+        == "204"
+    )
     run = plan_for({"messages": [user("Use the Bash tool to run: echo hi")], "tools": BASH}, "m")
     assert run.tool_calls[0].name == "Bash"
     assert run.tool_calls[0].arguments["command"] == "echo hi"
@@ -107,7 +112,8 @@ def test_scripted_rules() -> None:
     assert no_tools.tool_calls == ()
     assert no_tools.content == "Hello from the vLLM simulator (m). Your message had 2 words."
     after = plan_for(
-        {"messages": [user("run: echo hi"), {"role": "tool", "content": "hi\n"}], "tools": BASH}, "m"
+        {"messages": [user("run: echo hi"), {"role": "tool", "content": "hi\n"}], "tools": BASH},
+        "m",
     )
     assert after.content == "The command printed: hi"
 
@@ -152,7 +158,9 @@ def test_bad_scripts_are_refused(text: str) -> None:
 def test_after_tool_script() -> None:
     request = {
         "messages": [
-            user('SIM_SCRIPT: {"tool_calls": [{"name": "Bash"}], "after_tool": {"content": "done"}}'),
+            user(
+                'SIM_SCRIPT: {"tool_calls": [{"name": "Bash"}], "after_tool": {"content": "done"}}'
+            ),
             {"role": "tool", "content": "x"},
         ]
     }
@@ -162,7 +170,9 @@ def test_after_tool_script() -> None:
 def test_tool_choice_none_named_and_required() -> None:
     plan = Plan(content="c", tool_calls=(ToolCallPlan("Bash", {"command": "ls"}),))
     assert apply_tool_choice(plan, "none", BASH).tool_calls == ()
-    named = apply_tool_choice(Plan(content="c"), {"type": "function", "function": {"name": "X"}}, BASH)
+    named = apply_tool_choice(
+        Plan(content="c"), {"type": "function", "function": {"name": "X"}}, BASH
+    )
     assert named.tool_calls == (ToolCallPlan("X", {}),)
     assert apply_tool_choice(Plan(content="c"), "required", BASH).tool_calls[0].name == "Bash"
     assert apply_tool_choice(plan, "auto", BASH) == plan
@@ -244,14 +254,23 @@ def test_parallel_tool_calls_quirks() -> None:
     }
     resend = deltas(events(StreamContext("c", 1, "m", 1, resend_id=True), plan))
     assert resend[2] == {
-        "tool_calls": [{"id": "chatcmpl-tool-1", "type": "function", "index": 0, "function": {"arguments": "{"}}]
+        "tool_calls": [
+            {
+                "id": "chatcmpl-tool-1",
+                "type": "function",
+                "index": 0,
+                "function": {"arguments": "{"},
+            }
+        ]
     }
 
 
 def test_reasoning_content_field_and_no_reasoning_parser() -> None:
     ctx = StreamContext("c", 1, "m", 1, reasoning_field="reasoning_content")
     assert deltas(events(ctx, Plan(reasoning="r", content="c")))[1] == {"reasoning_content": "r"}
-    inline = generate(Plan(reasoning="think", content="ok", chunk_chars=100), Settings(reasoning_parser=False))
+    inline = generate(
+        Plan(reasoning="think", content="ok", chunk_chars=100), Settings(reasoning_parser=False)
+    )
     assert inline.content == "think\n</think>\n\nok"
     assert inline.reasoning is None
     off = generate(Plan(reasoning="think", content="ok"), Settings(thinking=False))
@@ -272,7 +291,11 @@ def test_max_tokens_cuts_with_length_on_the_last_token() -> None:
 def test_stop_string_cuts_before_the_match() -> None:
     s = Settings(stop=("END", "zz"))
     outcome = generate(Plan(content="one two END three", chunk_chars=4), s)
-    assert (outcome.content, outcome.finish_reason, outcome.stop_reason) == ("one two ", "stop", "END")
+    assert (outcome.content, outcome.finish_reason, outcome.stop_reason) == (
+        "one two ",
+        "stop",
+        "END",
+    )
     last = events(CTX, Plan(content="one two END three", chunk_chars=4), s)[-2]["choices"][0]
     assert last["finish_reason"] == "stop" and last["stop_reason"] == "END"
     assert last["delta"] == {"content": "two "}

@@ -124,9 +124,7 @@ def test_streamed_tool_call_round_trip(client: httpx.Client) -> None:
         events = sse(response)
     assert events[-1] == "[DONE]"
     assert events[-2]["choices"] == [] and events[-2]["usage"]["prompt_tokens"] > 0
-    calls = [
-        t for e in events[:-2] for t in e["choices"][0]["delta"].get("tool_calls", [])
-    ]
+    calls = [t for e in events[:-2] for t in e["choices"][0]["delta"].get("tool_calls", [])]
     assert calls[0]["id"].startswith("chatcmpl-tool-")
     assert calls[0]["function"] == {"name": "Bash", "arguments": ""}
     arguments = "".join(c["function"]["arguments"] for c in calls)
@@ -156,9 +154,7 @@ def test_stop_and_length(client: httpx.Client) -> None:
     ).json()["choices"][0]
     assert stopped["message"]["content"] == "alpha beta "
     assert (stopped["finish_reason"], stopped["stop_reason"]) == ("stop", "STOP")
-    cut = client.post(
-        "/v1/chat/completions", json=chat(messages=messages, max_tokens=2)
-    ).json()
+    cut = client.post("/v1/chat/completions", json=chat(messages=messages, max_tokens=2)).json()
     assert cut["choices"][0]["message"]["content"] == "alpha beta"
     assert cut["choices"][0]["finish_reason"] == "length"
     assert cut["usage"]["completion_tokens"] == 2
@@ -248,10 +244,7 @@ def test_tokenize_prompt_and_messages(client: httpx.Client) -> None:
 
 
 def test_keep_alive_and_pipelining(sim: SimHandle) -> None:
-    request = (
-        f"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
-        f"GET /version HTTP/1.1\r\nHost: x\r\n\r\n"
-    ).encode()
+    request = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /version HTTP/1.1\r\nHost: x\r\n\r\n"
     with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as sock:
         sock.sendall(request)
         data = b""
