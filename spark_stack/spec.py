@@ -16,6 +16,7 @@ from typing import Literal
 
 from .stack import schema
 from .stack.secrets import has_reference, mask
+from .vllm.flags import dedupe, flag_set_for_image
 
 LABEL_PREFIX = "io.spark-stack"
 LABEL_MANAGED_BY = f"{LABEL_PREFIX}.managed-by"
@@ -100,33 +101,65 @@ def served_name(model: schema.ContainerModel | schema.SimulatorModel) -> str:
     return model.served_name or model.model or model.name
 
 
-def vllm_argv(model: schema.ContainerModel) -> list[str]:
-    """The arguments after ``vllm serve`` (order follows the common recipes)."""
+@dataclass(frozen=True)
+class ArgSource:
+    """Where one argv token comes from: a model field, or item ``item`` of ``extra_args``."""
+
+    field: str
+    item: int | None = None
+
+
+# Flags spark-stack renders from a dedicated field; in extra_args they are refused.
+FIELD_FLAGS = {
+    "--model": "model",
+    "--served-model-name": "served_name",
+    "--host": "bind",
+    "--port": "port",
+    "--dtype": "dtype",
+    "--gpu-memory-utilization": "gpu_memory_utilization",
+    "--max-model-len": "max_model_len",
+    "--enable-auto-tool-choice": "enable_auto_tool_choice",
+    "--tool-call-parser": "tool_call_parser",
+    "--reasoning-parser": "reasoning_parser",
+    "--moe-backend": "moe_backend",
+    "--attention-backend": "attention_backend",
+    "--kv-cache-dtype": "kv_cache_dtype",
+    "--load-format": "load_format",
+    "--speculative-config": "speculative",
+}
+
+
+def vllm_argv_sources(model: schema.ContainerModel) -> list[tuple[str, ArgSource]]:
+    """The arguments after ``vllm serve``, each with its source, before de-duplication.
+
+    The order follows the common recipes (and the source document's command).
+    """
     if model.model is None:
         raise ValueError(f"model {model.name!r} has no 'model' (HF repo)")
-    argv = [model.model, "--served-model-name", served_name(model)]
-    argv += ["--host", "0.0.0.0", "--port", str(CONTAINER_PORT)]
+    out: list[tuple[str, ArgSource]] = []
+
+    def add(field_name: str, *tokens: str) -> None:
+        out.extend((token, ArgSource(field_name)) for token in tokens)
+
+    add("model", model.model)
+    add("served_name", "--served-model-name", served_name(model))
+    add("bind", "--host", "0.0.0.0")
+    add("port", "--port", str(CONTAINER_PORT))
     if model.dtype:
-        argv += ["--dtype", model.dtype]
+        add("dtype", "--dtype", model.dtype)
     if model.gpu_memory_utilization is not None:
-        argv += ["--gpu-memory-utilization", _number(model.gpu_memory_utilization)]
+        add("gpu_memory_utilization", "--gpu-memory-utilization",
+            _number(model.gpu_memory_utilization))
     if model.max_model_len is not None:
-        argv += ["--max-model-len", str(model.max_model_len)]
+        add("max_model_len", "--max-model-len", str(model.max_model_len))
     auto_tools = model.enable_auto_tool_choice
     if auto_tools or (auto_tools is None and model.tool_call_parser):
-        argv.append("--enable-auto-tool-choice")
-    if model.tool_call_parser:
-        argv += ["--tool-call-parser", model.tool_call_parser]
-    if model.reasoning_parser:
-        argv += ["--reasoning-parser", model.reasoning_parser]
-    if model.moe_backend:
-        argv += ["--moe-backend", model.moe_backend]
-    if model.attention_backend:
-        argv += ["--attention-backend", model.attention_backend]
-    if model.kv_cache_dtype:
-        argv += ["--kv-cache-dtype", model.kv_cache_dtype]
-    if model.load_format:
-        argv += ["--load-format", model.load_format]
+        add("enable_auto_tool_choice", "--enable-auto-tool-choice")
+    for field_name in ("tool_call_parser", "reasoning_parser", "moe_backend",
+                       "attention_backend", "kv_cache_dtype", "load_format"):
+        value = getattr(model, field_name)
+        if value:
+            add(field_name, "--" + field_name.replace("_", "-"), value)
     if model.speculative is not None:
         config: dict[str, object] = {
             "method": model.speculative.method,
@@ -134,9 +167,15 @@ def vllm_argv(model: schema.ContainerModel) -> list[str]:
         }
         if model.speculative.moe_backend:
             config["moe_backend"] = model.speculative.moe_backend
-        argv += ["--speculative-config", json.dumps(config, separators=(",", ":"))]
-    argv += model.extra_args
-    return argv
+        add("speculative", "--speculative-config", json.dumps(config, separators=(",", ":")))
+    out += [(arg, ArgSource("extra_args", i)) for i, arg in enumerate(model.extra_args)]
+    return out
+
+
+def vllm_argv(model: schema.ContainerModel) -> list[str]:
+    """The arguments after ``vllm serve``; a flag given twice keeps its last occurrence."""
+    tokens = [token for token, _ in vllm_argv_sources(model)]
+    return dedupe(tokens, flag_set_for_image(model.image))
 
 
 def render_container(stack: schema.Stack, model: schema.ContainerModel) -> ContainerSpec:
@@ -205,7 +244,16 @@ def docker_run_command(spec: ContainerSpec) -> str:
         args += ["--label", f"{key}={value}"]
     args.append(spec.image)
     args += spec.command
-    return " ".join(a if a.startswith('"device=') else shlex.quote(a) for a in args)
+    return " ".join(_shell_word(a) for a in args)
+
+
+def _shell_word(arg: str) -> str:
+    """Quote for a POSIX shell, leaving a leading ``~/`` bare so the shell still expands it."""
+    if arg.startswith('"device='):
+        return arg
+    if arg.startswith("~/"):
+        return "~/" + shlex.quote(arg[2:])
+    return shlex.quote(arg)
 
 
 def _ulimit(name: str, value: int | str) -> tuple[str, int, int]:

@@ -77,6 +77,9 @@ def _root(
 
         print(f"spark-stack {__version__}")
         raise typer.Exit(0)
+    # One process may run several commands (tests call main() in turn): start clean.
+    state.json = False
+    state.exit_code = 0
     state.stack = stack
     state.debug = debug
 
@@ -120,8 +123,8 @@ def emit_error(message: str, fix: str | None, exit_code: int, exc: BaseException
         payload: dict[str, Any] = {"message": message, "fix": fix, "exit_code": exit_code}
         if problems:
             payload["problems"] = [
-                {"location": p.location(), "key_path": p.key_path, "message": p.message,
-                 "fix": p.fix}
+                {"location": p.location(), "line": p.line, "column": p.column,
+                 "key_path": p.key_path, "message": p.message, "fix": p.fix}
                 for p in problems
             ]
         print_json({"ok": False, "error": payload})

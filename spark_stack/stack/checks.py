@@ -11,7 +11,9 @@ from collections import defaultdict
 
 from ..errors import Problem
 from . import schema
-from .loader import Check, LoadedStack
+from .lint import LINTS
+from .loader import Check, LoadedStack, did_you_mean
+from .vllm_check import flag_set_notes, vllm_flags
 
 # Claude Code's system prompt and tools weigh ~25K tokens; leave room for a useful answer.
 CLAUDE_CODE_PROMPT_TOKENS = 25_000
@@ -124,7 +126,7 @@ def routes_known(loaded: LoadedStack) -> list[Problem]:
                 loaded.problem(
                     f"route '{pattern}' points to unknown model '{target}'",
                     ("proxy", "routes", pattern),
-                    fix=f"use one of: {', '.join(names)}",
+                    fix=did_you_mean(target, names, "model"),
                 )
             )
     for alias, target in stack.claude.models.items():
@@ -133,7 +135,7 @@ def routes_known(loaded: LoadedStack) -> list[Problem]:
                 loaded.problem(
                     f"claude alias '{alias}' points to unknown model '{target}'",
                     ("claude", "models", alias),
-                    fix=f"use one of: {', '.join(names)}",
+                    fix=did_you_mean(target, names, "model"),
                 )
             )
     default = stack.claude.default_model
@@ -195,5 +197,6 @@ ERROR_CHECKS: list[Check] = [
     routes_known,
     shared_gpu_memory,
     context_long_enough,
+    vllm_flags,
 ]
-LINT_CHECKS: list[Check] = []
+LINT_CHECKS: list[Check] = [*LINTS, flag_set_notes]

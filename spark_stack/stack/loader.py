@@ -152,7 +152,7 @@ def _apply_presets(
                     ("models", index, "preset"),
                     positions,
                     filename,
-                    fix=_did_you_mean(str(preset_name), list(PRESETS), "preset"),
+                    fix=did_you_mean(str(preset_name), list(PRESETS), "preset"),
                 )
             )
             merged_models.append(model)
@@ -174,7 +174,7 @@ def _problem_from_error(
             path,
             positions,
             filename,
-            fix=_did_you_mean(key, allowed, "key"),
+            fix=did_you_mean(key, allowed, "key"),
             at_key=True,
         )
     if kind == "missing":
@@ -266,7 +266,8 @@ def _allowed_keys(path: KeyPath, data: dict[str, Any]) -> list[str]:
     return list(model_class.model_fields) if model_class else []
 
 
-def _did_you_mean(word: str, options: list[str], what: str) -> str:
+def did_you_mean(word: str, options: list[str], what: str) -> str:
+    """A fix naming the closest option, else listing them."""
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"

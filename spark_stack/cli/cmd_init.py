@@ -1,0 +1,62 @@
+"""`spark-stack init`: write a commented stack file from a preset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, relpath, stack_path
+
+PRESET_HELP = (
+    "Model preset: qwen3.6-35b-a3b-nvfp4-redhat (default), qwen3.6-35b-a3b-nvfp4-nvidia, "
+    "qwen3.5-27b, openai-compatible, or simulator (no Spark needed)."
+)
+
+
+def init(
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="Where to write it (default: --stack, else ./spark-stack.yaml).",
+                       show_default=False),
+    ] = None,
+    preset: Annotated[str, typer.Option("--preset", "-p", help=PRESET_HELP)] = (
+        "qwen3.6-35b-a3b-nvfp4-redhat"
+    ),
+    host: Annotated[
+        str | None,
+        typer.Option("--host", help="The Spark's address: IP, hostname or ~/.ssh/config alias.",
+                     show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file.")] = (
+        False
+    ),
+) -> None:
+    """Write a commented stack file for a model preset."""
+    from ..errors import UsageError
+    from ..paths import write_atomic
+    from ..stack.loader import did_you_mean, load_stack_text
+    from ..stack.template import stack_name_for, stack_template, template_choices
+
+    target = path or Path(stack_path(None) or "spark-stack.yaml")
+    if preset not in template_choices():
+        raise UsageError(
+            f"unknown preset '{preset}'", fix=did_you_mean(preset, template_choices(), "preset")
+        )
+    if target.exists() and not force:
+        raise UsageError(
+            f"{relpath(target)} already exists",
+            fix="pass --force to overwrite it, or give another PATH",
+        )
+    text = stack_template(preset, host, stack_name_for(target.stem))
+    load_stack_text(text, filename=str(target))  # a template that does not validate is a bug
+    write_atomic(target, text)
+    out = console()
+    out.print(f"wrote {relpath(target)} (preset {preset})", markup=False)
+    flag = "" if target == Path("spark-stack.yaml") else f" -s {relpath(target)}"
+    out.print(f"next: spark-stack{flag} validate, then spark-stack{flag} plan", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)

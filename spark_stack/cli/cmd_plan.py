@@ -1,0 +1,95 @@
+"""`spark-stack plan`: what `up` would run, from the stack file alone (secrets masked)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import typer
+
+from .common import JsonOption, StackOption, console, load, print_json, use_json
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..render import ModelPlan, PlanDocument
+
+
+def plan(stack: StackOption = None, json: JsonOption = False) -> None:
+    """Show each model's docker run and vLLM flags, the proxy routes and the launcher."""
+    from ..render import plan_document
+
+    use_json(json)
+    document = plan_document(load(stack))
+    if json:
+        print_json(document.to_json())
+        return
+    print_plan(document, console())
+
+
+def print_plan(document: PlanDocument, out: Console) -> None:
+    from rich.text import Text
+
+    def text(line: str = "") -> None:
+        out.print(line, markup=False)
+
+    def head(line: str) -> None:
+        out.print(Text(line, style="bold"))
+
+    text(f"stack '{document.stack}' ({document.file})")
+    for model in document.models:
+        text()
+        head(f"model {model.name} ({model.kind})")
+        _print_model(model, text)
+    text()
+    head(f"proxy on {document.proxy_listen} (token: {document.proxy_token})")
+    width = max(len(row.pattern) for row in document.routes) if document.routes else 0
+    for row in document.routes:
+        text(f"  {row.pattern:<{width}}  → {row.model} as '{row.served_name}' at "
+             f"{row.upstream}  ({row.source})")
+    text()
+    head(f"launcher {document.launcher.path}")
+    for name, value in document.launcher.env:
+        text(f"  {name}={value}")
+    if document.warnings:
+        text()
+        head(f"{len(document.warnings)} warning(s)")
+        for problem in document.warnings:
+            out.print("[yellow]warning:[/] ", end="", markup=True)
+            text(problem.render())
+
+
+def _print_model(model: ModelPlan, text: Callable[[str], None]) -> None:
+    text(f"  serves '{model.served_name}' at {model.upstream}")
+    if model.host:
+        text(f"  host: {model.host}")
+    if model.docker_run is None:
+        if model.kind == "remote":
+            text(f"  already running; spark-stack only proxies to it (api key: {model.api_key})")
+        return
+    text(f"  image: {model.image} (flags checked against vLLM {model.vllm_flags_version})")
+    text(f"  container: {model.container} (spec hash {model.spec_hash})")
+    text(f"  api key: {model.api_key}")
+    for name, value in model.env.items():
+        text(f"  env {name}={value}")
+    text("  docker run:")
+    text(f"    {model.docker_run}")
+    text("  vllm serve argv:")
+    for line in _argv_lines(model.vllm_argv):
+        text(f"    {line}")
+
+
+def _argv_lines(argv: list[str]) -> list[str]:
+    """One line per flag with its values, shell-quoted."""
+    lines: list[list[str]] = []
+    for token in argv:
+        if token.startswith("--") or not lines:
+            lines.append([token])
+        else:
+            lines[-1].append(token)
+    return [" ".join(shlex.quote(t) for t in line) for line in lines]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)

@@ -1,0 +1,1 @@
+"""The stack file: schema, loading, presets, checks and lint (pure, no I/O beyond reading it)."""

@@ -1,0 +1,191 @@
+"""Lint: settings that validate but are known to go wrong on a DGX Spark (warnings, exit 0).
+
+Every warning says what to do and where the fact comes from; the facts are collected in
+the project's research notes on vLLM on the Spark (vllm-project/recipes, NVIDIA's
+dgx-spark-playbooks, vLLM issues).
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import Problem
+from ..vllm.flags import STALE_TAGS, image_vllm_version, split_image
+from . import schema
+from .loader import LoadedStack
+from .presets import RECOMMENDED_IMAGE
+from .vllm_check import field_path
+
+# Above this share of the GB10's unified memory (shared with the OS) vLLM fails or freezes.
+SPARK_MAX_GPU_MEMORY_UTILIZATION = 0.6
+DEPRECATED_ENV = {
+    "VLLM_FLASHINFER_MOE_BACKEND": "moe_backend",
+    "VLLM_USE_FLASHINFER_MOE_FP4": "moe_backend",
+    "VLLM_ATTENTION_BACKEND": "attention_backend",
+}
+_QWEN36_NVFP4 = re.compile(r"qwen3\.6.*nvfp4", re.IGNORECASE)
+_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$")
+
+
+def _models(loaded: LoadedStack) -> list[tuple[int, schema.ContainerModel]]:
+    return [
+        (i, m) for i, m in enumerate(loaded.stack.models) if isinstance(m, schema.ContainerModel)
+    ]
+
+
+def stale_image_tag(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in _models(loaded):
+        tag = split_image(model.image or "")[1]
+        if tag in STALE_TAGS:
+            problems.append(loaded.problem(
+                f"image tag '{tag}' is stale: it stopped at vLLM {STALE_TAGS[tag][:4]}.x "
+                "(source: vllm issue #42738; since v0.20 the plain tags are CUDA 13 and arm64)",
+                field_path(loaded, index, model, "image"),
+                fix=f"pin a release: image: {RECOMMENDED_IMAGE}",
+            ))
+    return problems
+
+
+def gpu_memory_on_spark(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in _models(loaded):
+        share = model.gpu_memory_utilization
+        if model.gpus == "none" or share is None or share <= SPARK_MAX_GPU_MEMORY_UTILIZATION:
+            continue
+        problems.append(loaded.problem(
+            f"gpu_memory_utilization {share} is above {SPARK_MAX_GPU_MEMORY_UTILIZATION}: the "
+            "GB10's memory is shared with the OS, and vLLM fails at startup with \"Free memory "
+            "on device … is less than desired GPU memory utilization\" (0.7 has frozen a "
+            "machine; source: vllm issues #46307, #56824)",
+            field_path(loaded, index, model, "gpu_memory_utilization"),
+            fix="use 0.4–0.5, as NVIDIA's Spark playbooks do",
+        ))
+    return problems
+
+
+def deprecated_env(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in _models(loaded):
+        for name in model.env:
+            field = DEPRECATED_ENV.get(name)
+            if field is None:
+                continue
+            problems.append(loaded.problem(
+                f"{name} is deprecated and silently ignored by recent vLLM (\"Unknown vLLM "
+                "environment variable detected\"; source: vLLM's --moe-backend/"
+                "--attention-backend flags, vllm PR #33807)",
+                ("models", index, "env", name),
+                fix=f"remove it and set '{field}' instead",
+            ))
+    return problems
+
+
+def shm_size_with_ipc_host(loaded: LoadedStack) -> list[Problem]:
+    return [
+        loaded.problem(
+            f"shm_size {model.shm_size} has no effect with ipc: host (the container uses the "
+            "host's /dev/shm; source: docker run reference)",
+            field_path(loaded, index, model, "shm_size"),
+            fix="remove shm_size",
+        )
+        for index, model in _models(loaded)
+        if model.shm_size and model.ipc == "host"
+    ]
+
+
+def served_name_mislabels(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in _models(loaded):
+        name, checkpoint = model.served_name, model.model
+        if not name or not checkpoint or "/" not in name or name.lower() == checkpoint.lower():
+            continue
+        problems.append(loaded.problem(
+            f"served_name '{name}' names a different checkpoint than the one served "
+            f"('{checkpoint}'): /v1/models, logs and clients will mislabel it (source: vLLM "
+            "reports --served-model-name as the model's id)",
+            field_path(loaded, index, model, "served_name"),
+            fix="use a short alias such as 'qwen3.6-35b-a3b', or the checkpoint's own name, "
+            "and point routes at it",
+        ))
+    return problems
+
+
+def nvidia_checkpoint_moe_backend(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in _models(loaded):
+        backend = (model.moe_backend or "").lower().replace("-", "_")
+        if (model.model or "").lower().startswith("nvidia/") and backend == "flashinfer_cutlass":
+            problems.append(loaded.problem(
+                "NVIDIA's NVFP4 checkpoints are refused by the flashinfer_cutlass MoE backend "
+                "(\"NvFp4 MoE backend 'FLASHINFER_CUTLASS' does not support the deployment "
+                "configuration\"; source: NVIDIA dgx-spark-playbooks)",
+                field_path(loaded, index, model, "moe_backend"),
+                fix="use moe_backend: marlin (or preset qwen3.6-35b-a3b-nvfp4-nvidia)",
+            ))
+    return problems
+
+
+def open_on_lan(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in _models(loaded):
+        if model.bind == "lan" and model.api_key == "none":
+            problems.append(loaded.problem(
+                f"model '{model.name}' listens on every interface of its host with no API key: "
+                "anyone on the network can use (and overload) it",
+                field_path(loaded, index, model, "api_key"),
+                fix="set api_key: auto (spark-stack generates and keeps one), or bind: loopback",
+            ))
+    proxy = loaded.stack.proxy
+    if proxy.token is None and not _LOOPBACK.match(proxy.host):
+        problems.append(loaded.problem(
+            f"the proxy listens on {proxy.listen} without a token: anyone who reaches it can "
+            "use your models",
+            ("proxy", "listen"),
+            fix="listen on 127.0.0.1, or set proxy.token: auto",
+        ))
+    return problems
+
+
+def memlock_ulimit(loaded: LoadedStack) -> list[Problem]:
+    return [
+        loaded.problem(
+            "ulimit memlock needs CAP_SYS_RESOURCE: where the docker daemon lacks it (rootless "
+            "docker, hardened hosts) the container fails to start (source: NVIDIA's playbooks "
+            "add --ulimit memlock=-1 by habit; vLLM on one Spark does not need it)",
+            ("models", index, "ulimits", "memlock"),
+            fix="remove the memlock ulimit unless the daemon runs as root",
+        )
+        for index, model in _models(loaded)
+        if "memlock" in model.ulimits
+    ]
+
+
+def qwen36_nvfp4_needs_recent_vllm(loaded: LoadedStack) -> list[Problem]:
+    problems = []
+    for index, model in _models(loaded):
+        version = image_vllm_version(model.image or "")
+        if not _QWEN36_NVFP4.search(model.model or "") or version is None:
+            continue
+        if version < (0, 24, 0):
+            shown = ".".join(str(part) for part in version[:2])
+            problems.append(loaded.problem(
+                f"Qwen3.6 NVFP4 needs vLLM 0.24 or newer on the Spark; this image runs vLLM "
+                f"{shown} (source: vllm-project/recipes)",
+                field_path(loaded, index, model, "image"),
+                fix=f"use image: {RECOMMENDED_IMAGE}",
+            ))
+    return problems
+
+
+LINTS = [
+    stale_image_tag,
+    gpu_memory_on_spark,
+    deprecated_env,
+    shm_size_with_ipc_host,
+    served_name_mislabels,
+    nvidia_checkpoint_moe_backend,
+    open_on_lan,
+    memlock_ulimit,
+    qwen36_nvfp4_needs_recent_vllm,
+]
