@@ -57,6 +57,7 @@ def ensure_proxy_token(
         token = resolve(setting, environ, where="proxy.token")
         current = read_token_file(path)
     if token != current:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         paths.write_private(path, token + "\n")
     return token
 

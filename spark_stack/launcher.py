@@ -64,8 +64,11 @@ def default_launcher_path(stack: schema.Stack) -> Path:
 
 
 def token_file(stack_name: str) -> Path:
-    """Where ``up`` keeps the proxy's resolved token for a stack (0600, under the state dir)."""
-    return paths.stack_dir(stack_name) / TOKEN_FILE_NAME
+    """Where ``up`` keeps the proxy's resolved token for a stack (0600, under the state dir).
+
+    The same file as the deploy engine's secret store entry ``proxy-token``.
+    """
+    return paths.stack_dir(stack_name) / "secrets" / TOKEN_FILE_NAME
 
 
 def launcher_environment(stack: schema.Stack) -> list[LauncherVar]:

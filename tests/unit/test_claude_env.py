@@ -18,13 +18,6 @@ from spark_stack.errors import ClaudeNotInstalled, SparkStackError
 from tests.unit.test_launcher import SENTINEL, make_stack
 
 
-@pytest.fixture(autouse=True)
-def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "state"
-    monkeypatch.setenv("SPARK_STACK_HOME", str(home))
-    return home
-
-
 def mode_of(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -60,6 +53,7 @@ def test_unset_token_variable_is_named_not_shown() -> None:
 
 def test_no_token_removes_a_stale_file() -> None:
     path = launcher.token_file("lab")
+    path.parent.mkdir(parents=True)
     path.write_text("old")
     assert claude_env.ensure_proxy_token(make_stack(token=None)) is None
     assert not path.exists()

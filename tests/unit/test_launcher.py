@@ -43,13 +43,6 @@ def make_stack(port: int = 4000, *, token: str | None = "auto", **claude: object
     return stack
 
 
-@pytest.fixture(autouse=True)
-def state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "state"
-    monkeypatch.setenv("SPARK_STACK_HOME", str(home))
-    return home
-
-
 class _Root(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's handler naming
         self.send_response(200)
@@ -68,6 +61,12 @@ def proxy_port() -> Iterator[int]:
     yield server.server_address[1]
     server.shutdown()
     server.server_close()
+
+
+def write_token(stack_name: str, text: str) -> None:
+    path = launcher.token_file(stack_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def free_port() -> int:
@@ -151,8 +150,7 @@ def test_wildcard_and_ipv6_binds_are_reached_on_loopback() -> None:
 def test_write_launcher_is_atomic_0755_at_the_stack_path(tmp_path: Path) -> None:
     target = tmp_path / "bin" / "claude-lab"
     stack = make_stack(launcher=str(target))
-    token_path = launcher.token_file(stack.name)
-    token_path.write_text(SENTINEL)
+    write_token(stack.name, SENTINEL)
     written = launcher.write_launcher(stack)
     assert written == target
     assert stat.S_IMODE(target.stat().st_mode) == 0o755
@@ -170,8 +168,9 @@ def test_default_launcher_path_is_in_local_bin(monkeypatch: pytest.MonkeyPatch) 
     )
 
 
-def test_token_file_lives_in_the_stack_state_dir(state_home: Path) -> None:
-    assert launcher.token_file("lab") == state_home / "stacks" / "lab" / "proxy-token"
+def test_token_file_lives_in_the_stack_state_dir(spark_stack_home: Path) -> None:
+    expected = spark_stack_home / "stacks" / "lab" / "secrets" / "proxy-token"
+    assert launcher.token_file("lab") == expected
 
 
 @pytest.mark.parametrize("tools", PROBE_TOOLS, ids=lambda t: "+".join(t))
@@ -179,7 +178,7 @@ def test_launcher_execs_claude_with_args_and_env_when_the_proxy_answers(
     tmp_path: Path, proxy_port: int, fake_claude: Path, tools: list[str]
 ) -> None:
     stack = make_stack(proxy_port, models={"opus": "qwen"})
-    launcher.token_file(stack.name).write_text(SENTINEL + "\n")
+    write_token(stack.name, SENTINEL + "\n")
     script = launcher.write_launcher(stack, path=tmp_path / "claude-lab")
     args = ["-p", "what is 12*17?", "--output-format", "json", "--", "--help", "a b"]
     result = run_launcher(
@@ -199,7 +198,7 @@ def test_launcher_hints_at_up_when_the_proxy_is_down(
     tmp_path: Path, fake_claude: Path, tools: list[str]
 ) -> None:
     stack = make_stack(free_port())
-    launcher.token_file(stack.name).write_text(SENTINEL)
+    write_token(stack.name, SENTINEL)
     script = launcher.write_launcher(stack, path=tmp_path / "claude-lab", stack_file="lab.yaml")
     result = run_launcher(
         script, ["-p", "hi"], path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude

@@ -1,0 +1,104 @@
+"""`spark-stack claude [ARGS…]`: Claude Code on the stack, every argument passed through.
+
+Starts the local proxy when it is not running, checks that the model behind it is healthy, then
+execs ``claude`` with the launcher's environment. ``--print-env`` prints ``export`` lines for
+``eval`` (with the token's value: the user asked for it) and ``--write-settings [PATH]`` merges
+the ``env`` block into a project's ``.claude/settings.json`` (the token only by reference).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..launcher import up_command
+from .common import StackOption, console, load, relpath, stack_path
+
+if TYPE_CHECKING:
+    from ..stack.schema import Stack
+
+HELP = (
+    "Run Claude Code against the stack; every other argument goes to `claude` untouched "
+    "(put `--` before arguments that spark-stack would take, e.g. `-- --help`)."
+)
+
+
+def claude(
+    ctx: typer.Context,
+    stack: StackOption = None,
+    print_env: Annotated[
+        bool,
+        typer.Option(
+            "--print-env",
+            help="Print `export` lines for `eval \"$(spark-stack claude --print-env)\"` "
+            "(they include the proxy token's value).",
+        ),
+    ] = False,
+    write_settings: Annotated[
+        bool,
+        typer.Option(
+            "--write-settings",
+            help="Merge the stack's `env` block into .claude/settings.json (or the PATH "
+            "given after it); the token is referenced through apiKeyHelper, never copied.",
+        ),
+    ] = False,
+) -> None:
+    from ..claude_env import claude_environment, ensure_proxy_token, export_lines
+    from ..errors import UsageError
+
+    args = list(ctx.args)
+    stack_obj = load(stack, lint=False).stack
+    if print_env and write_settings:
+        raise UsageError("--print-env and --write-settings cannot be combined")
+    if print_env:
+        if args:
+            raise UsageError(f"--print-env takes no arguments (got {' '.join(args)})")
+        token = ensure_proxy_token(stack_obj)
+        sys.stdout.write(export_lines(claude_environment(stack_obj, token)))
+        return
+    if write_settings:
+        _write_settings(stack_obj, args)
+        return
+    _run(stack, args)
+
+
+def _write_settings(stack_obj: Stack, args: list[str]) -> None:
+    from ..claude_env import ensure_proxy_token, write_settings
+    from ..errors import UsageError
+
+    if len(args) > 1:
+        raise UsageError(f"--write-settings takes at most one PATH (got {' '.join(args)})")
+    ensure_proxy_token(stack_obj)  # the apiKeyHelper reads the token file
+    target = write_settings(stack_obj, Path(args[0]) if args else None)
+    console(stderr=True).print(
+        f"merged the Claude Code env block for stack '{stack_obj.name}' into {relpath(target)}",
+        markup=False,
+    )
+
+
+def _run(stack: str | None, args: list[str]) -> None:
+    from ..claude_env import claude_environment, find_claude
+    from ..claude_run import ensure_proxy, exec_claude, proxy_health, require_healthy
+    from ..launcher import proxy_base_url
+
+    stack_obj = load(stack, lint=False).stack
+    claude_bin = find_claude()
+    base_url = proxy_base_url(stack_obj)
+    token = ensure_proxy(stack_obj, up_hint=up_command(stack_path(stack)))
+    require_healthy(proxy_health(base_url, token), base_url)
+    env = {**os.environ, **claude_environment(stack_obj, token)}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    exec_claude(claude_bin, args, env)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(
+        "claude",
+        help=HELP,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(claude)
