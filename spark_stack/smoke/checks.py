@@ -171,11 +171,11 @@ def _tool_call_problem(call: CallResult) -> str | None:
         return None
     if not call.tool_calls:
         return f"no tool call (stop_reason {call.stop_reason}): {call.text.strip()[:120]!r}"
-    if call.stop_reason != "tool_use":
-        return f"stop_reason is {call.stop_reason!r}, expected 'tool_use'"
     first = call.tool_calls[0]
     if first["name"] != BASH_TOOL["name"]:
         return f"called {first['name']!r}, expected {BASH_TOOL['name']!r}"
+    if call.stop_reason != "tool_use":
+        return f"stop_reason is {call.stop_reason!r}, expected 'tool_use'"
     command = first["input"].get("command") if isinstance(first["input"], dict) else None
     if not isinstance(command, str) or TOOL_OUTPUT not in command:
         return f"tool input {first['input']!r} does not run {TOOL_COMMAND!r}"
