@@ -111,12 +111,8 @@ async def _listen(
             factory, config.host or None, config.port, reuse_address=True, backlog=1024
         )
     except OSError as exc:
-        log.raw(
-            f"{API}ERROR [Errno {exc.errno}] error while attempting to bind on address "
-            f"('{config.display_host}', {config.port}): {exc.strerror}",
-            error=True,
-        )
-        log.raw(f"{API}OSError: [Errno {exc.errno}] {exc.strerror}", error=True)
+        log.raw(f"{API}ERROR:    {exc}", error=True)
+        log.raw(f"{API}OSError: [Errno {exc.errno}] {os.strerror(exc.errno or 0)}", error=True)
         return 1
     port = server.sockets[0].getsockname()[1]
     for prefix, level, where, message in serving_lines(config, port):

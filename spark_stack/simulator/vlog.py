@@ -62,6 +62,11 @@ def startup_phases(config: SimConfig) -> tuple[Phase, ...]:
                 ("", "INFO", "__init__.py:241", "Automatically detected platform cuda."),
                 (API, "INFO", "api_server.py:1885", f"vLLM API server version {config.version}"),
                 (API, "INFO", "utils.py:253", f"non-default args: {args}"),
+            ),
+        ),
+        Phase(
+            0.0,
+            (
                 (
                     API,
                     "INFO",
@@ -212,7 +217,7 @@ def failure_lines(config: SimConfig) -> tuple[int, list[str]]:
                 "self.requested_memory = request_memory(init_snapshot, self.cache_config)",
             ),
         )
-        return 1, _engine_failed(_traceback(error, frames))
+        return 2, _engine_failed(_traceback(error, frames))
     if fail == "kv_cache":
         small = round(min(available, need_gib / 2), 2)
         estimate = int(small * (1 << 30) / KV_BYTES_PER_TOKEN) // 16 * 16
@@ -231,7 +236,7 @@ def failure_lines(config: SimConfig) -> tuple[int, list[str]]:
                 "raise ValueError(",
             ),
         )
-        return 3, _engine_failed(_traceback(error, frames))
+        return 4, _engine_failed(_traceback(error, frames))
     if fail == "oom":
         error = (
             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a "
@@ -251,7 +256,7 @@ def failure_lines(config: SimConfig) -> tuple[int, list[str]]:
                 "hidden_states, last_hidden_states = self._dummy_run(",
             ),
         )
-        return 2, _engine_failed(_traceback(error, frames))
+        return 3, _engine_failed(_traceback(error, frames))
     if fail == "no_kernel":
         error = (
             "torch.AcceleratorError: CUDA error: no kernel image is available for execution on "
@@ -271,7 +276,7 @@ def failure_lines(config: SimConfig) -> tuple[int, list[str]]:
             f"{ENGINE}For debugging consider passing CUDA_LAUNCH_BLOCKING=1",
             f"{ENGINE}Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.",
         ]
-        return 2, _engine_failed(_traceback(error, frames) + tail)
+        return 3, _engine_failed(_traceback(error, frames) + tail)
     if fail == "gated":
         url = f"https://huggingface.co/{config.model}/resolve/main/config.json"
         lines = [
@@ -290,7 +295,7 @@ def failure_lines(config: SimConfig) -> tuple[int, list[str]]:
             f"{API}Access to model {config.model} is restricted. You must have access to it and "
             "be authenticated to access it. Please log in.",
         ]
-        return 0, lines
+        return 1, lines
     if fail == "engine_dead":
         error = "RuntimeError: Worker failed with error 'CUDA driver initialization failed'"
         frames = (
@@ -301,7 +306,7 @@ def failure_lines(config: SimConfig) -> tuple[int, list[str]]:
                 "worker = WorkerProc(*args, **kwargs)",
             ),
         )
-        return 1, _engine_failed(_traceback(error, frames))
+        return 2, _engine_failed(_traceback(error, frames))
     return 0, []
 
 
