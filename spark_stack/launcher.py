@@ -14,9 +14,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import paths
-from .stack import schema
+
+if TYPE_CHECKING:  # annotations only: importing pydantic would slow `spark-stack --help`
+    from .stack import schema
 
 # Claude Code refuses to start ("Not logged in") without some credential; when the proxy needs
 # no token any placeholder works.
