@@ -13,7 +13,7 @@ from ..errors import Problem
 from . import schema
 from .lint import LINTS
 from .loader import Check, LoadedStack, did_you_mean
-from .vllm_check import flag_set_notes, vllm_flags
+from .vllm_check import abbreviated_flags, flag_set_notes, vllm_flags
 
 # Claude Code's system prompt and tools weigh ~25K tokens; leave room for a useful answer.
 CLAUDE_CODE_PROMPT_TOKENS = 25_000
@@ -199,4 +199,4 @@ ERROR_CHECKS: list[Check] = [
     context_long_enough,
     vllm_flags,
 ]
-LINT_CHECKS: list[Check] = [*LINTS, flag_set_notes]
+LINT_CHECKS: list[Check] = [*LINTS, abbreviated_flags, flag_set_notes]

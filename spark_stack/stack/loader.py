@@ -7,6 +7,7 @@ listing every problem found, each with ``file:line:col``, the key path and a fix
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,20 +89,22 @@ def load_stack_text(
         raise StackFileError(problems)
     if data is None:
         raise StackFileError(
-            [Problem("the stack file is empty", file=filename, line=1)],
+            [Problem("the stack file is empty", file=filename, line=1, column=1)],
             fix="start from `spark-stack init` or one of the files in stacks/",
         )
     if not isinstance(data, dict):
         raise StackFileError(
             [Problem("the stack file must be a mapping of keys (name, host, models, …)",
-                     file=filename, line=1, column=1)]
+                     file=filename, line=1, column=1)],
+            fix="start with 'name: my-stack' and 'models:' at the left margin "
+            "(`spark-stack init` writes an example)",
         )
     data, preset_problems = _apply_presets(data, positions, filename)
     problems += preset_problems
     try:
         stack = schema.Stack.model_validate(data)
     except ValidationError as exc:
-        problems += [_problem_from_error(err, data, positions, filename) for err in exc.errors()]
+        problems += _problems_from_errors(exc.errors(), data, positions, filename)
         raise StackFileError(problems) from None
     if problems:
         raise StackFileError(problems)
@@ -161,27 +164,52 @@ def _apply_presets(
     return {**data, "models": merged_models}, problems
 
 
+def _problems_from_errors(
+    errors: list[Any], data: dict[str, Any], positions: Positions, filename: str
+) -> list[Problem]:
+    """One problem per place: a union's alternatives collapse, and a missing key that an
+    unknown key's "did you mean" already names is not reported twice."""
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    suggested: set[tuple[KeyPath, str]] = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            path = _clean_loc(tuple(err["loc"]))
+            close = difflib.get_close_matches(
+                str(path[-1]), _allowed_keys(path[:-1], data), n=1, cutoff=0.6
+            )
+            suggested.update((path[:-1], key) for key in close)
+    for err in errors:
+        path = _clean_loc(tuple(err["loc"]))
+        if err["type"] == "missing" and (path[:-1], str(path[-1])) in suggested:
+            continue
+        key = render_path(path)
+        if key in seen:
+            continue
+        seen.add(key)
+        problems.append(_problem_from_error(err, path, data, positions, filename))
+    return problems
+
+
 def _problem_from_error(
-    err: Any, data: dict[str, Any], positions: Positions, filename: str
+    err: Any, path: KeyPath, data: dict[str, Any], positions: Positions, filename: str
 ) -> Problem:
-    path = _clean_loc(tuple(err["loc"]))
     kind = err["type"]
+    field = str(path[-1]) if path else ""
     if kind == "extra_forbidden":
-        key = str(path[-1])
         allowed = _allowed_keys(path[:-1], data)
         return located(
-            f"unknown key '{key}'",
+            f"unknown key '{field}'",
             path,
             positions,
             filename,
-            fix=did_you_mean(key, allowed, "key"),
+            fix=did_you_mean(field, allowed, "key"),
             at_key=True,
         )
     if kind == "missing":
-        key = str(path[-1])
         return located(
-            f"missing required key '{key}'", path[:-1], positions, filename,
-            fix=f"add '{key}:' here", at_key=True,
+            f"missing required key '{field}'", path[:-1], positions, filename,
+            fix=f"add '{field}:' here", at_key=True,
         )
     if kind == "union_tag_invalid":
         given = err["input"].get("kind") if isinstance(err["input"], dict) else ""
@@ -190,33 +218,78 @@ def _problem_from_error(
             (*path, "kind"),
             positions,
             filename,
-            fix="use kind: container (vLLM on a host), remote (url of a running server) "
-            "or simulator",
+            fix=did_you_mean(str(given), list(schema.MODEL_KINDS), "kind")
+            + " (container: vLLM on a host, remote: url of a running server, simulator: "
+            "the built-in one)",
         )
+    got = err.get("input")
+    if field in _FIELD_MESSAGES:
+        message, fix = _FIELD_MESSAGES[field]
+        return located(f"{message} (got {got!r})", path, positions, filename, fix=fix)
     message = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         message = message.removeprefix(prefix)
     message = message[:1].lower() + message[1:]
-    got = err.get("input")
-    if kind not in ("value_error",) and not isinstance(got, dict | list) and got is not None:
+    if kind != "value_error" and not isinstance(got, dict | list) and got is not None:
         message += f" (got {got!r})"
-    return located(message, path, positions, filename, fix=_FIXES.get(kind))
+    return located(message, path, positions, filename, fix=_fix_for(kind, field, err))
 
 
+def _fix_for(kind: str, field: str, err: Any) -> str:
+    if kind == "literal_error":
+        options = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
+        return did_you_mean(str(err.get("input")), options, "value")
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_FIXES.get(field, f"names use {schema.NAME_HINT}")
+    return _FIELD_FIXES.get(field) or _FIXES.get(kind) or (
+        "see the stack file reference in README.md"
+    )
+
+
+# Fields whose errors read better as one sentence than as pydantic's union alternatives.
+_FIELD_MESSAGES = {
+    "gpus": (
+        "gpus must be 'all', 'none', a GPU count or a list of GPU indices",
+        "write gpus: all (the Spark's one GPU), or none on a host without GPUs",
+    ),
+}
+_FIELD_FIXES = {
+    "api_key": "write e.g. api_key: ${MY_VLLM_KEY} and export MY_VLLM_KEY, or use auto",
+    "token": "write e.g. token: ${MY_PROXY_TOKEN} and export it, or use auto",
+    "listen": "write HOST:PORT, e.g. 127.0.0.1:4000",
+    "shm_size": "write a size such as 16gb",
+    "extra_args": "remove --api-key from extra_args and set api_key: auto (or ${ENV_VAR})",
+    "models": "add at least one model under 'models:'",
+}
+_PATTERN_FIXES = {
+    "url": "write the server's OpenAI base URL, e.g. http://192.168.1.20:8000/v1",
+    "target": "use an absolute path inside the container, e.g. /data",
+}
 _FIXES = {
     "int_parsing": "write a whole number without quotes",
     "int_type": "write a whole number",
     "float_parsing": "write a number such as 0.5",
+    "float_type": "write a number such as 0.5",
     "bool_parsing": "write true or false",
+    "bool_type": "write true or false",
     "string_type": "write a string (quote it if it looks like a number)",
     "list_type": "write a YAML list (lines starting with '- ')",
     "dict_type": "write a mapping of key: value lines",
     "model_type": "write a mapping of key: value lines",
+    "model_attributes_type": "write a mapping of key: value lines",
     "greater_than": "use a larger value",
     "less_than_equal": "use a smaller value",
+    "less_than": "use a smaller value",
     "greater_than_equal": "use a larger value",
-    "string_pattern_mismatch": f"names use {schema.NAME_HINT}",
+    "too_short": "add at least one entry",
+    "string_too_short": "write a non-empty value",
 }
+
+
+_UNION_TAG = re.compile(
+    r"^(literal\[|list\[|dict\[|nullable\[|function-|constrained-|tagged-union\["
+    r"|(int|str|float|bool)$)"
+)
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
@@ -228,7 +301,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> KeyPath:
         previous = loc[index - 1] if index else None
         if isinstance(previous, int) and part in schema.MODEL_KINDS and "models" in loc[:index]:
             continue
-        if part in ("function-after[_size(), nullable[str]]",):
+        # Union alternatives and validator wrappers: "literal[...]", "constrained-int", …
+        if isinstance(part, str) and _UNION_TAG.match(part):
             continue
         cleaned.append(part)
     return tuple(cleaned)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..errors import Problem
 from ..spec import FIELD_FLAGS, ArgSource, vllm_argv_sources
 from ..vllm.flags import (
+    abbreviations,
     canonical_flag,
     check_argv,
     flag_set_for_image,
@@ -82,11 +83,31 @@ def _check_model(loaded: LoadedStack, index: int, model: schema.ContainerModel) 
             "remove it: spark-stack sets vLLM's --host/--port (use 'port' for the host port "
             "and 'bind' for the address)",
         ))
-    for issue in check_argv(tokens, flags):
+    for issue in check_argv(tokens, flags, breaks={first_extra}):
         if issue.index in claimed:
             continue
         path = source_path(loaded, index, model, sources[issue.index][1])
+        if issue.detail and path[-1] == "speculative":
+            path = (*path, issue.detail)
         problems.append(loaded.problem(issue.message, path, fix=issue.fix))
+    return problems
+
+
+def abbreviated_flags(loaded: LoadedStack) -> list[Problem]:
+    """Warn about flags written as prefixes: vLLM expands them, a reader may not."""
+    problems = []
+    for index, model in enumerate(loaded.stack.models):
+        if not isinstance(model, schema.ContainerModel) or not model.model or not model.image:
+            continue
+        sources = vllm_argv_sources(model)
+        flags = flag_set_for_image(model.image)
+        for token_index, full in abbreviations([t for t, _ in sources], flags):
+            problems.append(loaded.problem(
+                f"'{sources[token_index][0]}' is an abbreviation that vLLM {flags.version} "
+                f"expands to '{full}'",
+                source_path(loaded, index, model, sources[token_index][1]),
+                fix=f"write '{full}' in full (a typo could expand to a different flag)",
+            ))
     return problems
 
 

@@ -56,6 +56,10 @@ def parse(text: str, filename: str) -> tuple[Any, Positions, list[Problem]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or exc.context or "invalid YAML"
+        start = exc.context_mark
+        if exc.context and start is not None and mark is not None and start.line != mark.line:
+            # e.g. an unclosed quote: the parser fails at the end, the cause is where it began
+            reason += f" ({exc.context} at line {start.line + 1}, column {start.column + 1})"
         problem = Problem(
             f"YAML syntax error: {reason}",
             file=filename,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -63,6 +63,10 @@ class FlagSet:
         kind = str(self.details.get(flag, {}).get("kind", ""))
         return flag not in self.bool_flags and "store_true" not in kind
 
+    def takes_many(self, flag: str) -> bool:
+        """``nargs='+'`` options (``--served-model-name a b``): a list annotation."""
+        return "list[" in str(self.details.get(flag, {}).get("annotation", ""))
+
     def value_optional(self, flag: str) -> bool:
         return self.details.get(flag, {}).get("kind") == "optional-valued"
 
@@ -96,6 +100,7 @@ class FlagIssue:
     index: int
     message: str
     fix: str
+    detail: str | None = None  # a key inside a JSON value (``method`` of --speculative-config)
 
 
 @cache
@@ -199,12 +204,20 @@ def canonical_flag(flags: FlagSet, written: str) -> str:
     return name
 
 
-def group_args(argv: Sequence[str], start: int = 0) -> tuple[list[ArgGroup], list[int]]:
-    """Split argv into flag groups (a flag and the values after it) and stray positionals."""
+def group_args(
+    argv: Sequence[str], start: int = 0, breaks: Collection[int] = ()
+) -> tuple[list[ArgGroup], list[int]]:
+    """Split argv into flag groups (a flag and the values after it) and stray positionals.
+
+    No group spans a ``breaks`` index (where the user's own items start).
+    """
     groups: list[ArgGroup] = []
     strays: list[int] = []
     current: tuple[int, str, list[str], bool] | None = None
     for index, token in enumerate(argv[start:], start):
+        if index in breaks and current is not None:
+            groups.append(_group(current))
+            current = None
         if token.startswith("-") and token != "-" and not _NEGATIVE_NUMBER.match(token):
             if current is not None:
                 groups.append(_group(current))
@@ -238,9 +251,11 @@ def dedupe(argv: Sequence[str], flags: FlagSet, start: int = 1) -> list[str]:
     return [token for index, token in enumerate(argv) if index not in dropped]
 
 
-def check_argv(argv: Sequence[str], flags: FlagSet, start: int = 1) -> list[FlagIssue]:
+def check_argv(
+    argv: Sequence[str], flags: FlagSet, start: int = 1, breaks: Collection[int] = ()
+) -> list[FlagIssue]:
     """Every problem vLLM ``flags.version`` would find in ``argv`` (after the positional model)."""
-    groups, strays = group_args(argv, start)
+    groups, strays = group_args(argv, start, breaks)
     issues = [
         FlagIssue(
             index, f"unexpected argument '{argv[index]}'",
@@ -250,8 +265,33 @@ def check_argv(argv: Sequence[str], flags: FlagSet, start: int = 1) -> list[Flag
     ]
     present = {canonical_flag(flags, g.flag) for g in groups}
     for group in groups:
-        issues += _check_group(group, flags, present)
-    return issues
+        found = _check_group(group, flags, present)
+        issues += found
+        flag = canonical_flag(flags, group.flag)
+        if found or group.inline or flag not in flags.flags or flags.takes_many(flag):
+            continue
+        allowed = 1 if flags.takes_value(flag) else 0
+        issues += [
+            FlagIssue(
+                group.index + 1 + offset, f"unexpected argument '{value}' after '{group.flag}'",
+                f"'{group.flag}' takes {'one value' if allowed else 'no value'}; "
+                "remove the extra item",
+            )
+            for offset, value in enumerate(group.values) if offset >= allowed
+        ]
+    return sorted(issues, key=lambda issue: issue.index)
+
+
+def abbreviations(argv: Sequence[str], flags: FlagSet, start: int = 1) -> list[tuple[int, str]]:
+    """(index, full flag) of each flag written as a prefix, which vLLM's parser expands."""
+    groups, _ = group_args(argv, start)
+    found = []
+    for group in groups:
+        written = "--" + group.flag[2:].replace("_", "-")
+        full = canonical_flag(flags, group.flag)
+        if group.flag.startswith("--") and "." not in written and full != written:
+            found.append((group.index, full))
+    return found
 
 
 def _check_group(group: ArgGroup, flags: FlagSet, present: set[str]) -> list[FlagIssue]:
@@ -265,9 +305,13 @@ def _check_group(group: ArgGroup, flags: FlagSet, present: set[str]) -> list[Fla
     flag = canonical_flag(flags, written)
     version = flags.version
     if flag not in flags.flags:
+        elsewhere = [v for v in KNOWN_VERSIONS if flag in load_flag_set(v).flags]
+        fix = did_you_mean(flag, sorted(f for f in flags.flags if f.startswith("--")), "flag")
+        if elsewhere:
+            fix = (f"it exists in vLLM {', '.join(elsewhere)}: remove it, or use an image of "
+                   "that version")
         return [FlagIssue(
-            group.index, f"unknown vLLM flag '{written}' (not in vLLM {version})",
-            did_you_mean(flag, sorted(f for f in flags.flags if f.startswith("--")), "flag"),
+            group.index, f"unknown vLLM flag '{written}' (not in vLLM {version})", fix,
         )]
     if not flags.takes_value(flag):
         if group.values:
@@ -327,7 +371,7 @@ def _check_json(group: ArgGroup, flag: str, value: str, flags: FlagSet) -> list[
             problem = value_problem(choice, parsed[key], flags, fold)
             if problem is not None:
                 issues.append(FlagIssue(
-                    group.index, f"{problem[0]} for '{flag}' {key}", problem[1]
+                    group.index, f"{problem[0]} for '{flag}' {key}", problem[1], detail=key
                 ))
     return issues
 
