@@ -1,0 +1,40 @@
+"""`spark-stack down`: remove this stack's containers and stop its local processes."""
+
+from __future__ import annotations
+
+import typer
+
+from .cmd_up import RichReporter, TrustOption, WaitLockOption
+from .common import JsonOption, StackOption, console, load, print_json, use_json
+
+
+def down(
+    stack: StackOption = None,
+    json: JsonOption = False,
+    trust_host_key: TrustOption = False,
+    wait_lock: WaitLockOption = 0.0,
+) -> None:
+    """Stop and remove the stack's containers (never other containers, never the caches)."""
+    from ..deploy.engine import QuietReporter
+    from ..deploy.engine import down as run_down
+
+    use_json(json)
+    loaded = load(stack)
+    out = console()
+    result = run_down(loaded.stack, trust_host_key=trust_host_key, wait_lock=wait_lock,
+                      reporter=QuietReporter() if json else RichReporter(out))
+    if json:
+        print_json({"ok": True, "stack": loaded.stack.name, "removed": result.removed,
+                    "stopped_simulators": result.stopped_local,
+                    "proxy_stopped": result.proxy_stopped})
+        return
+    parts = [f"{len(result.removed)} container(s) removed"]
+    if result.stopped_local:
+        parts.append(f"{len(result.stopped_local)} simulator(s) stopped")
+    if result.proxy_stopped:
+        parts.append("proxy stopped")
+    out.print(f"[green]down[/]: stack {loaded.stack.name}: " + ", ".join(parts), markup=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("down")(down)

@@ -1,0 +1,161 @@
+"""Desired vs observed → one action per model: create, replace, keep or remove (pure).
+
+Idempotency is by our own hash (compose's ``config-hash``), never by diffing ``docker
+inspect`` field by field: a container is kept when its spec-hash label and its secrets-hash
+label match the desired ones and it runs; anything else is replaced. Containers labelled with
+this stack whose model left the stack file are removed. ``plan`` renders these actions and
+``up`` executes them, so both always agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..spec import LABEL_MODEL, LABEL_PREFIX, LABEL_SPEC_HASH, ContainerSpec
+
+LABEL_SECRETS_HASH = f"{LABEL_PREFIX}.secrets-hash"
+LABEL_SPEC = f"{LABEL_PREFIX}.spec"  # canonical spec (references only) to name changed fields
+
+ActionKind = Literal["create", "replace", "keep", "remove"]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One container of this stack as found on the host."""
+
+    id: str
+    name: str
+    model: str
+    spec_hash: str
+    secrets_hash: str
+    state: str  # created | running | restarting | paused | exited | dead
+    image: str
+    image_id: str
+    started_at: str = ""
+    restart_count: int = 0
+    oom_killed: bool = False
+    exit_code: int = 0
+    spec_json: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    model: str
+    reason: str
+    spec: ContainerSpec | None = None
+    observed: Observed | None = None
+    changed: tuple[str, ...] = field(default=())
+
+
+def secrets_hash(spec: ContainerSpec, resolved: Mapping[str, str]) -> str:
+    """A salted hash of the secret values the container gets, so rotating one replaces it.
+
+    The values are never stored; the container name salts the hash.
+    """
+    digest = hashlib.sha256(spec.name.encode())
+    for name in sorted(resolved):
+        digest.update(b"\0" + name.encode() + b"=" + resolved[name].encode())
+    return digest.hexdigest()[:16]
+
+
+def observed_from_inspect(attrs: Mapping[str, Any]) -> Observed:
+    """Parse a container's ``docker inspect`` document."""
+    config = attrs.get("Config") or {}
+    labels = config.get("Labels") or {}
+    state = attrs.get("State") or {}
+    return Observed(
+        id=str(attrs.get("Id", "")),
+        name=str(attrs.get("Name", "")).lstrip("/"),
+        model=str(labels.get(LABEL_MODEL, "")),
+        spec_hash=str(labels.get(LABEL_SPEC_HASH, "")),
+        secrets_hash=str(labels.get(LABEL_SECRETS_HASH, "")),
+        state=str(state.get("Status", "unknown")),
+        image=str(config.get("Image", "")),
+        image_id=str(attrs.get("Image", "")),
+        started_at=str(state.get("StartedAt", "")),
+        restart_count=int(attrs.get("RestartCount", 0) or 0),
+        oom_killed=bool(state.get("OOMKilled", False)),
+        exit_code=int(state.get("ExitCode", 0) or 0),
+        spec_json=str(labels.get(LABEL_SPEC, "")),
+    )
+
+
+def changed_fields(old_json: str, new: ContainerSpec) -> tuple[str, ...]:
+    """The spec fields that differ between a running container's label and the desired spec."""
+    if not old_json:
+        return ()
+    try:
+        old = json.loads(old_json)
+    except ValueError:
+        return ()
+    if not isinstance(old, dict):
+        return ()
+    current = json.loads(new.canonical())
+    keys = sorted(set(old) | set(current))
+    return tuple(k for k in keys if old.get(k) != current.get(k))
+
+
+def plan_actions(
+    desired: Sequence[ContainerSpec],
+    observed: Iterable[Observed],
+    secret_hashes: Mapping[str, str],
+    image_ids: Mapping[str, str] | None = None,
+) -> list[Action]:
+    """One action per desired model (stack order), then removals (by name).
+
+    ``secret_hashes`` maps model → :func:`secrets_hash` of its resolved secrets;
+    ``image_ids`` maps image reference → the id it has on the host now (after a pull), so a
+    moved tag replaces the container.
+    """
+    by_model: dict[str, list[Observed]] = {}
+    for item in observed:
+        by_model.setdefault(item.model, []).append(item)
+    actions: list[Action] = []
+    for spec in desired:
+        found = by_model.pop(spec.model, [])
+        # Duplicates (a crash between create and remove) are all replaced by one container.
+        current = found[0] if len(found) == 1 else None
+        if not found:
+            actions.append(Action("create", spec.model, "not on the host", spec))
+            continue
+        if current is None:
+            actions.append(Action("replace", spec.model, f"{len(found)} containers found",
+                                  spec, found[0]))
+            continue
+        reason, changed = _difference(spec, current, secret_hashes.get(spec.model, ""),
+                                      (image_ids or {}).get(spec.image))
+        kind: ActionKind = "keep" if reason is None else "replace"
+        actions.append(Action(kind, spec.model, reason or "up to date", spec, current, changed))
+    for model in sorted(by_model):
+        for item in by_model[model]:
+            actions.append(Action("remove", model or item.name, "no longer in the stack file",
+                                  None, item))
+    return actions
+
+
+def _difference(spec: ContainerSpec, current: Observed, wanted_secrets: str,
+                image_id: str | None) -> tuple[str | None, tuple[str, ...]]:
+    if current.spec_hash != spec.spec_hash:
+        changed = changed_fields(current.spec_json, spec)
+        what = ", ".join(changed) if changed else "spec"
+        return f"changed: {what}", changed
+    if current.secrets_hash != wanted_secrets:
+        return "changed: a secret value", ("secrets",)
+    if image_id and current.image_id and image_id != current.image_id:
+        return "image updated on the host", ("image digest",)
+    if not current.running:
+        return f"container is {current.state}", ()
+    return None, ()
+
+
+def is_noop(actions: Sequence[Action]) -> bool:
+    return all(a.kind == "keep" for a in actions)

@@ -1,0 +1,105 @@
+"""Known vLLM failure signatures → a one-line diagnosis and a fix (pure).
+
+The signatures come from ``research/vllm-on-spark.md``; the most specific come first, since
+one failed start prints several (every engine failure ends in "EngineCore failed to start").
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    key: str
+    message: str
+    fix: str
+    evidence: str = ""  # the log line that matched
+
+    def line(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Signature:
+    key: str
+    pattern: re.Pattern[str]
+    message: str
+    fix: str
+
+
+def _sig(key: str, pattern: str, message: str, fix: str) -> Signature:
+    return Signature(key, re.compile(pattern, re.IGNORECASE), message, fix)
+
+
+SIGNATURES: tuple[Signature, ...] = (
+    _sig("unknown_flag", r"error: unrecognized arguments: (?P<detail>.*)",
+         "vLLM does not know the flag(s) {detail} (not in this vLLM version)",
+         "remove them from extra_args, or use an image whose vLLM has them"),
+    _sig("bad_argument", r"error: argument (?P<detail>--[\w-]+: .*)",
+         "vLLM rejected an argument: {detail}",
+         "fix that setting in the stack file"),
+    _sig("gpu_memory", r"Free memory on device .* less than desired GPU memory utilization",
+         "not enough free GPU memory for gpu_memory_utilization",
+         "lower gpu_memory_utilization (0.4-0.5 on a Spark), stop other GPU containers, "
+         "or drop the page cache (`sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`)"),
+    _sig("kv_cache_max_len", r"max seq len .* larger than the available KV cache memory",
+         "the KV cache is too small for max_model_len",
+         "lower max_model_len or raise gpu_memory_utilization"),
+    _sig("kv_cache", r"No available memory for the cache blocks|"
+         r"Available KV cache memory: -",
+         "no memory left for the KV cache",
+         "raise gpu_memory_utilization or use a smaller model / max_model_len"),
+    _sig("oom", r"OutOfMemoryError|CUDA out of memory|NVRM: .*Out of memory",
+         "the GPU ran out of memory",
+         "lower gpu_memory_utilization, max_model_len or max_num_seqs, or stop other GPU users"),
+    _sig("no_kernel", r"no kernel image is available for execution on the device",
+         "the image's CUDA build has no kernels for this GPU",
+         "use a CUDA 13 vLLM image built for the GB10 (vllm/vllm-openai:v0.24.0 or newer)"),
+    _sig("ptxas", r"ptxas fatal\s*:\s*Value 'sm_121a' is not defined",
+         "Triton's bundled ptxas is too old for sm_121a",
+         "use a newer CUDA 13 vLLM image"),
+    _sig("moe_backend", r"MoE backend '(?P<detail>[\w]+)' does not support",
+         "MoE backend {detail} does not support this checkpoint",
+         "pick another moe_backend (marlin for NVIDIA's NVFP4 checkpoints)"),
+    _sig("gated", r"GatedRepoError|Cannot access gated repo|401 Client Error|403 Client Error",
+         "Hugging Face refused the model download (gated repo or missing/invalid token)",
+         "accept the model's licence on huggingface.co and pass HF_TOKEN: "
+         "env: {HF_TOKEN: '${HF_TOKEN}'}"),
+    _sig("engine_dead", r"EngineCore failed to start|EngineDeadError|"
+         r"Engine core initialization failed",
+         "the vLLM engine failed to start",
+         "read the log lines above the failure for the root cause"),
+)
+
+
+def diagnose(lines: Sequence[str]) -> Diagnosis | None:
+    """The most specific known signature found in ``lines``, or None."""
+    for signature in SIGNATURES:
+        for line in lines:
+            match = signature.pattern.search(line)
+            if match is None:
+                continue
+            detail = match.groupdict().get("detail") or ""
+            return Diagnosis(signature.key, signature.message.format(detail=detail.strip()),
+                             signature.fix, line.strip())
+    return None
+
+
+def diagnose_exit(lines: Sequence[str], *, exit_code: int | None, oom_killed: bool,
+                  restarts: int) -> Diagnosis:
+    """Why a container stopped: the log signature first, then what docker knows."""
+    found = diagnose(lines)
+    if found is not None:
+        return found
+    if oom_killed:
+        return Diagnosis("oom_killed", "the container was killed by the kernel's OOM killer",
+                         "lower gpu_memory_utilization or max_model_len; check `free -g`")
+    if restarts > 0:
+        return Diagnosis("restart_loop", f"the container keeps restarting ({restarts} restarts)",
+                         "read the log above; `spark-stack logs` shows all of it")
+    code = "" if exit_code is None else f" with code {exit_code}"
+    return Diagnosis("exited", f"the container exited{code} before serving",
+                     "read the log above; `spark-stack logs` shows all of it")

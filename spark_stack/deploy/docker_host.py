@@ -1,0 +1,289 @@
+"""The docker edge: the docker SDK on the host, over the command's one SSH connection.
+
+The SDK talks HTTP to a local unix socket (in a private temp dir); each connection to it is
+piped into an SSH channel running ``docker system dial-stdio`` on the host, which reaches the
+host's daemon wherever its ``DOCKER_HOST``/context points. So the SDK gets the container API,
+and the stack's identity, port, jump hosts and known_hosts apply — the SDK's own ``ssh://``
+transport would read ``~/.ssh`` itself and force port 22.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+from docker.types import DeviceRequest, Ulimit
+
+from ..errors import DeployError, HostUnreachable, PreflightError
+from ..spec import LABEL_MANAGED_BY, LABEL_STACK, MANAGED_BY, ContainerSpec
+from .actions import LABEL_SECRETS_HASH, LABEL_SPEC, Observed, observed_from_inspect
+from .ssh import Forwarder, SshConnection
+
+DOCKER_TIMEOUT = 120
+DIAL_COMMAND = "docker system dial-stdio"
+
+# A pull reports per-layer events; the callback gets (layer id, status, current, total).
+PullProgress = Callable[[str, str, int, int], None]
+
+
+class DockerHost:
+    """The host's docker daemon, reached through ``conn``."""
+
+    def __init__(self, conn: SshConnection) -> None:
+        self.conn = conn
+        self._dir = Path(tempfile.mkdtemp(prefix="spark-stack-docker-"))
+        sock_path = self._dir / "docker.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(sock_path))
+        listener.listen(16)
+        self._forwarder = Forwarder(listener, lambda: conn.exec_channel(DIAL_COMMAND))
+        self._client: docker.DockerClient | None = None
+        self._url = f"unix://{sock_path}"
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.DockerClient(base_url=self._url, timeout=DOCKER_TIMEOUT)
+            except DockerException as exc:
+                raise self._unreachable(exc) from exc
+        return self._client
+
+    def _unreachable(self, exc: BaseException) -> HostUnreachable:
+        return HostUnreachable(
+            f"the docker API on {self.conn.target.hostname} does not answer through SSH "
+            f"(`{DIAL_COMMAND}`): {_short(exc)}",
+            fix="run `spark-stack up` for the preflight's diagnosis, or "
+            f"`ssh {self.conn.target.alias} docker info`",
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._forwarder.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> DockerHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def stack_containers(self, stack: str) -> list[Observed]:
+        """Every container labelled as this stack's (running or not)."""
+        return [observed_from_inspect(c.attrs) for c in self._stack_container_objects(stack)]
+
+    def _stack_container_objects(self, stack: str) -> list[Container]:
+        filters: dict[str, str | list[str] | bool] = {
+            "label": [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_STACK}={stack}"]
+        }
+        try:
+            return list(self.client.containers.list(all=True, filters=filters))
+        except DockerException as exc:
+            raise self._unreachable(exc) from exc
+
+    def container(self, ident: str) -> Container | None:
+        try:
+            return self.client.containers.get(ident)
+        except NotFound:
+            return None
+        except DockerException as exc:
+            raise self._unreachable(exc) from exc
+
+    def image_id(self, image: str) -> str | None:
+        """The id of ``image`` on the host, or None when it is not there."""
+        try:
+            return str(self.client.images.get(image).id)
+        except ImageNotFound:
+            return None
+        except DockerException as exc:
+            raise self._unreachable(exc) from exc
+
+    def image_attrs(self, image: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.images.get(image).attrs)
+        except ImageNotFound:
+            return None
+
+    def info(self) -> dict[str, Any]:
+        try:
+            return dict(self.client.info())
+        except DockerException as exc:
+            raise self._unreachable(exc) from exc
+
+    def publishers_of(self, port: int) -> list[str]:
+        """Names of running containers publishing host ``port``."""
+        names = []
+        for container in self.client.containers.list(filters={"publish": str(port)}):
+            names.append(str(container.name))
+        return names
+
+    # --- changing ------------------------------------------------------------------------
+
+    def pull(self, image: str, progress: PullProgress | None = None) -> str:
+        """Pull ``image`` (reporting per-layer progress); its id on the host."""
+        repository, tag = _split_image(image)
+        try:
+            stream = self.client.api.pull(repository, tag=tag, stream=True, decode=True)
+            for event in stream:
+                if "error" in event:
+                    raise DeployError(
+                        f"pulling {image} failed on the host: {event['error']}",
+                        fix="check the image name and the host's registry access "
+                        "(`docker login` on the host for private registries)",
+                    )
+                if progress is not None:
+                    detail = event.get("progressDetail") or {}
+                    progress(str(event.get("id", "")), str(event.get("status", "")),
+                             int(detail.get("current", 0) or 0), int(detail.get("total", 0) or 0))
+        except APIError as exc:
+            raise DeployError(f"pulling {image} failed on the host: {exc.explanation or exc}",
+                              fix="check the image name and the host's registry access") from exc
+        except DockerException as exc:
+            raise self._unreachable(exc) from exc
+        found = self.image_id(image)
+        if found is None:
+            raise DeployError(f"pulled {image} but the host does not list it")
+        return found
+
+    def create_and_start(self, spec: ContainerSpec, environment: Mapping[str, str],
+                         secrets_hash: str, home: str) -> Observed:
+        """Create and start the container of ``spec`` (environment holds resolved secrets)."""
+        labels = {**spec.labels(), LABEL_SECRETS_HASH: secrets_hash, LABEL_SPEC: spec.canonical()}
+        volumes = {
+            _remote_path(m.source, home): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+            for m in spec.mounts
+        }
+        kwargs: dict[str, Any] = {
+            "name": spec.name,
+            "command": list(spec.command),
+            "environment": dict(environment),
+            "labels": labels,
+            "ports": {f"{spec.container_port}/tcp": (spec.bind_address, spec.host_port)},
+            "volumes": volumes,
+            "detach": True,
+            "ulimits": [Ulimit(name=n, soft=s, hard=h) for n, s, h in spec.ulimits],
+            "device_requests": _device_requests(spec.gpus),
+        }
+        if spec.restart != "no":
+            kwargs["restart_policy"] = {"Name": spec.restart}
+        if spec.ipc:
+            kwargs["ipc_mode"] = spec.ipc
+        if spec.shm_size:
+            kwargs["shm_size"] = spec.shm_size
+        container: Container | None = None
+        try:
+            container = self.client.containers.create(spec.image, **kwargs)
+            container.start()
+            container.reload()
+        except APIError as exc:
+            # A container that could not start stays "created" and would hold the name.
+            if container is not None:
+                self.remove(container.id or spec.name)
+            raise DeployError(
+                f"docker could not start {spec.name}: {_short(exc)}",
+                fix=_start_fix(str(exc)),
+            ) from exc
+        except DockerException as exc:
+            raise self._unreachable(exc) from exc
+        return observed_from_inspect(container.attrs)
+
+    def stop(self, ident: str, timeout: int = 10) -> None:
+        container = self.container(ident)
+        if container is not None:
+            try:
+                container.stop(timeout=timeout)
+            except NotFound:
+                pass
+
+    def remove(self, ident: str) -> None:
+        """Stop and remove a container (never its volumes: those are the caches)."""
+        try:
+            self.client.api.remove_container(ident, force=True, v=False)
+        except NotFound:
+            pass
+        except DockerException as exc:
+            raise DeployError(f"could not remove container {ident[:12]}: {_short(exc)}") from exc
+
+    def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
+        container = self.container(ident)
+        if container is None:
+            return ""
+        data = container.logs(stdout=True, stderr=True, tail=tail)
+        return bytes(data).decode(errors="replace")
+
+    def follow_logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> Iterator[str]:
+        container = self.container(ident)
+        if container is None:
+            return iter(())
+        stream = container.logs(stdout=True, stderr=True, tail=tail, stream=True, follow=True)
+        return (bytes(chunk).decode(errors="replace") for chunk in stream)
+
+
+def _device_requests(gpus: object) -> list[DeviceRequest]:
+    if gpus == "none":
+        return []
+    if gpus == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if isinstance(gpus, int):
+        return [DeviceRequest(count=gpus, capabilities=[["gpu"]])]
+    if isinstance(gpus, tuple):
+        return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
+    return []
+
+
+def _remote_path(source: str, home: str) -> str:
+    if source == "~":
+        return home
+    if source.startswith("~/"):
+        return home.rstrip("/") + source[1:]
+    return source
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    if "@" in image:
+        repository, _, digest = image.partition("@")
+        return repository, digest
+    name, sep, tag = image.rpartition(":")
+    if sep and "/" not in tag:
+        return name, tag
+    return image, "latest"
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, APIError) and exc.explanation:
+        text = str(exc.explanation)
+    else:
+        text = str(exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _start_fix(message: str) -> str:
+    lowered = message.lower()
+    if "could not select device driver" in lowered or "nvidia" in lowered:
+        return "install the NVIDIA container toolkit on the host, or set gpus: none"
+    if "port is already allocated" in lowered or "address already in use" in lowered:
+        return "free the model's port on the host or choose another `port:`"
+    if "rlimit" in lowered:
+        return "drop the ulimits setting (the daemon lacks CAP_SYS_RESOURCE)"
+    return "see the message above; `spark-stack logs` shows the container's output"
+
+
+def parse_docker_version(stdout: str) -> dict[str, Any]:
+    """``docker version --format '{{json .}}'`` → dict (raises PreflightError when garbled)."""
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise PreflightError("docker on the host printed no version information",
+                             fix="run `docker version` on the host") from exc
+    return dict(data) if isinstance(data, dict) else {}

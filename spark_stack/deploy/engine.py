@@ -1,0 +1,772 @@
+"""The use cases ``up``, ``down``, ``status`` and ``logs``, composed from the edges.
+
+``up`` per host: connect once, take the stack's remote lock, list this stack's containers,
+plan (:mod:`.actions`); an unchanged stack stops there. Otherwise preflight, pull what is
+missing while the old containers still serve, then remove/replace/create and wait for each new
+server to really serve. Every step can be interrupted: the next ``up`` sees a container that is
+missing, stopped or has a stale hash and converges from there. Then local simulators, the
+proxy (background) and the Claude Code launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, NoReturn, Protocol
+
+from ..errors import NotHealthy, SparkStackError, UsageError
+from ..paths import stack_dir, write_private
+from ..proxy import daemon as proxy_daemon
+from ..proxy.config import ProxyConfig
+from ..spec import API_KEY_ENV, ContainerSpec, render_container
+from ..stack import schema
+from ..stack.secrets import is_reference, resolve
+from . import local, secrets_store
+from .actions import Action, ActionKind, Observed, is_noop, plan_actions, secrets_hash
+from .diagnose import Diagnosis
+from .preflight import (
+    FACTS_SCRIPT,
+    CheckResult,
+    HostFacts,
+    parse_facts,
+    raise_failures,
+    run_checks,
+    validate_skips,
+)
+from .proxy_config import Endpoint, build_proxy_config
+from .readiness import Failed, HttpProbe, ProcessState, wait_ready
+from .session import HostSession, models_by_host, open_session
+
+FAILURE_TAIL = 25
+
+
+class Reporter(Protocol):
+    """How a use case tells a person what it is doing (the CLI renders it)."""
+
+    def step(self, message: str) -> None: ...
+    def action(self, action: Action) -> None: ...
+    def check(self, result: CheckResult) -> None: ...
+    def phase(self, model: str, phase: str, elapsed: float) -> None: ...
+    def pull(self, image: str, layer: str, status: str, current: int, total: int) -> None: ...
+    def pull_done(self, image: str) -> None: ...
+    def failure(self, model: str, lines: list[str], log_path: Path,
+                diagnosis: Diagnosis) -> None: ...
+
+
+class QuietReporter:
+    """A reporter that says nothing (``--json`` and library use)."""
+
+    def step(self, message: str) -> None:
+        pass
+
+    def action(self, action: Action) -> None:
+        pass
+
+    def check(self, result: CheckResult) -> None:
+        pass
+
+    def phase(self, model: str, phase: str, elapsed: float) -> None:
+        pass
+
+    def pull(self, image: str, layer: str, status: str, current: int, total: int) -> None:
+        pass
+
+    def pull_done(self, image: str) -> None:
+        pass
+
+    def failure(self, model: str, lines: list[str], log_path: Path,
+                diagnosis: Diagnosis) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    trust_host_key: bool = False
+    skip_preflight: frozenset[str] = frozenset()
+    timeout: float | None = None
+    wait_lock: float = 0.0
+    pull: bool = False
+    start_proxy: bool = True
+    stack_file: str | None = None  # named in the launcher's "start the stack" hint
+
+
+@dataclass
+class UpResult:
+    actions: list[Action] = field(default_factory=list)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    ready: dict[str, float] = field(default_factory=dict)  # model → seconds to ready
+    proxy_url: str | None = None
+    launcher: Path | None = None
+    elapsed: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return not is_noop(self.actions)
+
+
+# --- desired state and secrets --------------------------------------------------------------
+
+
+def container_api_key(stack: schema.Stack, model: schema.ContainerModel) -> str | None:
+    """The vLLM API key of a container model (generated once, 0600), or None for ``none``."""
+    if model.api_key == "none":
+        return None
+    if model.api_key == "auto":
+        return secrets_store.get_or_create(stack.name, secrets_store.api_key_name(model.name))
+    return resolve(model.api_key, where=f"models.{model.name}.api_key")
+
+
+def container_environment(spec: ContainerSpec, api_key: str | None) -> dict[str, str]:
+    """The container's environment with every ``${VAR}`` resolved (never printed)."""
+    env = {var.name: resolve(var.value, where=f"models.{spec.model}.env.{var.name}")
+           for var in spec.env}
+    if api_key is not None:
+        env[API_KEY_ENV] = api_key
+    return env
+
+
+def secret_values(spec: ContainerSpec, env: dict[str, str]) -> dict[str, str]:
+    secret_names = {var.name for var in spec.env if var.is_secret} | {API_KEY_ENV}
+    return {k: v for k, v in env.items() if k in secret_names}
+
+
+def url_host(hostname: str) -> str:
+    return f"[{hostname}]" if ":" in hostname else hostname
+
+
+def container_endpoint(session_hostname: str, spec: ContainerSpec,
+                       api_key: str | None) -> Endpoint:
+    host = "127.0.0.1" if spec.bind_address == "127.0.0.1" else url_host(session_hostname)
+    return Endpoint(f"http://{host}:{spec.host_port}/v1", api_key)
+
+
+def proxy_token(stack: schema.Stack) -> str | None:
+    """The proxy's token, kept in the file the launcher and `spark-stack claude` read."""
+    from ..claude_env import ensure_proxy_token
+
+    return ensure_proxy_token(stack)
+
+
+def proxy_state_dir(stack: str) -> Path:
+    """Shared with `spark-stack claude`, which restarts the proxy from the config kept here."""
+    return stack_dir(stack)
+
+
+def save_failure_log(stack: str, model: str, text: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    path = stack_dir(stack) / "logs" / f"{model}-{stamp}.log"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(path, text)
+    return path
+
+
+# --- up -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    spec: ContainerSpec
+    model: schema.ContainerModel
+    env: dict[str, str]
+    api_key: str | None
+    secrets_hash: str
+
+
+def _prepare(stack: schema.Stack, models: list[schema.ContainerModel]) -> list[_Prepared]:
+    prepared = []
+    for model in models:
+        spec = render_container(stack, model)
+        key = container_api_key(stack, model)
+        env = container_environment(spec, key)
+        prepared.append(_Prepared(spec, model, env, key,
+                                  secrets_hash(spec, secret_values(spec, env))))
+    return prepared
+
+
+def host_plan(session: HostSession, stack: schema.Stack, prepared: list[_Prepared],
+              image_ids: dict[str, str] | None = None) -> tuple[list[Action], list[Observed]]:
+    observed = session.docker.stack_containers(stack.name)
+    actions = plan_actions([p.spec for p in prepared], observed,
+                           {p.spec.model: p.secrets_hash for p in prepared}, image_ids)
+    return actions, observed
+
+
+def up(stack: schema.Stack, options: UpOptions, reporter: Reporter) -> UpResult:
+    """Bring the stack to its desired state; raises a SparkStackError on failure."""
+    from .lock import StackLock
+
+    started = time.monotonic()
+    skips = validate_skips(options.skip_preflight)
+    result = UpResult()
+    for key, models in models_by_host(stack).items():
+        host = stack.all_hosts()[key]
+        prepared = _prepare(stack, models)
+        with open_session(key, host, trust_host_key=options.trust_host_key) as session:
+            reporter.step(f"connected to {session.target.display}")
+            with StackLock(session.conn, stack.name, wait_seconds=options.wait_lock):
+                _up_host(session, stack, prepared, options, skips, reporter, result)
+    _up_local(stack, options, reporter, result)
+    if options.start_proxy:
+        result.proxy_url = ensure_proxy(stack, result.endpoints, reporter)
+        result.launcher = _write_launcher(stack, options.stack_file, reporter)
+    result.elapsed = time.monotonic() - started
+    return result
+
+
+def _up_host(session: HostSession, stack: schema.Stack, prepared: list[_Prepared],
+             options: UpOptions, skips: frozenset[str], reporter: Reporter,
+             result: UpResult) -> None:
+    image_ids: dict[str, str] | None = None
+    if options.pull:
+        image_ids = {}
+        for image in sorted({p.spec.image for p in prepared}):
+            image_ids[image] = _pull(session, image, reporter)
+    actions, observed = host_plan(session, stack, prepared, image_ids)
+    by_model = {p.spec.model: p for p in prepared}
+    for p in prepared:
+        result.endpoints[p.spec.model] = container_endpoint(session.target.hostname, p.spec,
+                                                            p.api_key)
+    for action in actions:
+        reporter.action(action)
+    result.actions += actions
+    if is_noop(actions):
+        return
+    changing = [by_model[a.model] for a in actions if a.kind in ("create", "replace")]
+    facts = parse_facts(session.conn.run_script(FACTS_SCRIPT, timeout=60).stdout)
+    if changing:
+        _preflight(session, stack, changing, observed, facts, skips, reporter)
+    # Pull first, while the old containers still serve.
+    for image in sorted({p.spec.image for p in changing}):
+        if session.docker.image_id(image) is None:
+            _pull(session, image, reporter)
+    if "arch" not in skips:
+        _check_arch(session, changing, facts)
+    started: list[tuple[_Prepared, Observed]] = []
+    for action in actions:
+        if action.kind == "remove" and action.observed is not None:
+            reporter.step(f"removing {action.observed.name} ({action.reason})")
+            session.docker.remove(action.observed.id)
+        elif action.kind in ("create", "replace"):
+            item = by_model[action.model]
+            if action.kind == "replace":
+                for old in [o for o in observed if o.model == action.model]:
+                    reporter.step(f"replacing {old.name} ({action.reason})")
+                    session.docker.remove(old.id)
+            reporter.step(f"starting {item.spec.name} ({item.spec.image})")
+            started.append((item, session.docker.create_and_start(
+                item.spec, item.env, item.secrets_hash, facts.home)))
+    for item, container in started:
+        timeout = options.timeout or item.model.readiness_timeout
+        result.ready[item.spec.model] = _wait_container(
+            session, stack, item, container, result.endpoints[item.spec.model], timeout,
+            reporter)
+
+
+def _preflight(session: HostSession, stack: schema.Stack, changing: list[_Prepared],
+               observed: list[Observed], facts: HostFacts, skips: frozenset[str],
+               reporter: Reporter) -> None:
+    archs: dict[str, str | None] = {}
+    for item in changing:
+        attrs = session.docker.image_attrs(item.spec.image)
+        archs[item.spec.image] = None if attrs is None else str(attrs.get("Architecture", ""))
+    own_ports: set[int] = set()
+    for found in observed:
+        try:
+            own_ports.add(int(json.loads(found.spec_json).get("host_port")))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    results = run_checks(
+        facts,
+        [p.spec for p in changing],
+        gpu_memory_utilization={p.model.name: p.model.gpu_memory_utilization
+                                for p in changing if p.model.gpu_memory_utilization},
+        # None marks a missing image: its arch is checked after the pull.
+        image_archs=archs,
+        own_ports=own_ports,
+        hf_token_in_env={p.model.name: "HF_TOKEN" in p.env or "HUGGING_FACE_HUB_TOKEN" in p.env
+                         for p in changing},
+        skip=skips,
+    )
+    for check in results:
+        reporter.check(check)
+    raise_failures(results)
+
+
+def _check_arch(session: HostSession, changing: list[_Prepared], facts: HostFacts) -> None:
+    archs: dict[str, str | None] = {}
+    for item in changing:
+        attrs = session.docker.image_attrs(item.spec.image)
+        archs[item.spec.image] = None if attrs is None else str(attrs.get("Architecture", ""))
+    results = [r for r in run_checks(facts, [], gpu_memory_utilization={}, image_archs=archs,
+                                     own_ports=(), hf_token_in_env={})
+               if r.name == "arch"]
+    raise_failures(results)
+
+
+def _pull(session: HostSession, image: str, reporter: Reporter) -> str:
+    reporter.step(f"pulling {image} on {session.target.hostname}")
+    image_id = session.docker.pull(
+        image, lambda layer, status, cur, tot: reporter.pull(image, layer, status, cur, tot))
+    reporter.pull_done(image)
+    return image_id
+
+
+def _container_state(session: HostSession, ident: str) -> Callable[[], ProcessState]:
+    def state() -> ProcessState:
+        container = session.docker.container(ident)
+        if container is None:
+            return ProcessState(alive=False, status="removed")
+        attrs = container.attrs
+        st = attrs.get("State") or {}
+        return ProcessState(
+            alive=st.get("Status") == "running",
+            exit_code=st.get("ExitCode"),
+            oom_killed=bool(st.get("OOMKilled")),
+            restarts=int(attrs.get("RestartCount") or 0),
+            status=str(st.get("Status", "")),
+        )
+
+    return state
+
+
+def _wait_container(session: HostSession, stack: schema.Stack, item: _Prepared,
+                    container: Observed, endpoint: Endpoint, timeout: float,
+                    reporter: Reporter) -> float:
+    from .ssh import forward_tcp
+
+    model = item.spec.model
+    forwarder = None
+    base_url = endpoint.base_url
+    if item.spec.bind_address == "127.0.0.1":
+        forwarder, port = forward_tcp(session.conn, "127.0.0.1", item.spec.host_port)
+        base_url = f"http://127.0.0.1:{port}/v1"
+    probe = HttpProbe(base_url, item.spec.served_name, item.api_key)
+    try:
+        outcome = wait_ready(
+            state=_container_state(session, container.id),
+            logs=lambda: session.docker.logs(container.id, tail=400).splitlines(),
+            probe=probe,
+            timeout=timeout,
+            on_phase=lambda phase, elapsed: reporter.phase(model, phase, elapsed),
+        )
+    finally:
+        probe.close()
+        if forwarder is not None:
+            forwarder.close()
+    if isinstance(outcome, Failed):
+        full = session.docker.logs(container.id)
+        # Stop it so a restart policy does not loop; the next `up` replaces it.
+        session.docker.stop(container.id, timeout=5)
+        _fail(stack, model, full, outcome, reporter)
+    return outcome.elapsed
+
+
+def _fail(stack: schema.Stack, model: str, full_log: str, outcome: Failed,
+          reporter: Reporter) -> NoReturn:
+    path = save_failure_log(stack.name, model, full_log)
+    lines = full_log.splitlines()[-FAILURE_TAIL:]
+    reporter.failure(model, lines, path, outcome.diagnosis)
+    what = {"exited": "failed to start", "timeout": "did not become ready",
+            "bad answer": "answers wrongly"}.get(outcome.reason, "failed")
+    raise NotHealthy(
+        f"model {model} {what} after {outcome.elapsed:.1f} s: {outcome.diagnosis.message} "
+        f"(full log: {path})",
+        fix=outcome.diagnosis.fix,
+    )
+
+
+# --- local models ---------------------------------------------------------------------------
+
+
+def _up_local(stack: schema.Stack, options: UpOptions, reporter: Reporter,
+              result: UpResult) -> None:
+    wanted = {m.name: m for m in stack.models if isinstance(m, schema.SimulatorModel)}
+    for name in local.known_simulators(stack.name):
+        if name not in wanted:
+            reporter.step(f"stopping simulator {name} (no longer in the stack file)")
+            local.stop_simulator(stack.name, name)
+    for model in stack.models:
+        if isinstance(model, schema.RemoteModel):
+            key = None
+            if model.api_key not in (None, "none"):
+                key = resolve(model.api_key or "", where=f"models.{model.name}.api_key")
+            result.endpoints[model.name] = Endpoint(model.url.rstrip("/"), key)
+    for model in wanted.values():
+        result.endpoints[model.name] = Endpoint(local.simulator_base_url(model), None)
+        files = local.simulator_files(stack.name, model.name)
+        pid = local.running_pid(files)
+        argv = local.simulator_argv(model)
+        if pid is not None and local.recorded_argv(files) == argv:
+            result.actions.append(Action("keep", model.name, "simulator running"))
+            continue
+        kind: ActionKind = "replace" if pid is not None else "create"
+        result.actions.append(Action(kind, model.name, "simulator"))
+        if pid is not None:
+            local.stop_simulator(stack.name, model.name)
+        reporter.step(f"starting simulator {model.name} on 127.0.0.1:{model.port}")
+        result.ready[model.name] = _start_simulator(stack, model, options, reporter)
+
+
+def _start_simulator(stack: schema.Stack, model: schema.SimulatorModel, options: UpOptions,
+                     reporter: Reporter) -> float:
+    files = local.simulator_files(stack.name, model.name)
+    process = local.start_simulator(stack.name, model)
+    probe = HttpProbe(local.simulator_base_url(model), model.served_name or model.model, None)
+    try:
+        outcome = wait_ready(
+            state=lambda: local.process_state(process),
+            logs=lambda: local.read_log_lines(files.log),
+            probe=probe,
+            timeout=options.timeout or max(30.0, model.startup_seconds * 4 + 10),
+            on_phase=lambda phase, elapsed: reporter.phase(model.name, phase, elapsed),
+        )
+    finally:
+        probe.close()
+    if isinstance(outcome, Failed):
+        text = files.log.read_text(errors="replace") if files.log.exists() else ""
+        local.stop_simulator(stack.name, model.name)
+        _fail(stack, model.name, text, outcome, reporter)
+    return outcome.elapsed
+
+
+# --- proxy and launcher ---------------------------------------------------------------------
+
+
+def ensure_proxy(stack: schema.Stack, endpoints: dict[str, Endpoint],
+                 reporter: Reporter) -> str | None:
+    """Start the proxy in the background, or keep it when it runs with the same config."""
+    config = build_proxy_config(stack, endpoints, proxy_token(stack))
+    if not config.upstreams:
+        return None
+    state_dir = proxy_state_dir(stack.name)
+    status = proxy_daemon.proxy_status(state_dir)
+    current = _current_proxy_config(state_dir)
+    if status.running and status.healthy and current == config:
+        return status.url
+    if status.running:
+        reporter.step("restarting the proxy (its configuration changed)")
+        proxy_daemon.stop_background(state_dir)
+    else:
+        reporter.step(f"starting the proxy on {config.host}:{config.port}")
+    proxy_daemon.start_background(config, state_dir)
+    return proxy_daemon.proxy_status(state_dir).url
+
+
+def _current_proxy_config(state_dir: Path) -> ProxyConfig | None:
+    try:
+        return ProxyConfig.from_json((state_dir / proxy_daemon.CONFIG_FILE).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_launcher(stack: schema.Stack, stack_file: str | None,
+                    reporter: Reporter) -> Path:
+    from ..launcher import write_launcher
+
+    path = write_launcher(stack, stack_file=stack_file)
+    reporter.step(f"wrote the Claude Code launcher {path}")
+    return path
+
+
+# --- down -----------------------------------------------------------------------------------
+
+
+@dataclass
+class DownResult:
+    removed: list[str] = field(default_factory=list)
+    stopped_local: list[str] = field(default_factory=list)
+    proxy_stopped: bool = False
+
+
+def down(stack: schema.Stack, *, trust_host_key: bool = False, wait_lock: float = 0.0,
+         reporter: Reporter | None = None) -> DownResult:
+    """Remove this stack's containers (never others, never caches) and local processes."""
+    from .lock import StackLock
+
+    reporter = reporter or QuietReporter()
+    result = DownResult()
+    hosts = stack.all_hosts()
+    for key in sorted(set(models_by_host(stack)) | set(hosts)):
+        with open_session(key, hosts[key], trust_host_key=trust_host_key) as session, \
+                StackLock(session.conn, stack.name, wait_seconds=wait_lock):
+            for item in session.docker.stack_containers(stack.name):
+                reporter.step(f"removing {item.name}")
+                session.docker.remove(item.id)
+                result.removed.append(item.name)
+    for name in local.known_simulators(stack.name):
+        if local.stop_simulator(stack.name, name):
+            result.stopped_local.append(name)
+    result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(stack.name))
+    return result
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def _uptime(started_at: str) -> float | None:
+    if not started_at or started_at.startswith("0001-"):
+        return None
+    try:
+        text = started_at.rstrip("Z")
+        head, _, frac = text.partition(".")
+        when = datetime.fromisoformat(head + ("." + frac[:6] if frac else "")).replace(
+            tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(0.0, (datetime.now(UTC) - when).total_seconds())
+
+
+def _check_http(base_url: str, served: str, api_key: str | None) -> dict[str, Any]:
+    probe = HttpProbe(base_url, served, api_key)
+    try:
+        health = probe.health()
+        names = probe.models() if health else None
+    finally:
+        probe.close()
+    return {"health": health, "models_listed": names is not None and served in names}
+
+
+def status(stack: schema.Stack, *, trust_host_key: bool = False) -> dict[str, Any]:
+    """The stack's state as plain data (the ``status --json`` schema, see the README)."""
+    from .ssh import forward_tcp
+
+    report: dict[str, Any] = {"stack": stack.name, "healthy": True, "hosts": [], "models": []}
+    hosts = stack.all_hosts()
+    for key, models in models_by_host(stack).items():
+        host_entry: dict[str, Any] = {"name": key, "address": hosts[key].address,
+                                      "reachable": False, "error": None, "gpus": []}
+        report["hosts"].append(host_entry)
+        try:
+            session = open_session(key, hosts[key], trust_host_key=trust_host_key)
+        except SparkStackError as exc:
+            host_entry["error"] = exc.message
+            report["healthy"] = False
+            for model in models:
+                report["models"].append(_model_entry(model, key, state="unknown"))
+            continue
+        with session:
+            host_entry["reachable"] = True
+            host_entry["ssh"] = session.target.display
+            host_entry["gpus"] = _gpus(session)
+            observed = {o.model: o for o in session.docker.stack_containers(stack.name)}
+            for model in models:
+                spec = render_container(stack, model)
+                found = observed.pop(model.name, None)
+                entry = _model_entry(model, key, state="missing" if found is None
+                                     else found.state)
+                key_value = _status_api_key(stack, model)
+                endpoint = container_endpoint(session.target.hostname, spec, key_value)
+                entry["endpoint"] = endpoint.base_url
+                if found is not None:
+                    entry.update(_container_entry(session, spec, found))
+                    if found.running:
+                        base = endpoint.base_url
+                        forwarder = None
+                        if spec.bind_address == "127.0.0.1":
+                            forwarder, port = forward_tcp(session.conn, "127.0.0.1",
+                                                          spec.host_port)
+                            base = f"http://127.0.0.1:{port}/v1"
+                        try:
+                            entry.update(_check_http(base, spec.served_name, key_value))
+                        finally:
+                            if forwarder is not None:
+                                forwarder.close()
+                entry["healthy"] = bool(entry.get("health") and entry.get("models_listed")
+                                        and not entry.get("drift"))
+                report["models"].append(entry)
+            for leftover in observed.values():
+                report["models"].append({"name": leftover.model, "kind": "container",
+                                         "host": key, "state": leftover.state,
+                                         "container": leftover.name, "healthy": False,
+                                         "drift": True, "drift_fields": ["not in stack file"]})
+    for other in stack.models:
+        if isinstance(other, schema.SimulatorModel):
+            report["models"].append(_simulator_entry(stack, other))
+        elif isinstance(other, schema.RemoteModel):
+            report["models"].append(_remote_entry(other))
+    status_ = proxy_daemon.proxy_status(proxy_state_dir(stack.name))
+    report["proxy"] = {"running": status_.running, "pid": status_.pid, "url": status_.url,
+                       "healthy": status_.healthy, "log_file": str(status_.log_file)}
+    report["healthy"] = bool(report["healthy"] and report["models"]
+                             and all(m.get("healthy") for m in report["models"]))
+    return report
+
+
+def _status_api_key(stack: schema.Stack, model: schema.ContainerModel) -> str | None:
+    if model.api_key == "none":
+        return None
+    if model.api_key == "auto":
+        return secrets_store.read_secret(stack.name, secrets_store.api_key_name(model.name))
+    try:
+        return resolve(model.api_key)
+    except SparkStackError:
+        return None
+
+
+def _model_entry(model: schema.ModelConfig, host: str | None, *, state: str) -> dict[str, Any]:
+    from ..spec import served_name
+
+    return {
+        "name": model.name,
+        "kind": model.kind,
+        "host": host,
+        "state": state,
+        "healthy": False,
+        "served_name": served_name(model) if not isinstance(model, schema.RemoteModel)
+        else (model.served_name or model.name),
+        "endpoint": None,
+        "uptime_seconds": None,
+        "restarts": 0,
+        "health": False,
+        "models_listed": False,
+        "drift": False,
+        "drift_fields": [],
+    }
+
+
+def _container_entry(session: HostSession, spec: ContainerSpec, found: Observed
+                     ) -> dict[str, Any]:
+    from .actions import changed_fields
+
+    drift = found.spec_hash != spec.spec_hash
+    fields = list(changed_fields(found.spec_json, spec)) if drift else []
+    digest = None
+    attrs = session.docker.image_attrs(found.image)
+    if attrs is not None:
+        digests = attrs.get("RepoDigests") or []
+        digest = digests[0] if digests else None
+    return {
+        "container": found.name,
+        "container_id": found.id[:12],
+        "image": found.image,
+        "image_id": found.image_id,
+        "image_digest": digest,
+        "uptime_seconds": _uptime(found.started_at) if found.running else None,
+        "restarts": found.restart_count,
+        "exit_code": None if found.running else found.exit_code,
+        "oom_killed": found.oom_killed,
+        "drift": drift,
+        "drift_fields": fields or (["spec"] if drift else []),
+    }
+
+
+def _gpus(session: HostSession) -> list[dict[str, Any]]:
+    done = session.conn.run_script(
+        "command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,memory.total,"
+        "memory.used,utilization.gpu --format=csv,noheader,nounits", timeout=20)
+    gpus = []
+    if done.ok:
+        for line in done.stdout.splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 5:
+                gpus.append({"index": parts[0], "name": parts[1],
+                             "memory_total_mib": _num(parts[2]),
+                             "memory_used_mib": _num(parts[3]),
+                             "utilization_percent": _num(parts[4])})
+    return gpus
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _simulator_entry(stack: schema.Stack, model: schema.SimulatorModel) -> dict[str, Any]:
+    files = local.simulator_files(stack.name, model.name)
+    pid = local.running_pid(files)
+    entry = _model_entry(model, None, state="running" if pid else "missing")
+    entry["endpoint"] = local.simulator_base_url(model)
+    entry["pid"] = pid
+    if pid is not None:
+        entry.update(_check_http(local.simulator_base_url(model), entry["served_name"], None))
+        entry["drift"] = local.recorded_argv(files) != local.simulator_argv(model)
+        entry["drift_fields"] = ["command"] if entry["drift"] else []
+        entry["uptime_seconds"] = max(0.0, time.time() - files.pid.stat().st_mtime)
+    entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"])
+    return entry
+
+
+def _remote_entry(model: schema.RemoteModel) -> dict[str, Any]:
+    entry = _model_entry(model, None, state="external")
+    entry["endpoint"] = model.url
+    key = None
+    if model.api_key and model.api_key != "none" and is_reference(model.api_key):
+        try:
+            key = resolve(model.api_key)
+        except SparkStackError:
+            key = None
+    entry.update(_check_http(model.url, entry["served_name"], key))
+    entry["state"] = "serving" if entry["health"] else "unreachable"
+    entry["healthy"] = bool(entry["health"] and entry["models_listed"])
+    return entry
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+
+def logs(stack: schema.Stack, model_name: str | None, *, tail: int | None, follow: bool,
+         trust_host_key: bool = False) -> Iterator[tuple[str, str]]:
+    """(model, text chunk) pairs of the models' logs; follows one model with ``follow``."""
+    names = [m.name for m in stack.models if not isinstance(m, schema.RemoteModel)]
+    if model_name is not None:
+        model = stack.model(model_name)
+        if model is None:
+            raise UsageError(f"no model {model_name!r} in stack {stack.name!r}",
+                             fix=f"choose one of: {', '.join(m.name for m in stack.models)}")
+        if isinstance(model, schema.RemoteModel):
+            raise UsageError(f"model {model_name!r} is remote: spark-stack does not run it")
+        names = [model_name]
+    if follow and len(names) > 1:
+        raise UsageError("--follow needs one model", fix=f"name one of: {', '.join(names)}")
+    tail_arg: int | Literal["all"] = "all" if tail is None else tail
+    hosts = stack.all_hosts()
+    host_of = {m.name: k for k, ms in models_by_host(stack).items() for m in ms}
+    sessions: dict[str, HostSession] = {}
+    try:
+        for name in names:
+            if isinstance(stack.model(name), schema.SimulatorModel):
+                yield from _local_logs(stack, name, tail, follow)
+                continue
+            key = host_of[name]
+            if key not in sessions:
+                sessions[key] = open_session(key, hosts[key], trust_host_key=trust_host_key)
+            session = sessions[key]
+            found = [o for o in session.docker.stack_containers(stack.name) if o.model == name]
+            if not found:
+                raise NotHealthy(f"model {name} has no container on {key}",
+                                 fix="run `spark-stack up`")
+            if follow:
+                for chunk in session.docker.follow_logs(found[0].id, tail=tail_arg):
+                    yield name, chunk
+            else:
+                yield name, session.docker.logs(found[0].id, tail=tail_arg)
+    finally:
+        for session in sessions.values():
+            session.close()
+
+
+def _local_logs(stack: schema.Stack, name: str, tail: int | None,
+                follow: bool) -> Iterator[tuple[str, str]]:
+    files = local.simulator_files(stack.name, name)
+    try:
+        text = files.log.read_text(errors="replace")
+    except OSError:
+        raise NotHealthy(f"simulator {name} has no log yet", fix="run `spark-stack up`") from None
+    lines = text.splitlines(keepends=True)
+    yield name, "".join(lines if tail is None else lines[-tail:] if tail else [])
+    if not follow:
+        return
+    with files.log.open("r", errors="replace") as handle:
+        handle.seek(0, 2)
+        while local.running_pid(files) is not None:
+            chunk = handle.read()
+            if chunk:
+                yield name, chunk
+            else:
+                time.sleep(0.2)

@@ -1,0 +1,184 @@
+"""Wait until a vLLM server really serves, showing its startup phase (logic + HTTP probes).
+
+Phases come from the server's own log lines (:func:`phase_of`); ready means ``GET /health``
+answers 200, ``/v1/models`` lists the served name and one short real completion gives the
+known answer (``/health`` alone does not prove sane output). The loop fails fast when the
+process exits, is OOM-killed or restarts, and gives up at the timeout.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from .diagnose import Diagnosis, diagnose, diagnose_exit
+
+TEST_PROMPT = "What is 12*17? Answer with the number."
+TEST_ANSWER = "204"
+POLL_SECONDS = 0.25
+HTTP_TIMEOUT = 10.0
+COMPLETION_TIMEOUT = 120.0
+
+# (pattern, phase) in startup order; the latest phase whose line has appeared wins.
+PHASE_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), phase)
+    for p, phase in (
+        (r"vLLM API server version|non-default args", "starting"),
+        (r"Starting to load model|Loading safetensors|Loading weights", "loading weights"),
+        (r"Dynamo bytecode transform|torch\.compile|Compiling a graph", "compiling"),
+        (r"Available KV cache memory|GPU KV cache size", "profiling memory"),
+        (r"Capturing CUDA graph|Graph capturing", "capturing graphs"),
+        (r"init engine \(profile, create kv cache, warmup model\)", "warming up"),
+        (r"Starting vLLM API server|Application startup complete", "opening the API"),
+    )
+)
+PHASE_ORDER = ("pulling", "starting", *dict.fromkeys(p for _, p in PHASE_LINES),
+               "checking health", "checking models", "test completion", "ready")
+
+
+def phase_of(lines: Sequence[str], current: str = "starting") -> str:
+    """The furthest startup phase the log ``lines`` show (never goes backwards)."""
+    best = PHASE_ORDER.index(current) if current in PHASE_ORDER else 0
+    for line in lines:
+        for pattern, phase in PHASE_LINES:
+            if pattern.search(line):
+                best = max(best, PHASE_ORDER.index(phase))
+    return PHASE_ORDER[best]
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """What the runtime knows about the server process."""
+
+    alive: bool
+    exit_code: int | None = None
+    oom_killed: bool = False
+    restarts: int = 0
+    status: str = ""
+
+
+@dataclass(frozen=True)
+class Ready:
+    elapsed: float
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str  # "exited" | "timeout" | "bad answer"
+    diagnosis: Diagnosis
+    elapsed: float
+    phase: str
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class HttpProbe:
+    """The three HTTP checks, one step further each call while they pass."""
+
+    def __init__(self, base_url: str, served_name: str, api_key: str | None,
+                 client: httpx.Client | None = None) -> None:
+        self.root = base_url.rstrip("/").removesuffix("/v1")
+        self.served_name = served_name
+        self.headers = auth_headers(api_key)
+        self.client = client or httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
+
+    def health(self) -> bool:
+        try:
+            return self.client.get(f"{self.root}/health", headers=self.headers).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def models(self) -> list[str] | None:
+        try:
+            answer = self.client.get(f"{self.root}/v1/models", headers=self.headers)
+            if answer.status_code != 200:
+                return None
+            return [str(m.get("id")) for m in answer.json().get("data", [])]
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+
+    def completion(self) -> str | None:
+        """The answer to the test prompt (thinking off, short), or None when it failed."""
+        body = {
+            "model": self.served_name,
+            "messages": [{"role": "user", "content": TEST_PROMPT}],
+            "max_tokens": 32,
+            "temperature": 0,
+            "chat_template_kwargs": {"enable_thinking": False},
+        }
+        try:
+            answer = self.client.post(f"{self.root}/v1/chat/completions", json=body,
+                                      headers=self.headers, timeout=COMPLETION_TIMEOUT)
+            if answer.status_code != 200:
+                return None
+            message = answer.json()["choices"][0]["message"]
+            return str(message.get("content") or "")
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            return None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def answer_is_right(text: str) -> bool:
+    return re.search(rf"\b{TEST_ANSWER}\b", text) is not None
+
+
+def wait_ready(
+    *,
+    state: Callable[[], ProcessState],
+    logs: Callable[[], list[str]],
+    probe: HttpProbe,
+    timeout: float,
+    on_phase: Callable[[str, float], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Ready | Failed:
+    """Poll until ready, failed or timed out; ``on_phase`` hears every phase change."""
+    start = clock()
+    phase = "starting"
+    on_phase(phase, 0.0)
+    while True:
+        elapsed = clock() - start
+        lines = logs()
+        now = phase_of(lines, phase)
+        current = state()
+        if not current.alive or current.restarts > 0 or current.oom_killed:
+            return Failed("exited", diagnose_exit(lines, exit_code=current.exit_code,
+                                                  oom_killed=current.oom_killed,
+                                                  restarts=current.restarts), elapsed, now)
+        if probe.health():
+            now = "checking models"
+            names = probe.models()
+            if names is not None and probe.served_name in names:
+                now = "test completion"
+                if now != phase:
+                    on_phase(now, clock() - start)
+                    phase = now
+                answer = probe.completion()
+                if answer is not None:
+                    if answer_is_right(answer):
+                        on_phase("ready", clock() - start)
+                        return Ready(clock() - start)
+                    return Failed("bad answer", Diagnosis(
+                        "bad_answer",
+                        f"the model answered {answer.strip()[:60]!r} to {TEST_PROMPT!r} "
+                        f"(expected {TEST_ANSWER})",
+                        "the server runs but its output is wrong: try another moe_backend / "
+                        "attention_backend or image"), clock() - start, now)
+        if now != phase:
+            phase = now
+            on_phase(phase, elapsed)
+        if elapsed >= timeout:
+            found = diagnose(lines)
+            return Failed("timeout", found or Diagnosis(
+                "timeout", f"not ready after {timeout:.0f} s (last phase: {phase})",
+                "a cold start on a Spark takes 10-15 min: raise readiness_timeout or "
+                "--timeout; `spark-stack logs` shows where it is"), elapsed, phase)
+        sleep(min(POLL_SECONDS, max(0.0, timeout - elapsed)))
