@@ -14,7 +14,13 @@ model reasons; and the known-answer prompt straight to vLLM for comparison.
 from __future__ import annotations
 
 from .checks import CheckResult
-from .endpoints import Endpoints, ImageInfo, ModelTarget, endpoints_from_proxy_config
+from .endpoints import (
+    Endpoints,
+    ImageInfo,
+    ModelTarget,
+    endpoints_from_proxy_config,
+    running_endpoints,
+)
 from .report import SmokeReport
 from .run import run_smoke
 
@@ -25,5 +31,6 @@ __all__ = [
     "ModelTarget",
     "SmokeReport",
     "endpoints_from_proxy_config",
+    "running_endpoints",
     "run_smoke",
 ]

@@ -40,7 +40,7 @@ BASH_TOOL: dict[str, Any] = {
 ANSWER_MAX_TOKENS = 256
 THINKING_BUDGET = 1024
 
-Via = Literal["proxy", "direct"]
+Via = Literal["proxy", "direct", "deploy"]
 
 
 @dataclass(frozen=True)

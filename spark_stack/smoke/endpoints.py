@@ -91,3 +91,18 @@ def endpoints_from_proxy_config(
         host = f"[{host}]"
     proxy_url = f"http://{host}:{config.port}"
     return Endpoints(proxy_url, config.token, tuple(targets), stack_host(stack))
+
+
+def running_endpoints(
+    stack: schema.Stack, images: Mapping[str, ImageInfo] | None = None
+) -> Endpoints | None:
+    """Endpoints of the stack as its last ``up`` left them; None when ``up`` never ran."""
+    from ..deploy.engine import proxy_state_dir
+    from ..proxy.config import ConfigError
+    from ..proxy.daemon import CONFIG_FILE
+
+    try:
+        config = ProxyConfig.from_json((proxy_state_dir(stack.name) / CONFIG_FILE).read_bytes())
+    except (FileNotFoundError, ConfigError):
+        return None
+    return endpoints_from_proxy_config(stack, config, images)

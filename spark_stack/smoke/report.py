@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import EXIT_OK, EXIT_UNHEALTHY
 from .checks import CheckResult
 from .endpoints import Endpoints
 
@@ -21,10 +22,15 @@ class SmokeReport:
     total_ms: float = 0.0
     up_ms: float | None = None
     error: str | None = None  # set when the run could not even start its checks
+    failure_exit_code: int = EXIT_UNHEALTHY  # a failed `up` keeps its own code (e.g. 3)
 
     @property
     def ok(self) -> bool:
         return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else self.failure_exit_code
 
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.ok]
@@ -46,6 +52,7 @@ class SmokeReport:
         return {
             "version": REPORT_VERSION,
             "ok": self.ok,
+            "exit_code": self.exit_code,
             "stack": self.stack,
             "host": self.endpoints.host,
             "proxy_url": self.endpoints.proxy_url,
@@ -61,7 +68,7 @@ class SmokeReport:
                 for m in self.endpoints.models
             ],
             "checks": [c.to_dict() for c in self.checks],
-            "failed": [f"{c.model}/{c.name}" for c in self.failed()],
+            "failed": [f"{c.model}/{c.name}" if c.model else c.name for c in self.failed()],
             "error": self.error,
             "timings": {
                 "total_ms": round(self.total_ms, 1),

@@ -147,7 +147,10 @@ class AnthropicStream:
             self._close(index)
         elif name == "message_delta":
             result.stop_reason = data.get("delta", {}).get("stop_reason")
-            result.output_tokens = data.get("usage", {}).get("output_tokens")
+            usage = data.get("usage", {})
+            result.output_tokens = usage.get("output_tokens")
+            # message_start may carry an estimate; the final usage has the server's count.
+            result.input_tokens = usage.get("input_tokens", result.input_tokens)
         elif name == "message_stop":
             self.stopped = True
         elif name == "error":

@@ -1,0 +1,142 @@
+"""`spark-stack smoke`: prove the deployed stack works end to end (exit 0 only if it does)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .common import JsonOption, StackOption, console, load, print_json, set_exit, use_json
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..deploy.engine import UpOptions
+    from ..smoke import CheckResult, SmokeReport
+    from ..smoke.pipeline import SmokeOptions
+    from ..stack.loader import LoadedStack
+
+
+def smoke(
+    stack: StackOption = None,
+    json: JsonOption = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Leave the stack running when smoke brought it up itself."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds each request may take.", min=1)
+    ] = 120.0,
+    trust_host_key: Annotated[
+        bool, typer.Option("--trust-host-key", help="Accept an unknown SSH host key.")
+    ] = False,
+) -> None:
+    """Check the stack through the proxy (Anthropic API) and straight to vLLM.
+
+    A known-answer completion, a streamed tool call round trip, count_tokens, a thinking
+    request when the model reasons, and the same completion direct to vLLM. A stack that is
+    not up is brought up first and taken down after (unless --keep). Exit 0 only when every
+    check passes, else 4 (or the failed `up`'s own code).
+    """
+    from ..deploy.engine import UpOptions
+    from ..smoke.pipeline import SmokeOptions
+
+    use_json(json)
+    options = SmokeOptions(
+        bring_up="auto", keep=keep, up=UpOptions(trust_host_key=trust_host_key), timeout=timeout
+    )
+    run_smoke_command(load(stack), options, as_json=json)
+
+
+def smoke_after_up(loaded: LoadedStack, up_options: UpOptions, *, as_json: bool) -> None:
+    """`up --smoke`: run `up`, then every check; the stack stays up. One report, one exit."""
+    from ..smoke.pipeline import SmokeOptions
+
+    use_json(as_json)
+    run_smoke_command(loaded, SmokeOptions(bring_up="always", up=up_options), as_json=as_json)
+
+
+def run_smoke_command(loaded: LoadedStack, options: SmokeOptions, *, as_json: bool) -> None:
+    from ..smoke.pipeline import smoke_deployment
+
+    out = console(stderr=as_json)
+    reporter = None if as_json else _StepReporter(out)
+    report = smoke_deployment(
+        loaded,
+        options,
+        reporter=reporter,
+        on_result=None if as_json else lambda result: _print_result(out, result),
+    )
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        _print_summary(out, report)
+    set_exit(report.exit_code)
+
+
+class _StepReporter:
+    """`up`'s progress as plain lines (the smoke output is what matters here)."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+
+    def step(self, message: str) -> None:
+        self.out.print(f"  {message}", markup=False, style="dim")
+
+    def action(self, action: object) -> None:
+        pass
+
+    def check(self, result: object) -> None:
+        pass
+
+    def phase(self, model: str, phase: str, elapsed: float) -> None:
+        self.out.print(f"  {model}: {phase} ({elapsed:.0f} s)", markup=False, style="dim")
+
+    def pull(self, image: str, layer: str, status: str, current: int, total: int) -> None:
+        pass
+
+    def pull_done(self, image: str) -> None:
+        self.out.print(f"  pulled {image}", markup=False, style="dim")
+
+    def failure(self, model: str, lines: list[str], log_path: object, diagnosis: object) -> None:
+        for line in lines[-10:]:
+            self.out.print(f"  | {line}", markup=False, style="dim")
+        self.out.print(f"  full log: {log_path}", markup=False)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} ms"
+
+
+def _print_result(out: Console, result: CheckResult) -> None:
+    mark = "[green]PASS[/]" if result.ok else "[bold red]FAIL[/]"
+    where = f"{result.model}/" if result.model else ""
+    ttft = f", TTFT {_ms(result.ttft_ms)}" if result.ttft_ms is not None else ""
+    out.print(f"{mark} ", end="", markup=True)
+    out.print(
+        f"{where}{result.name} ({result.via}): {_ms(result.latency_ms)}{ttft} — {result.reason}",
+        markup=False,
+    )
+
+
+def _print_summary(out: Console, report: SmokeReport) -> None:
+    for model in report.endpoints.models:
+        ttft = report.ttft_ms(model.name)
+        if ttft["proxy_added"] is not None:
+            out.print(
+                f"{model.name}: TTFT direct {_ms(ttft['direct'])}, through the proxy "
+                f"{_ms(ttft['proxy'])} (proxy adds {ttft['proxy_added']:+.1f} ms)",
+                markup=False,
+            )
+    if report.error:
+        out.print(f"[bold red]error:[/] {report.error}", markup=True)
+    passed = sum(1 for c in report.checks if c.ok)
+    verdict = "[green]smoke passed[/]" if report.ok else "[bold red]smoke failed[/]"
+    out.print(
+        f"{verdict}: {passed}/{len(report.checks)} checks in {report.total_ms / 1000:.1f} s",
+        markup=True,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("smoke")(smoke)
