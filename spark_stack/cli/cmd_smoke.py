@@ -58,9 +58,10 @@ def smoke_after_up(loaded: LoadedStack, up_options: UpOptions, *, as_json: bool)
 
 def run_smoke_command(loaded: LoadedStack, options: SmokeOptions, *, as_json: bool) -> None:
     from ..smoke.pipeline import smoke_deployment
+    from .cmd_up import RichReporter
 
     out = console(stderr=as_json)
-    reporter = None if as_json else _StepReporter(out)
+    reporter = None if as_json else RichReporter(out)
     report = smoke_deployment(
         loaded,
         options,
@@ -72,36 +73,6 @@ def run_smoke_command(loaded: LoadedStack, options: SmokeOptions, *, as_json: bo
     else:
         _print_summary(out, report)
     set_exit(report.exit_code)
-
-
-class _StepReporter:
-    """`up`'s progress as plain lines (the smoke output is what matters here)."""
-
-    def __init__(self, out: Console) -> None:
-        self.out = out
-
-    def step(self, message: str) -> None:
-        self.out.print(f"  {message}", markup=False, style="dim")
-
-    def action(self, action: object) -> None:
-        pass
-
-    def check(self, result: object) -> None:
-        pass
-
-    def phase(self, model: str, phase: str, elapsed: float) -> None:
-        self.out.print(f"  {model}: {phase} ({elapsed:.0f} s)", markup=False, style="dim")
-
-    def pull(self, image: str, layer: str, status: str, current: int, total: int) -> None:
-        pass
-
-    def pull_done(self, image: str) -> None:
-        self.out.print(f"  pulled {image}", markup=False, style="dim")
-
-    def failure(self, model: str, lines: list[str], log_path: object, diagnosis: object) -> None:
-        for line in lines[-10:]:
-            self.out.print(f"  | {line}", markup=False, style="dim")
-        self.out.print(f"  full log: {log_path}", markup=False)
 
 
 def _ms(value: float | None) -> str:

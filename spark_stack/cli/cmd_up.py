@@ -121,6 +121,10 @@ def up(
     no_proxy: Annotated[
         bool, typer.Option("--no-proxy", help="Do not start the proxy or write the launcher.")
     ] = False,
+    smoke: Annotated[
+        bool, typer.Option("--smoke", help="Then run every `spark-stack smoke` check (exit 4 "
+                           "if one fails); with --json print the smoke report.")
+    ] = False,
 ) -> None:
     """Deploy the stack: containers on the host, simulators, the proxy and the launcher."""
     from ..deploy.engine import QuietReporter, UpOptions
@@ -143,6 +147,11 @@ def up(
     if not json:
         out.print(f"stack [bold]{_escape(loaded.stack.name)}[/] ({relpath(loaded.path)})",
                   markup=True)
+    if smoke:
+        from .cmd_smoke import smoke_after_up
+
+        smoke_after_up(loaded, options, as_json=json)
+        return
     result = run_up(loaded.stack, options, reporter)
     if json:
         print_json(_result_json(loaded.stack.name, result))
