@@ -6,12 +6,12 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .config import SimConfig
-from .generation import Settings, generate
+from .generation import Outcome, Settings, generate
 from .httpserver import Request, Responder
 from .script import Plan, ScriptError, apply_tool_choice, bench_plan, plan_for
 from .tokenizer import count_tokens, render_chat, token_ids
@@ -36,7 +36,6 @@ _ROUTES: dict[str, set[str]] = {
     "/load": {"GET"},
     "/v1/models": {"GET"},
     "/tokenize": {"POST"},
-    "/detokenize": {"POST"},
     "/v1/chat/completions": {"POST"},
 }
 
@@ -151,11 +150,6 @@ class SimApp:
             await responder.send(200, self._models_body)
         elif path == "/tokenize":
             await responder.send(200, dumps(self._tokenize(_json_body(request))).encode())
-        elif path == "/detokenize":
-            data = _json_body(request)
-            await responder.send(
-                200, dumps({"prompt": f"<{len(data.get('tokens', []))} tokens>"}).encode()
-            )
         else:
             await self._chat(_json_body(request), responder)
 
@@ -226,6 +220,7 @@ class SimApp:
 
     async def _chat(self, data: dict[str, Any], responder: Responder) -> None:
         model = self._check_model(data)
+        _validate(data)
         messages = _messages(data)
         tools = data.get("tools") or None
         tool_choice = data.get("tool_choice")
@@ -253,14 +248,11 @@ class SimApp:
         if prompt_tokens >= limit or prompt_tokens + (max_tokens or 0) > limit:
             message = context_overflow_message(limit, prompt_tokens, max_tokens or 0)
             raise RequestError(message, param="input_tokens")
-        if max_tokens is None:
-            settings = Settings(**{**settings.__dict__, "max_tokens": limit - prompt_tokens})
         quirks = self.config.quirks
-        settings = Settings(
-            **{
-                **settings.__dict__,
-                "multi_index_chunk": _quirk(plan.multi_index_chunk, "multi_index_chunk", quirks),
-            }
+        settings = replace(
+            settings,
+            max_tokens=limit - prompt_tokens if max_tokens is None else max_tokens,
+            multi_index_chunk=_quirk(plan.multi_index_chunk, "multi_index_chunk", quirks),
         )
         outcome = generate(plan, settings)
         stream_options = data.get("stream_options") or {}
@@ -289,19 +281,24 @@ class SimApp:
             return
         await self._stream(responder, stream_events(outcome, ctx), plan, outcome)
 
-    async def _stream(self, responder: Responder, events: Any, plan: Plan, outcome: Any) -> None:
+    async def _stream(
+        self, responder: Responder, events: Iterator[str], plan: Plan, outcome: Outcome
+    ) -> None:
         delay = plan.delay_ms / 1000
         self.metrics.running += 1
         try:
             await responder.start_stream()
-            for sent, event in enumerate(events):
-                if plan.die_after_chunks is not None and sent >= plan.die_after_chunks:
-                    responder.abort()
-                    return
-                if delay and sent:
-                    await asyncio.sleep(delay)
-                await responder.write(event)
-            await responder.end_stream()
+            if not delay and plan.die_after_chunks is None:
+                await responder.write_all(events)
+            else:
+                for sent, event in enumerate(events):
+                    if plan.die_after_chunks is not None and sent >= plan.die_after_chunks:
+                        responder.abort()
+                        return
+                    if delay and sent:
+                        await asyncio.sleep(delay)
+                    await responder.write(event)
+                await responder.end_stream()
             self._finished(outcome.finish_reason, outcome.completion_tokens)
         except asyncio.CancelledError:
             self.metrics.cancelled += 1
@@ -316,6 +313,27 @@ class SimApp:
 
 def _quirk(per_request: bool | None, name: str, server: frozenset[str]) -> bool:
     return per_request if per_request is not None else name in server
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "tools": (list,),
+    "stream_options": (dict,),
+    "stop": (str, list),
+    "chat_template_kwargs": (dict,),
+    "tool_choice": (str, dict),
+    "stream": (bool,),
+}
+
+
+def _validate(data: Mapping[str, Any]) -> None:
+    """Refuse fields of the wrong type with a 400, as vLLM's pydantic models do."""
+    for name, types in _FIELD_TYPES.items():
+        value = data.get(name)
+        if value is not None and not isinstance(value, types):
+            raise RequestError(f"Input should be a valid {types[0].__name__}", param=name)
+    for message in _messages(data):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
+            raise RequestError("Each message must be an object with a role", param="messages")
 
 
 def _messages(data: Mapping[str, Any]) -> list[Any]:

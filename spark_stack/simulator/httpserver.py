@@ -74,6 +74,7 @@ class Responder:
         self._request = request
         self.started = False
         self._chunked = False
+        self._pending = b""
         self.keep_alive = request.keep_alive
 
     def _head(self, status: int, headers: Iterable[tuple[str, str]]) -> bytes:
@@ -114,24 +115,37 @@ class Responder:
         headers = [("content-type", content_type)]
         if self._chunked:
             headers.append(("transfer-encoding", "chunked"))
-        self._protocol.write(self._head(status, headers))
+        # Held back so the head goes out with the first piece of body: one send, not two.
+        self._pending = self._head(status, headers)
+
+    def _frame(self, data: str) -> bytes:
+        raw = data.encode("utf-8")
+        return b"%x\r\n%s\r\n" % (len(raw), raw) if self._chunked else raw
 
     async def write(self, data: str) -> None:
         """One piece of a streamed body (one HTTP chunk)."""
-        raw = data.encode("utf-8")
-        if self._chunked:
-            raw = b"%x\r\n%s\r\n" % (len(raw), raw)
-        self._protocol.write(raw)
+        self._protocol.write(self._pending + self._frame(data))
+        self._pending = b""
+        await self._protocol.drain()
+
+    async def write_all(self, pieces: Iterable[str]) -> None:
+        """Every remaining piece and the end of the body, in one send."""
+        body = b"".join(self._frame(p) for p in pieces)
+        self._protocol.write(self._pending + body + (b"0\r\n\r\n" if self._chunked else b""))
+        self._pending = b""
         await self._protocol.drain()
 
     async def end_stream(self) -> None:
-        if self._chunked:
-            self._protocol.write(b"0\r\n\r\n")
+        self._protocol.write(self._pending + (b"0\r\n\r\n" if self._chunked else b""))
+        self._pending = b""
         await self._protocol.drain()
 
     def abort(self) -> None:
         """Drop the connection mid-response, as a crashing server would."""
         self.keep_alive = False
+        if self._pending:
+            self._protocol.write(self._pending)
+            self._pending = b""
         self._protocol.abort()
 
 

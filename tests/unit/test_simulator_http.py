@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from spark_stack.simulator import SimHandle, start_in_thread
 
@@ -318,3 +320,45 @@ def test_bench_mode_chunk_count() -> None:
                 events = sse(response)
     contents = [e["choices"][0]["delta"].get("content") for e in events[1:-1]]
     assert contents == ["bench "] * 5 + [None]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+chat_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": st.sampled_from([MODEL, "other"]) | json_values,
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {"role": st.sampled_from(["user", "assistant", "tool", "system"]) | json_values},
+                optional={"content": json_values},
+            ),
+            max_size=3,
+        )
+        | json_values,
+        "tools": st.just(BASH) | json_values,
+        "tool_choice": st.sampled_from(["auto", "none", "required"]) | json_values,
+        "stream": json_values,
+        "stream_options": json_values,
+        "stop": json_values,
+        "max_tokens": json_values,
+        "chat_template_kwargs": json_values,
+    },
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=chat_fields)
+def test_garbage_requests_never_cause_a_server_error(client: httpx.Client, body: Any) -> None:
+    response = client.post("/v1/chat/completions", json=body)
+    assert response.status_code in (200, 400, 404), response.text
+    if response.status_code != 200:
+        error = response.json()["error"]
+        assert error["code"] == response.status_code and error["message"]
