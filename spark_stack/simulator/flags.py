@@ -198,6 +198,16 @@ def _is_option(token: str) -> bool:
     return False
 
 
+def _expand_prefix(option: str, spec: FlagSpec) -> str:
+    """argparse accepts an unambiguous prefix of a long option."""
+    if not option.startswith("--"):
+        return option
+    matches = sorted(f for f in spec.flags if f.startswith(option) and f.startswith("--"))
+    if len(matches) > 1:
+        raise UsageError(f"ambiguous option: {option} could match {', '.join(matches)}")
+    return matches[0] if matches else option
+
+
 def find_flags_file(argv: Sequence[str]) -> str | None:
     """The `--sim-flags-file` value, looked up before the full parse needs it."""
     for i, token in enumerate(argv):
@@ -229,6 +239,8 @@ def parse_serve_args(argv: Sequence[str], spec: FlagSpec | None = None) -> Serve
         inline = rest if sep else None
         option = normalize_option(name)
         negated = option.startswith("--no-") and ("--" + option[5:]) in spec.bool_flags
+        if check and not spec.knows(option):
+            option = _expand_prefix(option, spec)
         if check and not spec.knows(option):
             unrecognized.append(token)
             while inline is None and i < len(argv) and not _is_option(argv[i]):

@@ -161,3 +161,12 @@ def test_config_rejects_bad_values() -> None:
 )
 def test_human_readable_max_model_len(raw: str, value: int) -> None:
     assert parse_human_int("--max-model-len", raw) == value
+
+
+def test_unambiguous_prefixes_expand_like_argparse() -> None:
+    spec = load_spec(FLAGS_FILE)
+    args = parse_serve_args(["m", "--max-model-l", "4096", "--enable-auto-tool"], spec)
+    assert args.value("--max-model-len") == "4096"
+    assert args.value("--enable-auto-tool-choice") == "true"
+    with pytest.raises(UsageError, match="ambiguous option: --max-num could match --max-num-"):
+        parse_serve_args(["m", "--max-num", "4"], spec)
