@@ -275,7 +275,11 @@ class SimApp:
         self.metrics.prompt_tokens += prompt_tokens
         if not data.get("stream"):
             if plan.delay_ms:
-                await asyncio.sleep(plan.delay_ms * len(outcome.deltas) / 1000)
+                try:
+                    await asyncio.sleep(plan.delay_ms * len(outcome.deltas) / 1000)
+                except asyncio.CancelledError:
+                    self.metrics.cancelled += 1
+                    raise
             self._finished(outcome.finish_reason, outcome.completion_tokens)
             await responder.send(200, dumps(completion_body(outcome, ctx)).encode())
             return

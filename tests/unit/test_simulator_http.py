@@ -362,3 +362,20 @@ def test_garbage_requests_never_cause_a_server_error(client: httpx.Client, body:
     if response.status_code != 200:
         error = response.json()["error"]
         assert error["code"] == response.status_code and error["message"]
+
+
+def test_client_leaving_a_slow_non_streamed_request_is_counted(
+    sim: SimHandle, client: httpx.Client
+) -> None:
+    before = metric(client, "vllm_sim_cancelled_requests_total")
+    script = 'SIM_SCRIPT: {"content": "' + "y" * 100 + '", "chunk_chars": 1, "delay_ms": 50}'
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{sim.url}/v1/chat/completions",
+            json=chat(messages=[{"role": "user", "content": script}]),
+            timeout=0.3,
+        )
+    deadline = time.monotonic() + 3
+    while metric(client, "vllm_sim_cancelled_requests_total") == before:
+        assert time.monotonic() < deadline, "the request was not cancelled"
+        time.sleep(0.02)
