@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from docker.models.containers import Container
 
-from tests.testhost import HostInfo, ensure_up
+from tests.testhost import HostInfo, ensure_up, status
 from tests.testhost.image import SIMULATOR_SRC
 
 TEST_LABEL = "spark-stack.test"
@@ -193,7 +193,13 @@ def test_host_has_no_route_out(testhost: HostInfo) -> None:
 
 
 def test_ensure_up_is_idempotent_and_fast_when_warm(testhost: HostInfo) -> None:
+    before = status()
     started = time.monotonic()
     again = ensure_up()
-    assert time.monotonic() - started < 2.0
+    took = time.monotonic() - started
     assert again == testhost
+    # Same daemons, not restarted ones: a warm bring-up only checks.
+    assert status() == before
+    assert all(state.startswith("running") for part, state in before.items() if part != "netns")
+    # Typically well under 2 s; the slack is for a machine busy with other test runs.
+    assert took < 5.0
