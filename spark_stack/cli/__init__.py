@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from functools import cache
 
 from .common import app, emit_error
 
@@ -34,6 +35,7 @@ COMMAND_MODULES = (
 __all__ = ["app", "main"]
 
 
+@cache  # main() may run many times in one process (tests): register each command once
 def _register_commands() -> None:
     for name in COMMAND_MODULES:
         module_name = f"{__name__}.cmd_{name}"
