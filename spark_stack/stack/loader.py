@@ -94,8 +94,8 @@ def load_stack_text(
         )
     if not isinstance(data, dict):
         raise StackFileError(
-            [Problem("the stack file must be a mapping of keys (name, host, models, …)",
-                     file=filename, line=1, column=1)],
+            [located("the stack file must be a mapping of keys (name, host, models, …)", (),
+                     positions, filename)],
             fix="start with 'name: my-stack' and 'models:' at the left margin "
             "(`spark-stack init` writes an example)",
         )
