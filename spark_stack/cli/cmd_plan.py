@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,16 +16,35 @@ if TYPE_CHECKING:
     from ..render import ModelPlan, PlanDocument
 
 
-def plan(stack: StackOption = None, json: JsonOption = False) -> None:
+def plan(
+    stack: StackOption = None,
+    json: JsonOption = False,
+    diff: Annotated[
+        bool, typer.Option("--diff", help="Also compare with what runs on the host (SSH).")
+    ] = False,
+) -> None:
     """Show each model's docker run and vLLM flags, the proxy routes and the launcher."""
     from ..render import plan_document
 
     use_json(json)
-    document = plan_document(load(stack))
+    loaded = load(stack)
+    document = plan_document(loaded)
+    host_diff = None
+    if diff:
+        from ..deploy.plan_diff import host_diff as compare_with_host
+
+        host_diff = compare_with_host(loaded.stack)
     if json:
-        print_json(document.to_json())
+        data = document.to_json()
+        if host_diff is not None:
+            data["host_diff"] = host_diff
+        print_json(data)
         return
     print_plan(document, console())
+    if host_diff is not None:
+        from ..deploy.plan_diff import print_host_diff
+
+        print_host_diff(host_diff, console())
 
 
 def print_plan(document: PlanDocument, out: Console) -> None:

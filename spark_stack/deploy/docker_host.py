@@ -28,6 +28,9 @@ from .actions import LABEL_SECRETS_HASH, LABEL_SPEC, Observed, observed_from_ins
 from .ssh import Forwarder, SshConnection
 
 DOCKER_TIMEOUT = 120
+# Pinned, not negotiated: negotiation costs a round trip and a dial-stdio process. 1.41 is
+# Docker 20.10's API, which every daemon since (including DGX OS's) still serves.
+DOCKER_API_VERSION = "1.41"
 DIAL_COMMAND = "docker system dial-stdio"
 
 # A pull reports per-layer events; the callback gets (layer id, status, current, total).
@@ -52,7 +55,8 @@ class DockerHost:
     def client(self) -> docker.DockerClient:
         if self._client is None:
             try:
-                self._client = docker.DockerClient(base_url=self._url, timeout=DOCKER_TIMEOUT)
+                self._client = docker.DockerClient(
+                    base_url=self._url, version=DOCKER_API_VERSION, timeout=DOCKER_TIMEOUT)
             except DockerException as exc:
                 raise self._unreachable(exc) from exc
         return self._client

@@ -207,14 +207,24 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter) -> UpResult:
         prepared = _prepare(stack, models)
         with open_session(key, host, trust_host_key=options.trust_host_key) as session:
             reporter.step(f"connected to {session.target.display}")
+            # An unchanged stack needs no lock: reading changes nothing (and saves a round trip).
+            if not options.pull and _unchanged(session, stack, prepared):
+                _up_host(session, stack, prepared, options, skips, reporter, result)
+                continue
             with StackLock(session.conn, stack.name, wait_seconds=options.wait_lock):
                 _up_host(session, stack, prepared, options, skips, reporter, result)
     _up_local(stack, options, reporter, result)
     if options.start_proxy:
+        _ensure_tunnels(stack, result, reporter)
         result.proxy_url = ensure_proxy(stack, result.endpoints, reporter)
         result.launcher = _write_launcher(stack, options.stack_file, reporter)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _unchanged(session: HostSession, stack: schema.Stack, prepared: list[_Prepared]) -> bool:
+    actions, _ = host_plan(session, stack, prepared)
+    return is_noop(actions)
 
 
 def _up_host(session: HostSession, stack: schema.Stack, prepared: list[_Prepared],
@@ -436,6 +446,27 @@ def _start_simulator(stack: schema.Stack, model: schema.SimulatorModel, options:
 # --- proxy and launcher ---------------------------------------------------------------------
 
 
+def _ensure_tunnels(stack: schema.Stack, result: UpResult, reporter: Reporter) -> None:
+    """Loopback-bound models are reached through a background SSH tunnel; others need none."""
+    from . import tunnel
+
+    loopback = {m.name: m for m in stack.container_models() if m.bind == "loopback"}
+    for name in tunnel.known_tunnels(stack.name):
+        if name not in loopback:
+            tunnel.stop_tunnel(stack.name, name)
+    hosts = stack.all_hosts()
+    for key, models in models_by_host(stack).items():
+        for model in models:
+            if model.name not in loopback:
+                continue
+            port = tunnel.ensure_tunnel(stack.name, model.name, hosts[key], model.port)
+            reporter.step(f"SSH tunnel 127.0.0.1:{port} -> {model.name} (bind: loopback)")
+            endpoint = result.endpoints[model.name]
+            result.endpoints[model.name] = Endpoint(f"http://127.0.0.1:{port}/v1",
+                                                    endpoint.api_key)
+
+
+
 def ensure_proxy(stack: schema.Stack, endpoints: dict[str, Endpoint],
                  reporter: Reporter) -> str | None:
     """Start the proxy in the background, or keep it when it runs with the same config."""
@@ -500,6 +531,10 @@ def down(stack: schema.Stack, *, trust_host_key: bool = False, wait_lock: float 
     for name in local.known_simulators(stack.name):
         if local.stop_simulator(stack.name, name):
             result.stopped_local.append(name)
+    from . import tunnel
+
+    for name in tunnel.known_tunnels(stack.name):
+        tunnel.stop_tunnel(stack.name, name)
     result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(stack.name))
     return result
 

@@ -1,0 +1,579 @@
+"""`up`/`down`/`status`/`logs` against the real stand-in GB10 host (sshd + dockerd at 10.213.0.2).
+
+Every test deploys its own stack name on its own ports and removes what it made. Containers run
+the vLLM simulator image with the GPU request off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import yaml
+
+from spark_stack.cli import main
+from spark_stack.cli.common import state as cli_state
+from spark_stack.spec import LABEL_STACK
+from tests.testhost import HostInfo
+
+REPO = Path(__file__).resolve().parents[2]
+SENTINEL = "hf_SENTINEL_" + uuid.uuid4().hex
+
+
+def _free_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _host_port() -> int:
+    return random.randint(20000, 39999)
+
+
+class Deployer:
+    """One test's stack: writes the stack file and runs the real CLI in-process."""
+
+    def __init__(self, tmp: Path, capsys: pytest.CaptureFixture[str], testhost: HostInfo):
+        self.name = f"t{uuid.uuid4().hex[:8]}"
+        self.path = tmp / "stack.yaml"
+        self.capsys = capsys
+        self.testhost = testhost
+        self.port = _host_port()
+        self.proxy_port = _free_local_port()
+        self.outputs: list[str] = []
+
+    def model(self, name: str = "qwen", **extra: Any) -> dict[str, Any]:
+        model: dict[str, Any] = {
+            "name": name,
+            "image": self.testhost.sim_image,
+            "model": "Qwen/Qwen3-0.6B",
+            "gpus": "none",
+            "port": self.port,
+            "readiness_timeout": 60,
+            "restart": "no",
+            "cache": {"huggingface": None, "vllm": None, "flashinfer": None},
+            "env": {"VLLM_SIM_STARTUP_SECONDS": "0.3"},
+        }
+        model.update(extra)
+        return model
+
+    def write(self, *models: dict[str, Any], host: dict[str, Any] | None = None) -> None:
+        stack = {
+            "name": self.name,
+            "host": host or {"address": self.testhost.ssh_alias},
+            "models": list(models) or [self.model()],
+            "proxy": {"listen": f"127.0.0.1:{self.proxy_port}"},
+        }
+        self.path.write_text(yaml.safe_dump(stack, sort_keys=False))
+
+    def run(self, *args: str) -> tuple[int, str, str]:
+        cli_state.exit_code = 0
+        cli_state.json = False
+        code = main(["-s", str(self.path), *args])
+        out, err = self.capsys.readouterr()
+        self.outputs += [out, err]
+        return code, out, err
+
+    def run_json(self, *args: str) -> tuple[int, dict[str, Any]]:
+        code, out, err = self.run(*args, "--json")
+        return code, json.loads(out)
+
+
+@pytest.fixture
+def host_docker(testhost: HostInfo) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=testhost.local_docker_url, timeout=60)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def deployer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], testhost: HostInfo, ssh_home: Path,
+    host_docker: docker.DockerClient,
+) -> Iterator[Deployer]:
+    d = Deployer(tmp_path, capsys, testhost)
+    yield d
+    if d.path.exists():
+        d.run("down")
+    for container in host_docker.containers.list(all=True,
+                                                 filters={"label": f"{LABEL_STACK}={d.name}"}):
+        container.remove(force=True)
+
+
+def _containers(client: docker.DockerClient, stack: str) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={stack}"})
+
+
+def _api_key(stack: str, model: str = "qwen") -> str:
+    path = Path(os.environ["SPARK_STACK_HOME"]) / "stacks" / stack / "secrets" / \
+        f"vllm-api-key-{model}"
+    return path.read_text().strip()
+
+
+# --- the happy path ---------------------------------------------------------------------------
+
+
+def test_fresh_up_serves_with_an_api_key_then_noop_then_down(
+    deployer: Deployer, host_docker: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", SENTINEL)
+    model = deployer.model()
+    model["env"]["HF_TOKEN"] = "${HF_TOKEN}"
+    deployer.write(model)
+
+    code, out, err = deployer.run("up")
+    assert code == 0, out + err
+    assert "ready" in out
+    [container] = _containers(host_docker, deployer.name)
+    assert container.status == "running"
+    base = f"http://{deployer.testhost.address}:{deployer.port}"
+
+    key = _api_key(deployer.name)
+    key_file = Path(os.environ["SPARK_STACK_HOME"]) / "stacks" / deployer.name / "secrets" / \
+        "vllm-api-key-qwen"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert httpx.get(f"{base}/v1/models", timeout=10).status_code == 401
+    answer = httpx.post(
+        f"{base}/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "Qwen/Qwen3-0.6B",
+              "messages": [{"role": "user", "content": "What is 12*17? Answer with the number."}]},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    assert "204" in answer.json()["choices"][0]["message"]["content"]
+    proxy = httpx.get(f"http://127.0.0.1:{deployer.proxy_port}/health", timeout=10)
+    assert proxy.status_code == 200
+
+    # The same stack again: nothing changes, fast. The process is warm, as a CLI run's work is.
+    started = time.monotonic()
+    code, result = deployer.run_json("up")
+    wall = time.monotonic() - started
+    assert code == 0
+    assert result["changed"] is False
+    assert [a["action"] for a in result["actions"]] == ["keep"]
+    assert result["elapsed_seconds"] < 2.0, result
+    assert wall < 2.0, f"no-op up took {wall:.2f} s"
+    [again] = _containers(host_docker, deployer.name)
+    assert again.id == container.id
+
+    # Secrets never reach argv, labels or any output.
+    attrs = host_docker.api.inspect_container(container.id)
+    assert SENTINEL not in json.dumps(attrs["Config"]["Labels"])
+    assert SENTINEL not in json.dumps(attrs["Config"]["Cmd"]) + json.dumps(attrs["Args"])
+    assert key not in json.dumps(attrs["Config"]["Labels"])
+    assert key not in json.dumps(attrs["Config"]["Cmd"]) + json.dumps(attrs["Args"])
+    assert f"HF_TOKEN={SENTINEL}" in attrs["Config"]["Env"]  # delivered through the API env
+    for args in (("status",), ("status", "--json"), ("logs",), ("plan",)):
+        deployer.run(*args)
+    for text in deployer.outputs:
+        assert SENTINEL not in text
+        assert key not in text
+
+    code, out, _ = deployer.run("down")
+    assert code == 0
+    assert "1 container(s) removed" in out
+    assert _containers(host_docker, deployer.name) == []
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{deployer.proxy_port}/health", timeout=2)
+
+
+def test_changed_spec_replaces_and_removed_model_is_removed(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    second_port = deployer.port + 1
+    deployer.write(deployer.model(), deployer.model("small", port=second_port))
+    code, _, err = deployer.run("up", "--no-proxy")
+    assert code == 0, err
+    before = {c.labels["io.spark-stack.model"]: c.id for c in _containers(host_docker,
+                                                                           deployer.name)}
+    assert set(before) == {"qwen", "small"}
+
+    # plan shows the same diff `up` will execute, naming the field that changed
+    deployer.write(deployer.model(max_model_len=4096))
+    code, plan = deployer.run_json("plan", "--diff")
+    assert code == 0
+    assert plan["host_diff"][0]["actions"] == [
+        {"model": "qwen", "action": "replace", "reason": "changed: command",
+         "changed": ["command"]},
+        {"model": "small", "action": "remove", "reason": "no longer in the stack file",
+         "changed": []},
+    ]
+    code, result = deployer.run_json("up", "--no-proxy")
+    assert code == 0
+    actions = {a["model"]: a for a in result["actions"]}
+    assert actions["qwen"]["action"] == "replace"
+    assert actions["qwen"]["changed"] == ["command"]
+    assert actions["small"]["action"] == "remove"
+    after = {c.labels["io.spark-stack.model"]: c for c in _containers(host_docker, deployer.name)}
+    assert set(after) == {"qwen"}
+    assert after["qwen"].id != before["qwen"]
+    assert "--max-model-len" in after["qwen"].attrs["Config"]["Cmd"]
+
+
+def test_status_reports_health_and_drift_and_fails_when_down(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    deployer.write()
+    assert deployer.run("up")[0] == 0
+    code, report = deployer.run_json("status")
+    assert code == 0, report
+    assert report["healthy"] is True
+    assert report["hosts"][0]["reachable"] is True
+    [model] = report["models"]
+    assert model["state"] == "running"
+    assert model["health"] is True and model["models_listed"] is True
+    assert model["served_name"] == "Qwen/Qwen3-0.6B"
+    assert model["endpoint"] == f"http://{deployer.testhost.address}:{deployer.port}/v1"
+    assert model["image"] == deployer.testhost.sim_image
+    assert model["image_id"].startswith("sha256:")
+    assert model["restarts"] == 0 and model["uptime_seconds"] >= 0
+    assert model["drift"] is False
+    assert report["proxy"]["running"] is True and report["proxy"]["healthy"] is True
+
+    code, out, _ = deployer.run("status")
+    assert code == 0 and "healthy" in out and "qwen" in out
+
+    deployer.write(deployer.model(max_model_len=2048))
+    code, report = deployer.run_json("status")
+    assert code == 4
+    assert report["models"][0]["drift"] is True
+    assert report["models"][0]["drift_fields"] == ["command"]
+
+    _containers(host_docker, deployer.name)[0].stop(timeout=2)
+    code, report = deployer.run_json("status")
+    assert code == 4
+    assert report["models"][0]["state"] == "exited"
+    assert report["healthy"] is False
+
+
+def test_logs_prints_the_servers_log_with_tail(deployer: Deployer) -> None:
+    deployer.write()
+    assert deployer.run("up", "--no-proxy")[0] == 0
+    code, out, _ = deployer.run("logs", "qwen")
+    assert code == 0
+    assert "Application startup complete" in out
+    assert "vLLM API server version" in out
+    code, out, _ = deployer.run("logs", "qwen", "--tail", "2")
+    assert code == 0
+    assert len(out.strip().splitlines()) == 2
+    code, _, err = deployer.run("logs", "nope")
+    assert code == 2 and "no model 'nope'" in err
+
+
+def test_follow_streams_new_lines(deployer: Deployer, ssh_home: Path) -> None:
+    deployer.write()
+    assert deployer.run("up", "--no-proxy")[0] == 0
+    env = {**os.environ, "HOME": str(ssh_home)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "logs", "qwen", "-f",
+         "--tail", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO)
+    try:
+        key = _api_key(deployer.name)
+        deadline = time.monotonic() + 30
+        seen = b""
+        assert process.stdout is not None
+        os.set_blocking(process.stdout.fileno(), False)
+        while time.monotonic() < deadline and b"/v1/models" not in seen:
+            httpx.get(f"http://{deployer.testhost.address}:{deployer.port}/v1/models",
+                      headers={"Authorization": f"Bearer {key}"}, timeout=10)
+            time.sleep(0.3)
+            seen += process.stdout.read() or b""
+        assert b"/v1/models" in seen, seen[-500:]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# --- failures and diagnosis ---------------------------------------------------------------------
+
+
+def _failed_log(stack: str) -> list[Path]:
+    return sorted((Path(os.environ["SPARK_STACK_HOME"]) / "stacks" / stack / "logs").glob("*.log"))
+
+
+def test_bad_flag_exits_at_start_with_diagnosis_and_saved_log(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    # In vLLM 0.33 (so the lint passes), not in the 0.28 the image runs.
+    deployer.write(deployer.model(extra_args=["--disable-dbo"], restart="unless-stopped"))
+    code, out, err = deployer.run("up")
+    assert code == 4, out + err
+    assert "unrecognized arguments: --disable-dbo" in out  # the last log lines
+    assert "vLLM does not know the flag(s) --disable-dbo" in err
+    [log] = _failed_log(deployer.name)
+    assert str(log) in err
+    assert "unrecognized arguments" in log.read_text()
+    assert log.stat().st_mode & 0o777 == 0o600
+    # The restart loop is stopped, and the next `up` converges from what is left.
+    [container] = _containers(host_docker, deployer.name)
+    assert container.status != "running"
+    deployer.write(deployer.model())
+    code, result = deployer.run_json("up", "--no-proxy")
+    assert code == 0
+    assert result["actions"][0]["action"] == "replace"
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        ("gpu_memory", "not enough free GPU memory for gpu_memory_utilization"),
+        ("kv_cache", "the KV cache is too small for max_model_len"),
+        ("oom", "the GPU ran out of memory"),
+        ("no_kernel", "the image's CUDA build has no kernels for this GPU"),
+        ("gated", "Hugging Face refused the model download"),
+        ("engine_dead", "the vLLM engine failed to start"),
+    ],
+)
+def test_vllm_failure_signatures_are_diagnosed(
+    deployer: Deployer, failure: str, expected: str
+) -> None:
+    model = deployer.model()
+    model["env"]["VLLM_SIM_FAIL"] = failure
+    deployer.write(model)
+    code, out, err = deployer.run("up", "--no-proxy")
+    assert code == 4, out + err
+    assert expected in err
+    assert "full log:" in err and _failed_log(deployer.name)
+
+
+def test_readiness_timeout_names_the_phase(deployer: Deployer) -> None:
+    model = deployer.model()
+    model["env"]["VLLM_SIM_FAIL"] = "hang"
+    deployer.write(model)
+    started = time.monotonic()
+    code, out, err = deployer.run("up", "--no-proxy", "--timeout", "3")
+    assert code == 4, out + err
+    assert time.monotonic() - started < 30
+    assert "did not become ready" in err and "not ready after 3 s" in err
+    assert _failed_log(deployer.name)
+
+
+def test_port_in_use_fails_preflight_without_touching_the_other_container(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    other = host_docker.containers.run(
+        deployer.testhost.sim_image, ["Qwen/Qwen3-0.6B", "--port", "8000"], detach=True,
+        ports={"8000/tcp": deployer.port}, labels={"spark-stack.test": "1"},
+        environment={"VLLM_SIM_STARTUP_SECONDS": "0"})
+    try:
+        deployer.write()
+        code, out, err = deployer.run("up", "--no-proxy")
+        assert code == 4, out + err
+        assert f"port {deployer.port} on the host is in use" in err
+        assert "--skip-preflight port" in err
+        assert _containers(host_docker, deployer.name) == []
+        other.reload()
+        assert other.status == "running"
+    finally:
+        other.remove(force=True)
+
+
+def test_gpus_all_on_a_host_without_nvidia_runtime_fails_preflight(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    deployer.write(deployer.model(gpus="all"))
+    code, out, err = deployer.run("up", "--no-proxy")
+    assert code == 4, out + err
+    assert "NVIDIA container runtime: MISSING" in err
+    assert "nvidia-container-toolkit" in err
+    assert _containers(host_docker, deployer.name) == []
+
+
+def test_down_never_touches_other_stacks_or_unmanaged_containers(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    bystanders = [
+        host_docker.containers.create(deployer.testhost.sim_image, ["x"],
+                                      labels={"spark-stack.test": "1"}),
+        host_docker.containers.create(
+            deployer.testhost.sim_image, ["x"],
+            labels={"spark-stack.test": "1", "io.spark-stack.managed-by": "spark-stack",
+                    LABEL_STACK: deployer.name + "-other", "io.spark-stack.model": "qwen"}),
+    ]
+    try:
+        deployer.write()
+        assert deployer.run("up", "--no-proxy")[0] == 0
+        assert deployer.run("down")[0] == 0
+        for container in bystanders:
+            container.reload()  # raises NotFound if down removed it
+    finally:
+        for container in bystanders:
+            container.remove(force=True)
+
+
+# --- the lock -----------------------------------------------------------------------------------
+
+
+def test_a_held_lock_fails_fast_with_its_holder_and_can_be_waited_for(
+    deployer: Deployer, testhost: HostInfo
+) -> None:
+    from spark_stack.deploy.lock import StackLock
+    from spark_stack.deploy.session import open_session
+    from spark_stack.stack.schema import HostConfig
+
+    deployer.write()
+    session = open_session("default", HostConfig(address=testhost.ssh_alias))
+    lock = StackLock(session.conn, deployer.name)
+    lock.acquire()
+    try:
+        code, out, err = deployer.run("up", "--no-proxy")
+        assert code == 1, out + err
+        assert f"stack '{deployer.name}' is locked by another" in err
+        assert f"pid {os.getpid()}" in err
+        releaser = threading.Timer(1.0, lock.release)
+        releaser.start()
+        code, out, err = deployer.run("up", "--no-proxy", "--wait-lock", "20")
+        releaser.join()
+        assert code == 0, out + err
+    finally:
+        lock.release()
+        session.close()
+
+
+def test_two_concurrent_ups_one_wins_one_names_the_holder(
+    deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
+) -> None:
+    model = deployer.model()
+    model["env"]["VLLM_SIM_STARTUP_SECONDS"] = "6"
+    deployer.write(model)
+    env = {**os.environ, "HOME": str(ssh_home)}
+    argv = [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "up", "--no-proxy"]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                             cwd=REPO, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in runs]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 1], results
+    loser = next(err for code, _, err in results if code == 1)
+    assert "is locked by another" in loser
+    assert len(_containers(host_docker, deployer.name)) == 1
+
+
+def test_interrupted_up_is_converged_by_the_next_up(
+    deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
+) -> None:
+    model = deployer.model()
+    model["env"]["VLLM_SIM_STARTUP_SECONDS"] = "5"
+    deployer.write(model)
+    env = {**os.environ, "HOME": str(ssh_home)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "up", "--no-proxy"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "starting (" in line:  # the container exists and is starting up
+            break
+    process.send_signal(2)  # Ctrl-C mid-readiness
+    process.wait(timeout=30)
+    assert process.returncode == 130
+    deployer.write(deployer.model())
+    code, result = deployer.run_json("up", "--no-proxy")
+    assert code == 0, result
+    assert len(_containers(host_docker, deployer.name)) == 1
+    code, report = deployer.run_json("status")
+    assert report["models"][0]["health"] is True
+
+
+# --- SSH ----------------------------------------------------------------------------------------
+
+
+def _assert_unreachable(run: Callable[..., tuple[int, str, str]], *texts: str) -> str:
+    code, out, err = run("status")
+    assert code == 3, out + err
+    code, out, err = run("up", "--no-proxy")
+    assert code == 3, out + err
+    for text in texts:
+        assert text in err
+    return err
+
+
+def test_unknown_host_key_is_refused_with_fingerprint_then_trusted_on_request(
+    deployer: Deployer, ssh_home: Path
+) -> None:
+    known = ssh_home / ".ssh" / "known_hosts"
+    known.write_text("")
+    deployer.write()
+    err = _assert_unreachable(deployer.run, "unknown SSH host key for 10.213.0.2:22",
+                              "SHA256:", "ssh-keyscan 10.213.0.2 >> ~/.ssh/known_hosts",
+                              "--trust-host-key")
+    assert "Traceback" not in err
+    code, out, err = deployer.run("up", "--no-proxy", "--trust-host-key")
+    assert code == 0, out + err
+    assert "10.213.0.2 ssh-ed25519" in known.read_text()
+    assert deployer.run("status")[0] == 0  # now known: no flag needed
+
+
+def test_changed_host_key_is_refused_with_the_keygen_command(
+    deployer: Deployer, ssh_home: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    (ssh_home / ".ssh" / "known_hosts").write_text(f"10.213.0.2 {other}\n")
+    deployer.write()
+    _assert_unreachable(deployer.run, "has CHANGED", "ssh-keygen -R 10.213.0.2")
+
+
+def test_wrong_key_is_an_authentication_error(deployer: Deployer, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = tmp_path / "wrong_key"
+    key.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption()))
+    key.chmod(0o600)
+    deployer.write(host={"address": "10.213.0.2", "identity_file": str(key)})
+    _assert_unreachable(deployer.run, f"Authentication failed for root@10.213.0.2 with key {key}")
+
+
+def test_unreachable_hosts_fail_in_one_line(deployer: Deployer) -> None:
+    deployer.write(host={"address": "10.213.0.2", "port": 2})
+    _assert_unreachable(deployer.run, "Connection refused on port 2 of 10.213.0.2")
+    deployer.write(host={"address": "10.213.0.99"})
+    started = time.monotonic()
+    err = _assert_unreachable(deployer.run, "10.213.0.99")
+    assert time.monotonic() - started < 60
+    assert err.count("\n") <= 3
+
+
+def test_proxyjump_and_loopback_bind_through_an_ssh_tunnel(
+    deployer: Deployer, ssh_home: Path
+) -> None:
+    config = ssh_home / ".ssh" / "config"
+    config.write_text(config.read_text() + (
+        "Host spark-via-jump\n"
+        "    HostName 10.213.0.2\n"
+        "    ProxyJump gb10-test\n"
+    ))
+    deployer.write(deployer.model(bind="loopback"), host={"address": "spark-via-jump"})
+    code, result = deployer.run_json("up")
+    assert code == 0, result
+    endpoint = result["endpoints"]["qwen"]
+    assert endpoint.startswith("http://127.0.0.1:")  # the tunnel, not the host's LAN address
+    key = _api_key(deployer.name)
+    models = httpx.get(f"{endpoint}/models", headers={"Authorization": f"Bearer {key}"},
+                       timeout=10)
+    assert models.status_code == 200
+    with pytest.raises(httpx.HTTPError):  # not open on the LAN
+        httpx.get(f"http://10.213.0.2:{deployer.port}/health", timeout=3)
+    code, report = deployer.run_json("status")
+    assert code == 0, report
+    assert deployer.run("down")[0] == 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{endpoint}/models", timeout=3)
