@@ -194,9 +194,12 @@ def count_tokens(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> C
     longer = count_tokens_call(client, ends.proxy_url, ends.proxy_token, longer_body)
     call = short if short.error else longer
     problem = _count_problem(short.input_tokens or 0, longer.input_tokens or 0)
+    how = "estimated by the proxy: the backend's tokenizer did not answer" if (
+        short.estimated or longer.estimated
+    ) else "counted by the backend"
     result = _verdict(
         "count_tokens", model, "proxy", call, problem,
-        f"{short.input_tokens} input tokens (8x prompt: {longer.input_tokens})",
+        f"{short.input_tokens} input tokens (8x prompt: {longer.input_tokens}), {how}",
     )
     total = (longer.finished_at - short.started) * 1000
     return CheckResult(result.name, result.model, result.via, result.ok, result.reason, total)

@@ -26,6 +26,7 @@ class ModelTarget:
     tools: bool  # served with a tool-call parser
     image: str | None = None
     image_digest: str | None = None
+    image_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,8 @@ class ImageInfo:
     """What runs for a model, as the deploy engine reports it."""
 
     image: str | None = None
-    digest: str | None = None
+    digest: str | None = None  # the registry digest; None for a locally built image
+    image_id: str | None = None
 
 
 def model_abilities(model: schema.ModelConfig) -> tuple[bool, bool]:
@@ -84,6 +86,7 @@ def endpoints_from_proxy_config(
                 tools=tools,
                 image=image,
                 image_digest=info.digest,
+                image_id=info.image_id,
             )
         )
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"

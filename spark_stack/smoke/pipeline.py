@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..deploy.engine import QuietReporter, Reporter, UpOptions
 from ..errors import SparkStackError
+from ..launcher import proxy_base_url
 from ..stack import schema
 from ..stack.loader import LoadedStack
 from .checks import CheckResult
@@ -51,10 +52,16 @@ def image_infos(stack: schema.Stack, trust_host_key: bool) -> dict[str, ImageInf
     except SparkStackError:
         return {}
     return {
-        str(entry["name"]): ImageInfo(entry.get("image"), entry.get("image_digest"))
+        str(entry["name"]): ImageInfo(
+            entry.get("image"), entry.get("image_digest"), entry.get("image_id")
+        )
         for entry in report.get("models", [])
         if entry.get("kind") == "container"
     }
+
+
+def _no_endpoints(stack: schema.Stack) -> Endpoints:
+    return Endpoints(proxy_base_url(stack), None, (), stack_host(stack))
 
 
 def _step_failure(name: str, exc: SparkStackError, elapsed_ms: float) -> CheckResult:
@@ -85,7 +92,7 @@ def smoke_deployment(
             failure = _step_failure("up", exc, up_ms)
             if on_result is not None:
                 on_result(failure)
-            report = SmokeReport(stack.name, Endpoints("", None, (), stack_host(stack)))
+            report = SmokeReport(stack.name, _no_endpoints(stack))
             report.checks.append(failure)
             report.up_ms = up_ms
             report.failure_exit_code = exc.exit_code
@@ -94,7 +101,7 @@ def smoke_deployment(
     images = image_infos(stack, options.up.trust_host_key)
     endpoints = running_endpoints(stack, images)
     if endpoints is None:
-        report = SmokeReport(stack.name, Endpoints("", None, (), stack_host(stack)))
+        report = SmokeReport(stack.name, _no_endpoints(stack))
         report.error = "the stack's proxy config is missing: `up` did not start the proxy"
     else:
         report = run_smoke(loaded, endpoints, timeout=options.timeout, on_result=on_result)

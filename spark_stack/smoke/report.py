@@ -63,6 +63,7 @@ class SmokeReport:
                     "endpoint": m.base_url,
                     "image": m.image,
                     "image_digest": m.image_digest,
+                    "image_id": m.image_id,
                     "ttft_ms": self.ttft_ms(m.name),
                 }
                 for m in self.endpoints.models

@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 
 ANTHROPIC_VERSION = "2023-06-01"
+# spark-stack's proxy marks a count it estimated because the backend's tokenizer did not answer.
+COUNT_SOURCE_HEADER = "x-spark-stack-token-count"
 
 
 @dataclass
@@ -38,6 +40,7 @@ class CallResult:
     input_tokens: int | None = None
     output_tokens: int | None = None
     token_deltas: int = 0
+    estimated: bool = False  # count_tokens: the proxy estimated (the backend could not count)
 
     @property
     def ok(self) -> bool:
@@ -271,6 +274,7 @@ def count_tokens_call(
                 result.error = f"input_tokens is not an integer: {count!r}"
             else:
                 result.input_tokens = count
+                result.estimated = response.headers.get(COUNT_SOURCE_HEADER) == "estimate"
     except httpx.HTTPError as exc:
         result.error = _transport_error(exc, url)
     except ValueError as exc:

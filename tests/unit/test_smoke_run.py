@@ -96,6 +96,7 @@ def test_every_check_passes_against_the_simulator(
         "called Bash('echo smoke-ok'), then answered with its output"
     )
     assert by[("qwen", "thinking")]["reason"].startswith("thinking block of ")
+    assert by[("qwen", "count_tokens")]["reason"].endswith("counted by the backend")
     for check in data["checks"]:
         assert check["ok"] and check["latency_ms"] > 0
         streamed = check["name"] in ("direct_completion", "completion", "tool_round_trip")
@@ -141,6 +142,9 @@ def test_upstream_stopped_fails_with_overloaded_and_connect_errors(
     assert not report.ok
     assert verdicts["direct_completion"].reason.startswith(f"cannot connect to {url}")
     assert verdicts["completion"].reason.startswith("HTTP 529 overloaded_error")
+    assert verdicts["count_tokens"].reason.endswith(
+        "estimated by the proxy: the backend's tokenizer did not answer"
+    )
 
 
 def _fake_vllm_and_proxy(answer: str, *, tool_call: bool) -> httpx.MockTransport:
