@@ -132,7 +132,8 @@ def open_on_lan(loaded: LoadedStack) -> list[Problem]:
         if model.bind == "lan" and model.api_key == "none":
             problems.append(loaded.problem(
                 f"model '{model.name}' listens on every interface of its host with no API key: "
-                "anyone on the network can use (and overload) it",
+                "anyone on the network can use (and overload) it (source: vLLM checks no key "
+                "unless --api-key or VLLM_API_KEY is set)",
                 field_path(loaded, index, model, "api_key"),
                 fix="set api_key: auto (spark-stack generates and keeps one), or bind: loopback",
             ))
@@ -140,7 +141,7 @@ def open_on_lan(loaded: LoadedStack) -> list[Problem]:
     if proxy.token is None and not _LOOPBACK.match(proxy.host):
         problems.append(loaded.problem(
             f"the proxy listens on {proxy.listen} without a token: anyone who reaches it can "
-            "use your models",
+            "use your models (source: the proxy checks a token only when proxy.token is set)",
             ("proxy", "listen"),
             fix="listen on 127.0.0.1, or set proxy.token: auto",
         ))

@@ -104,7 +104,7 @@ def abbreviated_flags(loaded: LoadedStack) -> list[Problem]:
         for token_index, full in abbreviations([t for t, _ in sources], flags):
             problems.append(loaded.problem(
                 f"'{sources[token_index][0]}' is an abbreviation that vLLM {flags.version} "
-                f"expands to '{full}'",
+                f"expands to '{full}' (source: argparse's prefix matching in vLLM's parser)",
                 source_path(loaded, index, model, sources[token_index][1]),
                 fix=f"write '{full}' in full (a typo could expand to a different flag)",
             ))

@@ -18,6 +18,7 @@ from importlib import resources
 from typing import Any
 
 KNOWN_VERSIONS = ("0.24.0", "0.28.0", "0.33.0")
+_SOURCE = "spark-stack's flag sets, extracted from vLLM's wheels"
 NEWEST = KNOWN_VERSIONS[-1]
 UPSTREAM_IMAGE = "vllm/vllm-openai"
 # The stale CUDA 13 tag stopped moving at 0.19.x (vllm issue #42738).
@@ -163,12 +164,12 @@ def version_for_image(image: str) -> VersionChoice:
     if repo.removeprefix("docker.io/") != UPSTREAM_IMAGE:
         return VersionChoice(
             NEWEST, f"'{image}' is not the upstream {UPSTREAM_IMAGE} image; its flags were "
-            f"checked against vLLM {NEWEST} (the newest known)",
+            f"checked against vLLM {NEWEST} (the newest known; source: {_SOURCE})",
         )
     if version is None or tag in STALE_TAGS:
         return VersionChoice(
             NEWEST, f"tag '{tag}' names no vLLM release; its flags were checked against vLLM "
-            f"{NEWEST} (the newest known)",
+            f"{NEWEST} (the newest known; source: {_SOURCE})",
         )
     text = ".".join(str(part) for part in version)
     if text in KNOWN_VERSIONS:
@@ -179,7 +180,7 @@ def version_for_image(image: str) -> VersionChoice:
     chosen_text = ".".join(str(part) for part in chosen)
     return VersionChoice(
         chosen_text, f"no flag set for vLLM {text}; its flags were checked against vLLM "
-        f"{chosen_text} (the closest known)",
+        f"{chosen_text} (the closest known; source: {_SOURCE})",
     )
 
 
@@ -222,6 +223,8 @@ def group_args(
             if current is not None:
                 groups.append(_group(current))
             name, sep, value = token.partition("=")
+            if re.fullmatch(r"-O\d+", name):  # -O3 is --optimization-level 3
+                name, value, sep = "-O", name[2:], "="
             current = (index, name, [value] if sep else [], bool(sep))
         elif current is not None:
             current[2].append(token)
@@ -403,8 +406,9 @@ def _fold(value: str, fold: str) -> str:
 
 
 def did_you_mean(word: str, options: list[str], what: str, *, fold: str = "exact") -> str:
-    folded = {_fold(option, fold): option for option in options}
-    close = difflib.get_close_matches(word, list(folded), n=1, cutoff=0.6)
+    # Case-insensitive: the nearest spelling, whatever case the user typed.
+    folded = {_fold(option, fold).lower(): option for option in options}
+    close = difflib.get_close_matches(word.lower(), list(folded), n=1, cutoff=0.6)
     if close:
         return f"did you mean '{folded[close[0]]}'?"
     if len(options) <= 40:

@@ -1,0 +1,87 @@
+"""Lint: each known-bad setting warns (with its fix and source) and the stack still validates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spark_stack.cli import main
+from spark_stack.stack.loader import load_stack_text
+
+HEAD = "name: t\nhost: {address: 127.0.0.1}\nmodels:\n  - name: m\n"
+GOOD = (
+    "    image: vllm/vllm-openai:v0.28.0\n"
+    "    model: RedHatAI/Qwen3.6-35B-A3B-NVFP4\n"
+    "    gpu_memory_utilization: 0.5\n"
+)
+
+
+def warnings_for(extra: str, body: str = GOOD) -> list[tuple[str, str, str, int | None]]:
+    loaded = load_stack_text(HEAD + body + extra, filename="s.yaml")
+    return [(p.key_path, p.message, p.fix or "", p.line) for p in loaded.warnings]
+
+
+def test_a_good_stack_has_no_warnings() -> None:
+    assert warnings_for("") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "key_path", "line", "message", "fix"),
+    [
+        (GOOD.replace("v0.28.0", "cu130-nightly"), "models[0].image", 5,
+         "'cu130-nightly' is stale", "vllm/vllm-openai:v0.28.0"),
+        (GOOD.replace("0.5", "0.7"), "models[0].gpu_memory_utilization", 7,
+         "#46307", "0.4–0.5"),
+        (GOOD + "    env: {VLLM_FLASHINFER_MOE_BACKEND: throughput}\n",
+         "models[0].env.VLLM_FLASHINFER_MOE_BACKEND", 8, "deprecated", "set 'moe_backend'"),
+        (GOOD + "    env: {VLLM_USE_FLASHINFER_MOE_FP4: '1'}\n",
+         "models[0].env.VLLM_USE_FLASHINFER_MOE_FP4", 8, "silently ignored", "moe_backend"),
+        (GOOD + "    env: {VLLM_ATTENTION_BACKEND: FLASHINFER}\n",
+         "models[0].env.VLLM_ATTENTION_BACKEND", 8, "deprecated", "set 'attention_backend'"),
+        (GOOD + "    ipc: host\n    shm_size: 64gb\n", "models[0].shm_size", 9,
+         "no effect with ipc: host", "remove shm_size"),
+        (GOOD + "    served_name: Intel/Qwen3.6-35B-A3B-int4-AutoRound\n",
+         "models[0].served_name", 8, "names a different checkpoint", "short alias"),
+        (GOOD.replace("RedHatAI", "nvidia") + "    moe_backend: flashinfer_cutlass\n",
+         "models[0].moe_backend", 8, "FLASHINFER_CUTLASS", "marlin"),
+        (GOOD + "    api_key: none\n", "models[0].api_key", 8, "no API key",
+         "api_key: auto"),
+        (GOOD + "    ulimits: {memlock: -1}\n", "models[0].ulimits.memlock", 8,
+         "CAP_SYS_RESOURCE", "remove the memlock ulimit"),
+        (GOOD.replace("v0.28.0", "v0.19.1"), "models[0].image", 5,
+         "Qwen3.6 NVFP4 needs vLLM 0.24 or newer", "vllm/vllm-openai:v0.28.0"),
+        (GOOD + "    extra_args: [--trust-remote]\n", "models[0].extra_args[0]", 8,
+         "abbreviation", "--trust-remote-code"),
+        (GOOD.replace("vllm/vllm-openai:v0.28.0", "nvcr.io/nvidia/vllm:25.09-py3"),
+         "models[0].image", 5, "checked against vLLM 0.33.0", "pin an upstream release"),
+    ],
+)
+def test_lint_warns(body: str, key_path: str, line: int, message: str, fix: str) -> None:
+    found = [w for w in warnings_for("", body) if w[0] == key_path and message in w[1]]
+    assert found, warnings_for("", body)
+    assert fix in found[0][2]
+    assert found[0][3] == line
+    assert "source: " in found[0][1]
+
+
+def test_proxy_open_on_the_network_without_a_token_warns() -> None:
+    found = warnings_for("proxy: {listen: '0.0.0.0:4000'}\n")
+    assert [(w[0], w[3]) for w in found] == [("proxy.listen", 8)]
+    assert "without a token" in found[0][1]
+    assert warnings_for("proxy: {listen: '0.0.0.0:4000', token: auto}\n") == []
+
+
+def test_preset_values_warn_at_the_preset() -> None:
+    body = "    preset: qwen3.6-35b-a3b-nvfp4-nvidia\n    moe_backend: flashinfer_cutlass\n"
+    found = warnings_for("", body)
+    assert [(w[0], w[3]) for w in found] == [("models[0].moe_backend", 6)]
+
+
+def test_warnings_exit_0_and_are_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stack = tmp_path / "s.yaml"
+    stack.write_text(HEAD + GOOD.replace("0.5", "0.9"))
+    assert main(["-s", str(stack), "validate"]) == 0
+    out = capsys.readouterr().out
+    assert "1 warning" in out
+    assert f"warning: {stack}:7:29: models[0].gpu_memory_utilization" in out
