@@ -142,7 +142,9 @@ def test_upstream_stopped_fails_with_overloaded_and_connect_errors(
     assert not report.ok
     assert verdicts["direct_completion"].reason.startswith(f"cannot connect to {url}")
     assert verdicts["completion"].reason.startswith("HTTP 529 overloaded_error")
-    assert verdicts["count_tokens"].reason.endswith(
+    # The proxy may refuse to count or fall back to an estimate; smoke must say which.
+    count = verdicts["count_tokens"]
+    assert count.reason.startswith("HTTP 529 overloaded_error") or count.reason.endswith(
         "estimated by the proxy: the backend's tokenizer did not answer"
     )
 
