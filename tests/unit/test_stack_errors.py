@@ -22,10 +22,11 @@ FIXTURES = sorted(BAD.glob("*.yaml"))
 
 
 def expectations(path: Path) -> tuple[int, str, str]:
-    header = dict(
-        re.match(r"# (expect(?:-line|-fix)?): (.*)", line).groups()  # type: ignore[union-attr]
-        for line in path.read_text(encoding="utf-8").splitlines()[:3]
-    )
+    header: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines()[:3]:
+        match = re.match(r"# (expect(?:-line|-fix)?): (.*)", line)
+        assert match is not None, f"{path.name}: header line {line!r}"
+        header[match.group(1)] = match.group(2)
     return int(header["expect-line"]), header["expect"], header["expect-fix"]
 
 
@@ -73,7 +74,9 @@ def test_json_errors_list_each_problem_with_its_line(capsys: pytest.CaptureFixtu
     assert payload["error"]["exit_code"] == 2
 
 
-def test_several_problems_are_all_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_several_problems_are_all_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     stack = tmp_path / "s.yaml"
     stack.write_text(
         "name: t\n"

@@ -1,0 +1,120 @@
+"""`spark-stack plan` and `validate`: the offline plan as text and JSON; secrets never shown."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spark_stack.cli import main
+
+SENTINEL = "sentinel-5e3c1a9f-secret"
+SECRET_STACK = """\
+name: sec
+host: {address: 127.0.0.1, user: me}
+models:
+  - name: big
+    preset: qwen3.6-35b-a3b-nvfp4-redhat
+    env:
+      HF_TOKEN: ${HF_TOKEN}
+      MIXED: prefix-${HF_TOKEN}
+    api_key: ${VLLM_KEY}
+  - name: far
+    url: http://127.0.0.1:9000/v1
+    api_key: ${REMOTE_KEY}
+proxy:
+  listen: 127.0.0.1:4000
+  token: ${PROXY_TOKEN}
+  routes: {"claude-*": big}
+claude:
+  models: {opus: far}
+"""
+
+
+@pytest.fixture
+def secret_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("HF_TOKEN", "VLLM_KEY", "REMOTE_KEY", "PROXY_TOKEN"):
+        monkeypatch.setenv(name, SENTINEL)
+    path = tmp_path / "sec.yaml"
+    path.write_text(SECRET_STACK)
+    return path
+
+
+@pytest.mark.parametrize(
+    "args", [["plan"], ["plan", "--json"], ["validate"], ["validate", "--json"]]
+)
+def test_no_secret_in_any_output(
+    secret_stack: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--stack", str(secret_stack), *args]) == 0
+    out, err = capsys.readouterr()
+    assert SENTINEL not in out and SENTINEL not in err
+    if args == ["plan"]:
+        assert "HF_TOKEN=***" in out and "MIXED=prefix-***" in out
+
+
+def test_no_secret_in_error_output(
+    secret_stack: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret_stack.write_text(SECRET_STACK.replace("max", "").replace("far\n", "far\n    kind: x\n"))
+    for json_flag in ([], ["--json"]):
+        assert main(["--stack", str(secret_stack), "plan", *json_flag]) == 2
+        out, err = capsys.readouterr()
+        assert SENTINEL not in out + err
+
+
+def test_plan_json_document(secret_stack: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--stack", str(secret_stack), "plan", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    big, far = doc["models"]
+    assert big["kind"] == "container" and far["kind"] == "remote"
+    assert big["host"] == "me@127.0.0.1"
+    assert big["vllm_flags_version"] == "0.28.0"
+    assert big["vllm_argv"][0] == "RedHatAI/Qwen3.6-35B-A3B-NVFP4"
+    assert big["docker_run"].startswith("docker run -d --name spark-stack-sec-big ")
+    assert big["env"] == {"HF_TOKEN": "***", "MIXED": "prefix-***"}
+    assert big["api_key"].startswith("*** (from ${VLLM_KEY})")
+    assert far["upstream"] == "http://127.0.0.1:9000/v1"
+    assert doc["proxy_token"] == "*** (from ${PROXY_TOKEN})"
+    routes = [(r["pattern"], r["model"], r["source"]) for r in doc["routes"]]
+    assert routes == [
+        ("claude-*", "big", "route"),
+        ("big", "big", "model name"),
+        ("qwen3.6-35b-a3b", "big", "served name"),
+        ("far", "far", "model name"),
+    ]
+    env = doc["launcher"]["env"]
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4000"
+    assert env["ANTHROPIC_AUTH_TOKEN"] == "***"
+    assert env["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "far"
+    assert doc["launcher"]["path"].endswith("claude-sec")
+    assert doc["warnings"] == []
+
+
+def test_plan_text_shows_docker_run_argv_routes_and_launcher(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--stack", "demo", "plan"]) == 0
+    out = capsys.readouterr().out
+    assert "model qwen3.6-sim (simulator)" in out
+    assert "*                → qwen3.6-sim as 'qwen3.6-35b-a3b' at http://127.0.0.1:8811/v1" in out
+    assert "ANTHROPIC_BASE_URL=http://127.0.0.1:4111" in out
+
+
+def test_validate_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--json", "--stack", "demo"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload == {
+        "ok": True, "file": payload["file"], "stack": "demo", "models": ["qwen3.6-sim"],
+        "warnings": [],
+    }
+    assert payload["file"].endswith("demo.yaml")
+
+
+def test_stack_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SPARK_STACK", "demo")
+    assert main(["validate"]) == 0
+    assert "stack 'demo'" in capsys.readouterr().out

@@ -1,0 +1,48 @@
+"""Presets: every preset renders flags every known vLLM accepts; user values win."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_stack.stack import schema
+from spark_stack.stack.loader import load_stack_text
+from spark_stack.stack.presets import PRESETS, apply_preset
+from spark_stack.vllm.flags import KNOWN_VERSIONS
+
+
+@pytest.mark.parametrize("version", KNOWN_VERSIONS)
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_is_valid_for_every_known_vllm(preset: str, version: str) -> None:
+    text = (
+        "name: t\nhost: {address: 127.0.0.1}\nmodels:\n  - name: m\n"
+        f"    preset: {preset}\n    image: vllm/vllm-openai:v{version}\n"
+        "    model: Qwen/Qwen3-8B\n"
+    )
+    loaded = load_stack_text(text, filename="s.yaml")
+    assert loaded.warnings == []
+    model = loaded.stack.models[0]
+    assert isinstance(model, schema.ContainerModel)
+    assert model.tool_call_parser in ("qwen3_coder", "hermes")
+
+
+def test_presets_cover_the_issue_list() -> None:
+    checkpoints = {p.get("model") for p in PRESETS.values()}
+    assert {"nvidia/Qwen3.6-35B-A3B-NVFP4", "RedHatAI/Qwen3.6-35B-A3B-NVFP4"} <= checkpoints
+    assert any("Qwen3.5-27B" in str(c) for c in checkpoints)
+    assert "openai-compatible" in PRESETS
+    # NVIDIA's checkpoint needs marlin; RedHatAI's runs flashinfer_cutlass (research notes).
+    assert PRESETS["qwen3.6-35b-a3b-nvfp4-nvidia"]["moe_backend"] == "marlin"
+    assert PRESETS["qwen3.6-35b-a3b-nvfp4-redhat"]["moe_backend"] == "flashinfer_cutlass"
+    assert all(p["gpu_memory_utilization"] <= 0.5 for p in PRESETS.values())
+
+
+def test_apply_preset_merges_lists_env_and_speculative_user_last() -> None:
+    preset = {
+        "extra_args": ["--a"], "env": {"X": "1", "Y": "1"},
+        "speculative": {"method": "mtp", "num_tokens": 3}, "port": 1,
+    }
+    user = {"extra_args": ["--b"], "env": {"Y": "2"}, "speculative": {"num_tokens": 2}, "port": 2}
+    assert apply_preset(preset, user) == {
+        "extra_args": ["--a", "--b"], "env": {"X": "1", "Y": "2"},
+        "speculative": {"method": "mtp", "num_tokens": 2}, "port": 2,
+    }
