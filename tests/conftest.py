@@ -1,8 +1,13 @@
-"""Settings every test gets: its own spark-stack state dir and tools that never phone home."""
+"""Settings every test gets: its own spark-stack state dir and tools that never phone home.
+
+``SPARK_STACK_HOME`` is a private directory for the whole session and a fresh one per test.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +23,15 @@ HERMETIC_ENV = {
 }
 for _name, _value in HERMETIC_ENV.items():
     os.environ.setdefault(_name, _value)
+
+# Session-scoped fixtures run before any per-test override: give them a private state dir too,
+# so no test run ever writes into the real user's spark-stack state.
+SESSION_STATE = Path(tempfile.mkdtemp(prefix="spark-stack-tests-"))
+os.environ["SPARK_STACK_HOME"] = str(SESSION_STATE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(SESSION_STATE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
