@@ -117,12 +117,12 @@ class StreamTranslator:
             if isinstance(reasoning, str) and reasoning:
                 self._thinking(reasoning, events)
             content = delta.get("content")
-            if isinstance(content, str) and content:
+            if isinstance(content, str) and content and not self.failed:
                 self._text(content, events)
             calls = delta.get("tool_calls")
-            if isinstance(calls, list) and calls:
+            if isinstance(calls, list) and calls and not self.failed:
                 for call in calls:
-                    if isinstance(call, dict):
+                    if isinstance(call, dict) and not self.failed:
                         self._tool_delta(call, events)
                 self._advance(events)
         finish = choice.get("finish_reason")
@@ -186,6 +186,8 @@ class StreamTranslator:
     def _thinking(self, text: str, events: list[Event]) -> None:
         if self._open != "thinking":
             self._flush(events)
+            if self.failed:
+                return
             block = {"type": "thinking", "thinking": "", "signature": ""}
             self._open_block(block, "thinking", events)
             self._thinking_hash = hashlib.blake2b(digest_size=16)
@@ -202,6 +204,8 @@ class StreamTranslator:
     def _text(self, text: str, events: list[Event]) -> None:
         if self._open != "text":
             self._flush(events)
+            if self.failed:
+                return
             self._open_block({"type": "text", "text": ""}, "text", events)
         self._deltas += 1
         events.append(

@@ -41,7 +41,8 @@ def test_overflow_becomes_prompt_too_long() -> None:
     assert (error.status, error.error_type, error.message) == (
         400, "invalid_request_error", "prompt is too long: 5000 tokens > 4096 maximum")
     assert orjson.loads(error.body()) == {"type": "error", "error": {
-        "type": "invalid_request_error", "message": "prompt is too long: 5000 tokens > 4096 maximum"}}
+        "type": "invalid_request_error",
+        "message": "prompt is too long: 5000 tokens > 4096 maximum"}}
 
 
 def test_overflow_from_max_tokens_alone_is_a_max_tokens_error() -> None:

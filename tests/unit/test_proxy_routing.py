@@ -8,7 +8,8 @@ from spark_stack.proxy.config import ConfigError, ProxyConfig, Route, Upstream
 from spark_stack.proxy.errors import ProxyError
 from spark_stack.proxy.routing import Router
 
-BIG = Upstream("big", "http://127.0.0.1:8000/v1", "qwen3.6-35b", api_key="sk-1", max_model_len=262144)
+BIG = Upstream("big", "http://127.0.0.1:8000/v1", "qwen3.6-35b", api_key="sk-1",
+               max_model_len=262144)
 SMALL = Upstream("small", "http://127.0.0.1:8001/v1", "qwen3-4b", thinking="none")
 CONFIG = ProxyConfig(
     upstreams={"big": BIG, "small": SMALL},

@@ -183,7 +183,8 @@ def test_unrepairable_arguments_end_in_a_clean_error() -> None:
     events = run([chunk({"tool_calls": [tool(0, "c0", "Bash", '{"command": "rm -rf /tm')]}),
                   chunk({}, "tool_calls"), USAGE])
     assert events[-1] == {"type": "error", "error": {
-        "type": "api_error", "message": "the model produced invalid JSON arguments for tool 'Bash'"}}
+        "type": "api_error",
+        "message": "the model produced invalid JSON arguments for tool 'Bash'"}}
     assert [e["type"] for e in events] == ["message_start", "ping", "content_block_start", "error"]
 
 

@@ -87,7 +87,8 @@ def test_stream_sampling_stop_and_user() -> None:
 
 def test_system_blocks_drop_billing_header_and_cache_control() -> None:
     system = [
-        {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.197.abc; cc_entrypoint=cli;"},
+        {"type": "text",
+         "text": "x-anthropic-billing-header: cc_version=2.1.197.abc; cc_entrypoint=cli;"},
         {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
         {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
     ]
@@ -230,7 +231,8 @@ def test_tool_result_images_follow_as_a_user_turn() -> None:
         "tool_use_id": "t",
         "content": [
             {"type": "text", "text": "shot"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "Zg=="}},
+            {"type": "image",
+             "source": {"type": "base64", "media_type": "image/jpeg", "data": "Zg=="}},
         ],
     }
     out = translate_request(req(messages=[{"role": "user", "content": [block]}]), QWEN)
@@ -319,7 +321,9 @@ def test_tokenize_body() -> None:
     assert translate_for_tokenize(body, QWEN) == {
         "model": "qwen3.6",
         "messages": [{"role": "user", "content": "hi"}],
-        "tools": [{"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}}],
+        "tools": [
+            {"type": "function", "function": {"name": "Bash", "parameters": {"type": "object"}}}
+        ],
         "chat_template_kwargs": {"enable_thinking": False},
         "add_generation_prompt": True,
     }
@@ -349,8 +353,10 @@ def test_estimate_over_counts_plain_text() -> None:
         (req(messages="hi"), "messages"),
         (req(messages=[{"role": "bot", "content": "x"}]), "messages.0.role"),
         (req(messages=[{"role": "user", "content": 5}]), "messages.0.content"),
-        (req(messages=[{"role": "user", "content": [{"type": "video"}]}]), "messages.0.content.0.type"),
-        (req(messages=[{"role": "user", "content": [{"type": "text"}]}]), "messages.0.content.0.text"),
+        (req(messages=[{"role": "user", "content": [{"type": "video"}]}]),
+         "messages.0.content.0.type"),
+        (req(messages=[{"role": "user", "content": [{"type": "text"}]}]),
+         "messages.0.content.0.text"),
         (req(messages=[{"role": "assistant", "content": [{"type": "tool_use", "id": "x",
                                                           "name": "n", "input": []}]}]),
          "messages.0.content.0.input"),

@@ -10,7 +10,9 @@ from spark_stack.proxy.errors import ProxyError
 from spark_stack.proxy.translate_response import translate_response
 
 
-def completion(message: dict[str, Any], finish: str = "stop", stop_reason: Any = None) -> dict[str, Any]:
+def completion(
+    message: dict[str, Any], finish: str = "stop", stop_reason: Any = None
+) -> dict[str, Any]:
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion",
