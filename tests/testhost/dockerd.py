@@ -25,7 +25,14 @@ from .layout import (
     DOCKER_SOCK,
     in_netns_argv,
 )
-from .procs import in_stand_in_netns, running_pid, stop, wait_for, write_if_changed
+from .procs import (
+    in_stand_in_netns,
+    open_log,
+    running_pid,
+    stop,
+    wait_for,
+    write_if_changed,
+)
 
 START_TIMEOUT = 60.0
 
@@ -91,8 +98,7 @@ def ensure() -> str:
 def _start(argv: list[str]) -> None:
     DOCKER_DATA_ROOT.mkdir(parents=True, exist_ok=True)
     DOCKER_EXEC_ROOT.mkdir(parents=True, exist_ok=True)
-    DOCKER_LOG.parent.mkdir(parents=True, exist_ok=True)
-    with DOCKER_LOG.open("ab") as log:
+    with open_log(DOCKER_LOG) as log:
         # setsid -f: dockerd outlives this process, in its own session, holding no pipe of ours.
         subprocess.run(
             ["setsid", "-f", *in_netns_argv(argv)],

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import docker
-from docker.errors import BuildError, ImageNotFound
+from docker.errors import APIError, BuildError, ImageNotFound
 
 from .errors import TestHostError
 from .layout import BUILD_DIR, SIM_HASH_LABEL, SIM_IMAGE, VLLM_IMAGE
@@ -197,6 +197,7 @@ def ensure_sim(client: docker.DockerClient) -> None:
     want = sim_hash(ensure_base(client))
     if _current(client, want):
         return
+    previous = _image_id(client, SIM_IMAGE)
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BUILD_DIR) as tmp:
         context = Path(tmp)
@@ -217,4 +218,20 @@ def ensure_sim(client: docker.DockerClient) -> None:
             raise TestHostError(f"building {SIM_IMAGE} failed: {exc.msg}") from exc
     repository, tag = VLLM_IMAGE.rsplit(":", 1)
     image.tag(repository, tag)
-    client.images.prune(filters={"dangling": True})
+    if previous is not None and previous != image.id:
+        _remove_if_unused(client, previous)
+
+
+def _image_id(client: docker.DockerClient, name: str) -> str | None:
+    try:
+        return str(client.images.get(name).id)
+    except ImageNotFound:
+        return None
+
+
+def _remove_if_unused(client: docker.DockerClient, image_id: str) -> None:
+    """Drop the replaced sim image unless a container still runs from it (it then stays)."""
+    try:
+        client.images.remove(image_id)
+    except APIError:
+        pass

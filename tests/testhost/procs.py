@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import TestHostError
 from .layout import NETNS_PATH
@@ -110,3 +111,13 @@ def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     tmp.chmod(mode)
     os.replace(tmp, path)
     return True
+
+
+def open_log(path: Path, max_bytes: int = 10 * 1024 * 1024) -> BinaryIO:
+    """Open a daemon log for appending, starting it afresh once it has grown past ``max_bytes``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        too_big = path.stat().st_size > max_bytes
+    except OSError:
+        too_big = False
+    return path.open("wb" if too_big else "ab")

@@ -33,7 +33,15 @@ from .layout import (
     client_ssh_config,
     in_netns_argv,
 )
-from .procs import in_stand_in_netns, run, running_pid, stop, wait_for, write_if_changed
+from .procs import (
+    in_stand_in_netns,
+    open_log,
+    run,
+    running_pid,
+    stop,
+    wait_for,
+    write_if_changed,
+)
 
 START_TIMEOUT = 15.0
 
@@ -113,7 +121,7 @@ def ensure() -> None:
         pid = None
     if pid is None:
         SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        SSHD_LOG.parent.mkdir(parents=True, exist_ok=True)
+        open_log(SSHD_LOG).close()
         # Without -D sshd checks its config, daemonizes and detaches from our pipes.
         run(in_netns_argv([sshd, "-f", str(SSHD_CONFIG), "-E", str(SSHD_LOG)]))
     # The pidfile shows it is our sshd that listens (sshd forks before it binds).
