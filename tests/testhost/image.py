@@ -197,7 +197,6 @@ def ensure_sim(client: docker.DockerClient) -> None:
     want = sim_hash(ensure_base(client))
     if _current(client, want):
         return
-    previous = _image_id(client, SIM_IMAGE)
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BUILD_DIR) as tmp:
         context = Path(tmp)
@@ -218,15 +217,9 @@ def ensure_sim(client: docker.DockerClient) -> None:
             raise TestHostError(f"building {SIM_IMAGE} failed: {exc.msg}") from exc
     repository, tag = VLLM_IMAGE.rsplit(":", 1)
     image.tag(repository, tag)
-    if previous is not None and previous != image.id:
-        _remove_if_unused(client, previous)
-
-
-def _image_id(client: docker.DockerClient, name: str) -> str | None:
-    try:
-        return str(client.images.get(name).id)
-    except ImageNotFound:
-        return None
+    # Sim images this one replaced, unless a container still runs from one (then a later build).
+    for stale in client.images.list(filters={"dangling": True, "label": SIM_HASH_LABEL}):
+        _remove_if_unused(client, str(stale.id))
 
 
 def _remove_if_unused(client: docker.DockerClient, image_id: str) -> None:
