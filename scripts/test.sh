@@ -86,7 +86,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 fi
 step_done venv "$t"
 
-# --- checks: all three run so one CI run reports every failure -----------------------------------
+# --- checks: every one runs, so one CI run reports every failure -------------------------------
 run_check() {
   local name=$1
   shift
@@ -100,9 +100,14 @@ run_check() {
   step_done "$name" "$t"
   return "$code"
 }
-ruff_rc=0 mypy_rc=0 rc=0
+ruff_rc=0 mypy_rc=0 host_rc=0 rc=0
 run_check ruff .venv/bin/ruff check -q spark_stack tests || ruff_rc=$?
 run_check mypy .venv/bin/mypy || mypy_rc=$?
+# A full run brings the stand-in GB10 host up first, so its cost shows on its own line; a
+# failure there also fails the e2e tests with the same message, and the unit tests still run.
+if [ "$#" -eq 0 ]; then
+  run_check testhost .venv/bin/python -m tests.testhost up || host_rc=$?
+fi
 run_check pytest .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || rc=$?
 
 # CI leaves nothing running behind it; a developer keeps the warm stand-in host for the next run.
@@ -121,7 +126,8 @@ if [ "$rc" -eq 5 ]; then
   exit 1
 fi
 if [ "$rc" -ne 0 ]; then exit "$rc"; fi
-if [ "$ruff_rc" -ne 0 ] || [ "$mypy_rc" -ne 0 ]; then
-  echo "error: tests passed but ruff (exit $ruff_rc) or mypy (exit $mypy_rc) failed" >&2
+if [ "$ruff_rc" -ne 0 ] || [ "$mypy_rc" -ne 0 ] || [ "$host_rc" -ne 0 ]; then
+  echo "error: tests passed but ruff (exit $ruff_rc), mypy (exit $mypy_rc) or the" \
+    "stand-in host (exit $host_rc) failed" >&2
   exit 1
 fi
