@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from tests.testhost import HostInfo, TestHostError, ensure_up
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parents[1]
 LOCAL_CLAUDE = REPO_ROOT / ".testhost" / "claude" / "node_modules" / ".bin" / "claude"
+TEST_SH = REPO_ROOT / "scripts" / "test.sh"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -45,15 +48,33 @@ def ssh_home(testhost: HostInfo, fake_home: Path) -> Path:
     return fake_home
 
 
+def pinned_claude_version() -> str:
+    """The Claude Code version scripts/test.sh pins (one place to bump it)."""
+    match = re.search(r"^CLAUDE_CODE_VERSION=(\S+)$", TEST_SH.read_text(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no CLAUDE_CODE_VERSION= line in {TEST_SH}")
+    return match.group(1)
+
+
 @pytest.fixture(scope="session")
 def claude_bin() -> Path:
     """The pinned Claude Code CLI that scripts/test.sh installs into .testhost/claude."""
+    hint = (
+        "run `bash scripts/test.sh` once (it installs the pinned @anthropic-ai/claude-code "
+        "into .testhost/claude)"
+    )
     configured = os.environ.get("SPARK_STACK_CLAUDE_BIN")
     path = Path(configured) if configured else LOCAL_CLAUDE
     if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"Claude Code CLI not found at {path}; {hint}", pytrace=False)
+    done = subprocess.run(
+        [str(path), "--version"], capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    pinned = pinned_claude_version()
+    if done.returncode != 0 or not done.stdout.startswith(f"{pinned} "):
         pytest.fail(
-            f"Claude Code CLI not found at {path}; run `bash scripts/test.sh` once "
-            "(it installs the pinned @anthropic-ai/claude-code into .testhost/claude)",
+            f"{path} is not Claude Code {pinned}: {(done.stdout or done.stderr).strip()}; {hint}",
             pytrace=False,
         )
     return path
