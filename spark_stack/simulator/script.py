@@ -176,9 +176,18 @@ def _default_plan(model: str, user_text: str) -> Plan:
     )
 
 
+def _is_carried_note(message: Any) -> bool:
+    """A mid-conversation system message the proxy carried as a user note: not the user's words
+    (Claude Code's holds skill descriptions such as "… to run, start, or …")."""
+    if not isinstance(message, Mapping) or message.get("role") != "user":
+        return False
+    text = text_of(message.get("content")).strip()
+    return text.startswith("<system-reminder>") and text.endswith("</system-reminder>")
+
+
 def plan_for(request: Mapping[str, Any], model: str) -> Plan:
     """The scripted answer for a chat request."""
-    messages = request.get("messages") or []
+    messages = [m for m in request.get("messages") or [] if not _is_carried_note(m)]
     tools = request.get("tools") or None
     last = messages[-1] if messages and isinstance(messages[-1], Mapping) else {}
     user = last_of_role(messages, "user")
