@@ -35,7 +35,7 @@ t_all=$(now)
 # --- system packages (dockerd, sshd, ip, iptables) for the stand-in GB10 host ---------------
 t=$(now)
 missing=0
-for cmd in dockerd containerd runc sshd ssh ssh-keygen ip iptables nsenter; do
+for cmd in docker dockerd containerd runc sshd ssh ssh-keygen ip iptables nsenter; do
   if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then missing=1; fi
 done
 if [ "$missing" -eq 1 ]; then

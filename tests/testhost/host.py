@@ -32,9 +32,13 @@ from .layout import (
     VLLM_IMAGE,
     HostInfo,
 )
-from .procs import in_stand_in_netns, running_pid
+from .procs import in_stand_in_netns, running_pid, wait_for
 
-REQUIRED_COMMANDS = ("ip", "nsenter", "setsid", "dockerd", "containerd", "runc", "sshd", "ldd")
+REQUIRED_COMMANDS = (
+    "ip", "nsenter", "setsid", "docker", "dockerd", "containerd", "runc", "sshd", "ldd",
+)
+# A cold bring-up builds images; a second test run waits for it rather than racing it.
+LOCK_TIMEOUT = 600.0
 
 
 @contextmanager
@@ -42,11 +46,23 @@ def _locked() -> Iterator[None]:
     """One bring-up or teardown at a time per machine (several pytest runs may share it)."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     with LOCK_FILE.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        if not wait_for(lambda: _try_lock(handle.fileno()), LOCK_TIMEOUT, interval=0.1):
+            raise TestHostError(
+                f"another process has held {LOCK_FILE} for {LOCK_TIMEOUT:.0f}s",
+                fix="wait for the other test run, or find it with `fuser -v` on that file",
+            )
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def check_prerequisites() -> None:
