@@ -6,7 +6,6 @@ the machine may run on /var/run/docker.sock is never touched.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from .layout import (
     in_netns_argv,
 )
 from .procs import (
+    find_command,
     in_stand_in_netns,
     open_log,
     running_pid,
@@ -73,7 +73,7 @@ def _answers() -> bool:
 
 def ensure() -> str:
     """Start dockerd unless it runs with the current arguments; return its daemon ID."""
-    dockerd = shutil.which("dockerd")
+    dockerd = find_command("dockerd")
     if dockerd is None:
         raise TestHostError("dockerd is not installed", fix=INSTALL_HINT)
     argv = dockerd_argv(dockerd)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,7 +31,7 @@ from .layout import (
     VLLM_IMAGE,
     HostInfo,
 )
-from .procs import in_stand_in_netns, running_pid, wait_for
+from .procs import find_command, in_stand_in_netns, running_pid, wait_for
 
 REQUIRED_COMMANDS = (
     "ip", "nsenter", "setsid", "docker", "dockerd", "containerd", "runc", "sshd", "ldd",
@@ -68,8 +67,7 @@ def _try_lock(fd: int) -> bool:
 def check_prerequisites() -> None:
     if os.geteuid() != 0:
         raise TestHostError("the stand-in host needs root (network namespaces, dockerd)")
-    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-    missing = [cmd for cmd in REQUIRED_COMMANDS if shutil.which(cmd, path=path) is None]
+    missing = [cmd for cmd in REQUIRED_COMMANDS if find_command(cmd) is None]
     if missing:
         raise TestHostError(f"missing for the stand-in host: {', '.join(missing)}",
                             fix=INSTALL_HINT)

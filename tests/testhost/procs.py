@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -30,6 +31,11 @@ def run(argv: Sequence[str], *, timeout: float = 60.0) -> subprocess.CompletedPr
         output = (done.stderr or done.stdout).strip()
         raise TestHostError(f"`{' '.join(argv)}` failed (exit {done.returncode}): {output}")
     return done
+
+
+def find_command(name: str) -> str | None:
+    """``name`` on PATH, or in the sbin dirs a non-login root shell may lack."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
 def read_pid(pidfile: Path) -> int | None:

@@ -7,7 +7,6 @@ the test daemon and never a daemon the machine itself may run.
 
 from __future__ import annotations
 
-import shutil
 import socket
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from .layout import (
     in_netns_argv,
 )
 from .procs import (
+    find_command,
     in_stand_in_netns,
     open_log,
     run,
@@ -88,16 +88,22 @@ def _generate_key(path: Path) -> None:
     _pub(path).write_bytes(public + b" spark-stack-testhost\n")
 
 
-def ensure_keys() -> None:
-    """Host key, client key, authorized_keys, known_hosts and ssh_config (kept between runs)."""
+def ensure_keys() -> bool:
+    """Host key, client key, authorized_keys, known_hosts and ssh_config (kept between runs).
+
+    Returns whether the host key is new: a running sshd still serves the old one.
+    """
     SSH_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    new_host_key = False
     for key in (SSHD_HOST_KEY, CLIENT_KEY):
         if not key.exists() or not _pub(key).exists():
             _generate_key(key)
+            new_host_key = new_host_key or key == SSHD_HOST_KEY
     write_if_changed(AUTHORIZED_KEYS, _pub(CLIENT_KEY).read_text(), 0o600)
     host_key = " ".join(_pub(SSHD_HOST_KEY).read_text().split()[:2])
     write_if_changed(KNOWN_HOSTS, f"{ADDRESS},{SSH_ALIAS} {host_key}\n")
     write_if_changed(SSH_CONFIG, client_ssh_config(CLIENT_KEY, KNOWN_HOSTS))
+    return new_host_key
 
 
 def _listening() -> bool:
@@ -110,13 +116,13 @@ def _listening() -> bool:
 
 def ensure() -> None:
     """Start sshd in the namespace unless it already runs with the current config."""
-    sshd = shutil.which("sshd") or shutil.which("sshd", path="/usr/sbin:/sbin")
+    sshd = find_command("sshd")
     if sshd is None:
         raise TestHostError("sshd is not installed", fix=INSTALL_HINT)
-    ensure_keys()
+    new_host_key = ensure_keys()
     config_changed = write_if_changed(SSHD_CONFIG, sshd_config())
     pid = running_pid(SSHD_PIDFILE, "sshd")
-    if pid is not None and (config_changed or not in_stand_in_netns(pid)):
+    if pid is not None and (new_host_key or config_changed or not in_stand_in_netns(pid)):
         stop(pid)
         pid = None
     if pid is None:
