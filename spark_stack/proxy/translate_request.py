@@ -6,6 +6,7 @@ the field (``messages.3.content.0.type: …``), never a 500.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -118,9 +119,9 @@ def _conversation(request: dict[str, Any], upstream: Upstream) -> dict[str, Any]
     if tools is not None:
         if not isinstance(tools, list):
             raise invalid_request("tools", "must be a list")
-        converted = [_tool(tool, f"tools.{i}") for i, tool in enumerate(tools)]
-        if any(converted):
-            out["tools"] = [tool for tool in converted if tool is not None]
+        converted = _tools(orjson.dumps(tools))
+        if converted:
+            out["tools"] = converted
     choice = request.get("tool_choice")
     if choice is not None:
         _tool_choice(choice, out)
@@ -357,6 +358,15 @@ def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
         "type": "function",
         "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
     }
+
+
+@lru_cache(maxsize=32)
+def _tools(raw: bytes) -> list[dict[str, Any]]:
+    """Translated tools, memoised on their JSON: Claude Code resends the same ~60 KB of tool
+    definitions with every request, and cleaning their schemas is the costliest part of
+    translating it. The result is shared between requests and never mutated."""
+    converted = [_tool(tool, f"tools.{i}") for i, tool in enumerate(orjson.loads(raw))]
+    return [tool for tool in converted if tool is not None]
 
 
 def _tool(tool: Any, where: str) -> dict[str, Any] | None:
