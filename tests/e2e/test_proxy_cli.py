@@ -1,0 +1,78 @@
+"""`spark-stack proxy` and `python -m spark_stack.proxy` in the foreground, as real processes."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from spark_stack.cli import main
+from spark_stack.proxy.config import ProxyConfig, Upstream
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(tmp_path: Path, **extra: object) -> Path:
+    config = ProxyConfig(port=free_port(), upstreams={
+        "q": Upstream("q", "http://127.0.0.1:9/v1", "qwen")}, **extra)  # type: ignore[arg-type]
+    path = tmp_path / "proxy.json"
+    path.write_text(config.to_json())
+    return path
+
+
+def wait_answer(url: str, process: subprocess.Popen[bytes], timeout: float = 10) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            httpx.head(url, timeout=1)
+            return time.monotonic() - start
+        except httpx.TransportError:
+            time.sleep(0.01)
+    raise AssertionError("the proxy never answered")
+
+
+def test_module_entry_serves_then_stops_on_sigint(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    port = ProxyConfig.from_json(path.read_bytes()).port
+    process = subprocess.Popen([sys.executable, "-m", "spark_stack.proxy", "--config", str(path)],
+                               stderr=subprocess.PIPE)
+    try:
+        wait_answer(f"http://127.0.0.1:{port}/", process)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["q", "qwen"]
+        process.send_signal(signal.SIGINT)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert process.wait(timeout=10) in (0, -signal.SIGINT)
+        assert process.stderr is not None
+        assert b"Traceback" not in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_cli_refuses_a_public_address_without_token(tmp_path: Path, capsys: object) -> None:
+    path = write_config(tmp_path, host="0.0.0.0")
+    assert main(["proxy", "--config", str(path)]) == 1
+
+
+def test_cli_port_taken(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    port = ProxyConfig.from_json(path.read_bytes()).port
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        assert main(["proxy", "--config", str(path)]) == 1
+
+
+def test_cli_missing_config_is_a_usage_error(tmp_path: Path) -> None:
+    assert main(["proxy", "--config", str(tmp_path / "nope.json")]) == 2
