@@ -58,4 +58,8 @@ def run_proxy(config: ProxyConfig) -> None:
             timeout_keep_alive=75,
         )
     )
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn has shut down gracefully and re-raised the Ctrl-C it caught: a clean stop.
+        return

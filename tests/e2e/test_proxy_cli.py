@@ -51,8 +51,7 @@ def test_module_entry_serves_then_stops_on_sigint(tmp_path: Path) -> None:
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
         assert [m["id"] for m in models["data"]] == ["q", "qwen"]
         process.send_signal(signal.SIGINT)
-        # uvicorn shuts down gracefully, then re-raises the signal it caught.
-        assert process.wait(timeout=10) in (0, -signal.SIGINT)
+        assert process.wait(timeout=10) == 0
         assert process.stderr is not None
         assert b"Traceback" not in process.stderr.read()
     finally:
