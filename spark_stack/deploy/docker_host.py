@@ -20,6 +20,7 @@ from typing import Any, Literal
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
+from docker.transport import UnixHTTPAdapter
 from docker.types import DeviceRequest, Ulimit
 
 from ..errors import DeployError, HostUnreachable, PreflightError
@@ -55,10 +56,16 @@ class DockerHost:
     def client(self) -> docker.DockerClient:
         if self._client is None:
             try:
-                self._client = docker.DockerClient(
+                client = docker.DockerClient(
                     base_url=self._url, version=DOCKER_API_VERSION, timeout=DOCKER_TIMEOUT)
             except DockerException as exc:
                 raise self._unreachable(exc) from exc
+            adapter = _SharedPoolAdapter(self._url.replace("unix://", "http+unix://"),
+                                         timeout=DOCKER_TIMEOUT, max_pool_size=4)
+            client.api.mount("http+docker://", adapter)
+            # Closed with the client, as its own adapter would be.
+            setattr(client.api, "_custom_adapter", adapter)  # noqa: B010
+            self._client = client
         return self._client
 
     def _unreachable(self, exc: BaseException) -> HostUnreachable:
@@ -232,6 +239,18 @@ class DockerHost:
             return iter(())
         stream = container.logs(stdout=True, stderr=True, tail=tail, stream=True, follow=True)
         return (bytes(chunk).decode(errors="replace") for chunk in stream)
+
+
+class _SharedPoolAdapter(UnixHTTPAdapter):
+    """One connection pool for every URL.
+
+    docker-py keys its unix-socket pools by the full request URL, so each new path opened a
+    new connection — here a new ``dial-stdio`` session on the host, and sshd allows only 10
+    sessions per connection (MaxSessions).
+    """
+
+    def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
+        return super().get_connection("http+docker://localhost", proxies)
 
 
 def _device_requests(gpus: object) -> list[DeviceRequest]:

@@ -436,8 +436,10 @@ class Forwarder:
         upstream = threading.Thread(target=_pump_to_channel, args=(local, channel), daemon=True)
         upstream.start()
         _pump_to_socket(channel, local)
-        upstream.join(timeout=1.0)
-        channel.close()
+        # The remote end is done: free its session now, not when the client gets round to
+        # closing its socket (sshd allows only 10 sessions per connection).
+        _close_quietly(channel)
+        upstream.join(timeout=5.0)
         local.close()
 
     def close(self) -> None:
@@ -453,9 +455,18 @@ def _pump_to_channel(local: socket.socket, channel: paramiko.Channel) -> None:
     try:
         while data := local.recv(_PUMP_CHUNK):
             channel.sendall(data)
-        channel.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
+        pass
+    # HTTP clients never half-close: EOF means done, and a lingering session would count
+    # against sshd's MaxSessions (10 per connection).
+    _close_quietly(channel)
+
+
+def _close_quietly(channel: paramiko.Channel) -> None:
+    try:
         channel.close()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass
 
 
 def _pump_to_socket(channel: paramiko.Channel, local: socket.socket) -> None:

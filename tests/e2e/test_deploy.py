@@ -203,7 +203,7 @@ def test_changed_spec_replaces_and_removed_model_is_removed(
     assert set(before) == {"qwen", "small"}
 
     # plan shows the same diff `up` will execute, naming the field that changed
-    deployer.write(deployer.model(max_model_len=4096))
+    deployer.write(deployer.model(max_model_len=40960))
     code, plan = deployer.run_json("plan", "--diff")
     assert code == 0
     assert plan["host_diff"][0]["actions"] == [
@@ -247,7 +247,7 @@ def test_status_reports_health_and_drift_and_fails_when_down(
     code, out, _ = deployer.run("status")
     assert code == 0 and "healthy" in out and "qwen" in out
 
-    deployer.write(deployer.model(max_model_len=2048))
+    deployer.write(deployer.model(max_model_len=49152))
     code, report = deployer.run_json("status")
     assert code == 4
     assert report["models"][0]["drift"] is True
