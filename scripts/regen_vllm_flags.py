@@ -312,14 +312,15 @@ def extract_choices(index: SourceIndex) -> dict[str, list[str]]:
                 if isinstance(k, ast.Constant) and isinstance(k.value, str)
             ]
         elif kind == "enum" and name in index.classes:
-            values = ["auto"] + [
+            # "auto" first, then the member names vLLM matches case-insensitively
+            values = ["auto"] + sorted(
                 target.id
                 for item in index.classes[name].body if isinstance(item, ast.Assign)
                 for target in item.targets if isinstance(target, ast.Name)
                 and target.id.isupper()
-            ]
+            )
         if values:
-            choices[key] = sorted(dict.fromkeys(values), key=lambda v: (v.lower(), v))
+            choices[key] = values if kind == "enum" else sorted(set(values))
     return choices
 
 

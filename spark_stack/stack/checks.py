@@ -7,12 +7,14 @@ settings. Each check is a function ``LoadedStack -> list[Problem]``.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections import defaultdict
 
 from ..errors import Problem
 from . import schema
 from .lint import LINTS
 from .loader import Check, LoadedStack, did_you_mean
+from .secrets import has_reference
 from .vllm_check import abbreviated_flags, flag_set_notes, vllm_flags
 
 # Claude Code's system prompt and tools weigh ~25K tokens; leave room for a useful answer.
@@ -190,7 +192,41 @@ def context_long_enough(loaded: LoadedStack) -> list[Problem]:
     return problems
 
 
+# Environment names that hold credentials: their values must be ${VAR} references.
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY)", re.IGNORECASE)
+# vLLM flags whose value is a credential (it would show in `ps` and `docker inspect`).
+_SECRET_FLAGS = ("--hf-token",)
+
+
+def plain_secrets(loaded: LoadedStack) -> list[Problem]:
+    """Credentials written in clear would be printed by `plan` and stored in the file."""
+    problems = []
+    for index, model in enumerate(loaded.stack.models):
+        if not isinstance(model, schema.ContainerModel):
+            continue
+        for name, value in model.env.items():
+            if _SECRET_NAME.search(name) and value and not has_reference(value):
+                problems.append(loaded.problem(
+                    f"env {name} holds a secret in clear text",
+                    ("models", index, "env", name),
+                    fix=f"write {name}: ${{{name}}} and export {name} before running "
+                    "spark-stack",
+                ))
+        for item, arg in enumerate(model.extra_args):
+            flag, sep, value = arg.partition("=")
+            following = model.extra_args[item + 1] if item + 1 < len(model.extra_args) else ""
+            secret = value if sep else following
+            if flag in _SECRET_FLAGS and secret and not secret.startswith("-"):
+                problems.append(loaded.problem(
+                    f"'{flag}' in extra_args puts a secret in the container's command line",
+                    ("models", index, "extra_args", item),
+                    fix="remove it and set env: {HF_TOKEN: ${HF_TOKEN}} (vLLM reads HF_TOKEN)",
+                ))
+    return problems
+
+
 ERROR_CHECKS: list[Check] = [
+    plain_secrets,
     duplicate_names,
     duplicate_ports,
     hosts_defined,

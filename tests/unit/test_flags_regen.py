@@ -103,7 +103,7 @@ def test_extracts_flags_switches_and_choices() -> None:
     assert details["--headless"]["kind"] == "action:'store_true'"
     assert data["choices"] == {
         "moe_backend": ["auto", "flashinfer_cutlass", "marlin"],
-        "attention_backend": ["auto", "FLASH_ATTN", "FLASHINFER"],
+        "attention_backend": ["auto", "FLASHINFER", "FLASH_ATTN"],
         "tool_call_parser": ["hermes", "qwen3_coder"],
         "speculative_method": ["mtp", "ngram", "qwen3_next_mtp"],
     }

@@ -44,6 +44,7 @@ def test_malformed_stack_gives_located_message_and_exit_2(
     assert code == 2
     assert out == ""
     assert "Traceback" not in err
+    assert "hf_notarealtoken" not in err  # a secret written in clear is never echoed
     matching = [row for row in err.splitlines() if message in row]
     assert matching, err
     assert f"{path}:{line}:" in matching[0]
