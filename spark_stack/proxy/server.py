@@ -14,7 +14,8 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -35,7 +36,9 @@ from spark_stack.proxy.translate_request import (
     translate_request,
 )
 from spark_stack.proxy.translate_response import translate_response
-from spark_stack.proxy.upstream import TRANSPORT_ERRORS, UpstreamClient
+
+if TYPE_CHECKING:
+    from spark_stack.proxy.upstream import UpstreamClient
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -64,8 +67,10 @@ class ProxyApp:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.router = Router(config)
-        self.client = UpstreamClient()
         self.metrics = Metrics()
+        self._client: UpstreamClient | None = None
+        self._loading: asyncio.Future[ModuleType] | None = None
+        self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
         self._token = config.token.encode() if config.token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,9 +84,14 @@ class ProxyApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # aiohttp takes ~0.1-0.2 s to import (it builds an SSL context): load it in a
+                # thread so the port opens at once; the first upstream call waits for it.
+                loop = asyncio.get_running_loop()
+                self._loading = loop.run_in_executor(None, _load_upstream)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.client.close()
+                if self._client is not None:
+                    await self._client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -117,6 +127,15 @@ class ProxyApp:
         except _ClientGone:
             return
 
+    async def client(self) -> UpstreamClient:
+        """The upstream client, once its module has loaded."""
+        if self._client is None:
+            module = await self._loading if self._loading is not None else _load_upstream()
+            if self._client is None:
+                self._client = module.UpstreamClient()
+                self._transport_errors = module.TRANSPORT_ERRORS
+        return self._client
+
     def _authorize(self, scope: Scope) -> None:
         assert self._token is not None
         for name, value in scope["headers"]:
@@ -148,7 +167,8 @@ class ProxyApp:
 
     async def _health(self, send: Send) -> None:
         upstreams = list(self.config.upstreams.values())
-        results = await asyncio.gather(*(self.client.health(u) for u in upstreams))
+        client = await self.client()
+        results = await asyncio.gather(*(client.health(u) for u in upstreams))
         report = {u.name: result for u, result in zip(upstreams, results, strict=True)}
         healthy = all(result["ok"] for result in results)
         body = {"status": "ok" if healthy else "degraded", "proxy": "ok", "upstreams": report}
@@ -172,7 +192,8 @@ class ProxyApp:
     async def _count_tokens(self, receive: Receive, send: Send) -> None:
         body, upstream = await self._parse(receive)
         tokenize_body = translate_for_tokenize(body, upstream)
-        count = await _until_gone(receive, self.client.count_tokens(upstream, tokenize_body))
+        client = await self.client()
+        count = await _until_gone(receive, client.count_tokens(upstream, tokenize_body))
         headers = list(_JSON)
         if count is None:
             # The backend has no /tokenize: say so, and over- rather than under-count.
@@ -209,15 +230,16 @@ class ProxyApp:
     ) -> None:
         prompt_tokens = await self._clamp(request, upstream)
         record.input_tokens = prompt_tokens
-        response = await self.client.post_chat(upstream, orjson.dumps(request))
+        client = await self.client()
+        response = await client.post_chat(upstream, orjson.dumps(request))
         if response.status != 200:
-            error = await self.client.error_from(upstream, response)
+            error = await client.error_from(upstream, response)
             retry = _clamp_from_error(error, request)
             if retry is None:
                 raise error
-            response = await self.client.post_chat(upstream, orjson.dumps(retry))
+            response = await client.post_chat(upstream, orjson.dumps(retry))
             if response.status != 200:
-                raise await self.client.error_from(upstream, response)
+                raise await client.error_from(upstream, response)
         message_id = "msg_" + os.urandom(12).hex()
         model = body["model"]
         try:
@@ -240,7 +262,7 @@ class ProxyApp:
         keys = ("model", "messages", "tools", "chat_template_kwargs")
         tokenize_body: dict[str, Any] = {key: request[key] for key in keys if key in request}
         tokenize_body["add_generation_prompt"] = True
-        exact = await self.client.count_tokens(upstream, tokenize_body)
+        exact = await (await self.client()).count_tokens(upstream, tokenize_body)
         prompt = estimate if exact is None else exact
         if exact is not None and exact >= limit:
             raise prompt_too_long(exact, limit)
@@ -252,7 +274,7 @@ class ProxyApp:
     ) -> None:
         try:
             completion = orjson.loads(await response.read())
-        except (orjson.JSONDecodeError, *TRANSPORT_ERRORS) as exc:
+        except _unreadable(self._transport_errors) as exc:
             raise ProxyError(502, "api_error", f"upstream answer unreadable: {exc}") from None
         message = translate_response(completion, model, message_id, prompt)
         record.input_tokens = message["usage"]["input_tokens"]
@@ -297,7 +319,7 @@ class ProxyApp:
                     break
         except orjson.JSONDecodeError:
             events = translator.fail("api_error", "upstream sent a malformed stream chunk")
-        except TRANSPORT_ERRORS as exc:
+        except self._transport_errors as exc:
             events = translator.fail("api_error", f"upstream connection lost mid-stream: {exc}")
         else:
             if done or translator.finish_reason is not None:
@@ -343,6 +365,16 @@ class _Record:
         self.ttft: float | None = None
         self.input_tokens = 0
         self.output_tokens = 0
+
+
+def _unreadable(transport: tuple[type[BaseException], ...]) -> tuple[type[BaseException], ...]:
+    return (orjson.JSONDecodeError, *transport)
+
+
+def _load_upstream() -> ModuleType:
+    import importlib
+
+    return importlib.import_module("spark_stack.proxy.upstream")
 
 
 def _clamp_from_error(error: ProxyError, request: dict[str, Any]) -> dict[str, Any] | None:
