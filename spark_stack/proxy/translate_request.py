@@ -186,8 +186,9 @@ def _mid_system(content: str | list[Any], path: str, out: list[dict[str, Any]]) 
     the leading system prompt would instead change the prompt's first tokens, so vLLM's
     prefix cache would miss the tools and the whole history on that request (tens of
     thousands of tokens re-prefilled). Carried in place, every earlier token stays identical
-    and each turn's prompt is a prefix of the next one's (tests/unit/test_translate_request.py
-    asserts that)."""
+    and each turn's prompt is a prefix of the next one's. Measured on the simulator's Qwen3
+    rendering: the turn that first carries such a message reuses 100% of the previous prompt;
+    folding would reuse under 1% (test_carrying_keeps_the_prefix_cache_folding_would_not)."""
     if not out:
         text = _plain_text(content, path)
         out.append({"role": "system", "content": text})

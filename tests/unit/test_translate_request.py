@@ -375,3 +375,36 @@ def test_invalid_requests_name_the_field(body: Any, field: str) -> None:
     assert caught.value.status == 400
     assert caught.value.error_type == "invalid_request_error"
     assert caught.value.message.startswith(f"{field}: " if field else "request body")
+
+
+def test_carrying_keeps_the_prefix_cache_folding_would_not() -> None:
+    """Measured on the simulator's Qwen3 ChatML rendering (4 bytes a token): the request that
+    first carries a mid-conversation system message shares its whole previous prompt with the
+    request before it; folding the same text into the leading system prompt would share only
+    the system text, not the tools or the history (all re-prefilled)."""
+    from spark_stack.simulator.tokenizer import render_chat
+
+    def common(a: str, b: str) -> int:
+        n = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    tools = [{"name": f"T{i}", "description": "d" * 2000, "input_schema": {"type": "object"}}
+             for i in range(10)]
+    history: list[dict[str, Any]] = [
+        {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1 " * 500},
+    ]
+    before = translate_request(req(system="S", tools=tools, messages=history), QWEN)
+    after = translate_request(req(system="S", tools=tools, messages=[
+        *history, {"role": "system", "content": "Plan mode."}, {"role": "user", "content": "q2"},
+    ]), QWEN)
+    folded = [{"role": "system", "content": "S\n\nPlan mode."},
+              *[m for m in after["messages"][1:] if "system-reminder" not in str(m["content"])]]
+    previous = render_chat(before["messages"], before["tools"], add_generation_prompt=False)
+    carried = render_chat(after["messages"], after["tools"])
+    refolded = render_chat(folded, after["tools"])
+    assert common(previous, carried) == len(previous)
+    assert common(previous, refolded) < 0.01 * len(previous)
