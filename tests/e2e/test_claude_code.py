@@ -230,6 +230,38 @@ def test_spark_stack_claude_starts_a_stopped_proxy_and_passes_arguments(
     assert version.stdout.strip().endswith("(Claude Code)")
 
 
+def test_print_env_and_write_settings_drive_a_bare_claude(deployed: Deployed,
+                                                        tmp_path: Path) -> None:
+    args = ["-p", "What is 12*17?", "--output-format", "json", "--max-turns", "2"]
+    # eval "$(spark-stack claude --print-env)" in a shell, then plain `claude`.
+    script = (
+        f'eval "$({sys.executable} -m spark_stack -s {deployed.stack_file} claude --print-env)"'
+        f' && exec {deployed.claude_bin} "$@"'
+    )
+    env = deployed.claude_env(deployed.claude_home())
+    done = subprocess.run(["/bin/bash", "-c", script, "sh", *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=CLAUDE_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == "204"
+    # A project's .claude/settings.json (token through apiKeyHelper) with no ANTHROPIC_* env.
+    project = tmp_path / "project"
+    project.mkdir()
+    wrote = subprocess.run(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployed.stack_file), "claude",
+         "--write-settings"], env=deployed.base_env(), cwd=project, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert wrote.returncode == 0, wrote.stderr
+    settings = json.loads((project / ".claude" / "settings.json").read_text())
+    assert "ANTHROPIC_AUTH_TOKEN" not in settings["env"]
+    env = {k: v for k, v in deployed.claude_env(deployed.claude_home()).items()
+           if not k.startswith("ANTHROPIC_")}
+    done = subprocess.run([str(deployed.claude_bin), *args], env=env, cwd=project,
+                          capture_output=True, text=True, timeout=CLAUDE_TIMEOUT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["result"] == "204"
+
+
 def test_spark_stack_claude_without_claude_says_how_to_install(deployed: Deployed) -> None:
     env = {**deployed.base_env(), "PATH": "/usr/bin:/bin"}
     env.pop("SPARK_STACK_CLAUDE_BIN")
