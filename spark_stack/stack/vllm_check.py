@@ -77,7 +77,7 @@ def _check_model(loaded: LoadedStack, index: int, model: schema.ContainerModel) 
         claimed.add(group.index)
         path = source_path(loaded, index, model, sources[group.index][1])
         problems.append(loaded.problem(
-            f"'{group.written}' in extra_args duplicates the '{field}' setting",
+            f"'{group.flag}' in extra_args duplicates the '{field}' setting",
             path,
             fix=f"set {field} instead" if field not in ("bind", "port") else
             "remove it: spark-stack sets vLLM's --host/--port (use 'port' for the host port "

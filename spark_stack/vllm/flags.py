@@ -88,8 +88,7 @@ class ArgGroup:
     """One flag as written (``--x``, ``--x=y`` or ``--x y``) with its values and first index."""
 
     index: int
-    written: str
-    flag: str
+    flag: str  # as written, without an ``=value``
     values: tuple[str, ...]
     inline: bool
 
@@ -237,7 +236,7 @@ def group_args(
 
 def _group(current: tuple[int, str, list[str], bool]) -> ArgGroup:
     index, name, values, inline = current
-    return ArgGroup(index, name, name, tuple(values), inline)
+    return ArgGroup(index, name, tuple(values), inline)
 
 
 def dedupe(argv: Sequence[str], flags: FlagSet, start: int = 1) -> list[str]:
