@@ -22,6 +22,7 @@ import orjson
 from spark_stack.proxy.config import ProxyConfig, Upstream
 from spark_stack.proxy.errors import (
     ProxyError,
+    envelope,
     invalid_request,
     parse_context_overflow,
     prompt_too_long,
@@ -126,6 +127,13 @@ class ProxyApp:
             await _respond(send, exc.status, exc.body())
         except _ClientGone:
             return
+        except Exception:  # a bug: log it, answer in Anthropic's shape, keep serving
+            log.exception("internal error on %s %s", method, path)
+            try:
+                body = orjson.dumps(envelope("api_error", "internal proxy error"))
+                await _respond(send, 500, body)
+            except RuntimeError:  # the response had already started
+                return
 
     async def client(self) -> UpstreamClient:
         """The upstream client, once its module has loaded."""
@@ -321,6 +329,9 @@ class ProxyApp:
             events = translator.fail("api_error", "upstream sent a malformed stream chunk")
         except self._transport_errors as exc:
             events = translator.fail("api_error", f"upstream connection lost mid-stream: {exc}")
+        except Exception:  # a bug: end this stream cleanly, keep serving
+            log.exception("internal error while relaying a stream")
+            events = translator.fail("api_error", "internal proxy error")
         else:
             if done or translator.finish_reason is not None:
                 events = translator.finish()
@@ -427,6 +438,8 @@ async def _until_gone(receive: Receive, work: Awaitable[Any]) -> Any:
         gone = True
         task.cancel()
 
+    # uvicorn also reports "disconnect" once the response is complete; the work never yields
+    # between its last send and returning, so the watcher is cancelled before it can see that.
     watcher = asyncio.ensure_future(watch())
     try:
         return await work
