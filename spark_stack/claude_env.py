@@ -62,6 +62,14 @@ def ensure_proxy_token(
     return token
 
 
+def client_token(stack: schema.Stack, environ: Mapping[str, str] | None = None) -> str | None:
+    """The token clients send: the one ``up`` gave the proxy, else (before any ``up``) the one
+    the next ``up`` will use."""
+    if stack.proxy.token is None:
+        return None
+    return read_token_file(token_file(stack.name)) or ensure_proxy_token(stack, environ)
+
+
 def read_proxy_token(stack: schema.Stack) -> str | None:
     """The token a client must send; raises when the stack has one but ``up`` never wrote it."""
     if stack.proxy.token is None:

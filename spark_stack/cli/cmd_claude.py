@@ -47,7 +47,7 @@ def claude(
         ),
     ] = False,
 ) -> None:
-    from ..claude_env import claude_environment, ensure_proxy_token, export_lines
+    from ..claude_env import claude_environment, client_token, export_lines
     from ..errors import UsageError
 
     args = list(ctx.args)
@@ -57,22 +57,22 @@ def claude(
     if print_env:
         if args:
             raise UsageError(f"--print-env takes no arguments (got {' '.join(args)})")
-        token = ensure_proxy_token(stack_obj)
+        token = client_token(stack_obj)
         sys.stdout.write(export_lines(claude_environment(stack_obj, token)))
         return
     if write_settings:
         _write_settings(stack_obj, args)
         return
-    _run(stack, args)
+    _run(stack_obj, args, up_command(stack_path(stack)))
 
 
 def _write_settings(stack_obj: Stack, args: list[str]) -> None:
-    from ..claude_env import ensure_proxy_token, write_settings
+    from ..claude_env import client_token, write_settings
     from ..errors import UsageError
 
     if len(args) > 1:
         raise UsageError(f"--write-settings takes at most one PATH (got {' '.join(args)})")
-    ensure_proxy_token(stack_obj)  # the apiKeyHelper reads the token file
+    client_token(stack_obj)  # the apiKeyHelper reads the token file: make sure it exists
     target = write_settings(stack_obj, Path(args[0]) if args else None)
     console(stderr=True).print(
         f"merged the Claude Code env block for stack '{stack_obj.name}' into {relpath(target)}",
@@ -80,15 +80,14 @@ def _write_settings(stack_obj: Stack, args: list[str]) -> None:
     )
 
 
-def _run(stack: str | None, args: list[str]) -> None:
+def _run(stack_obj: Stack, args: list[str], up_hint: str) -> None:
     from ..claude_env import claude_environment, find_claude
     from ..claude_run import ensure_proxy, exec_claude, proxy_health, require_healthy
     from ..launcher import proxy_base_url
 
-    stack_obj = load(stack, lint=False).stack
     claude_bin = find_claude()
     base_url = proxy_base_url(stack_obj)
-    token = ensure_proxy(stack_obj, up_hint=up_command(stack_path(stack)))
+    token = ensure_proxy(stack_obj, up_hint=up_hint)
     require_healthy(proxy_health(base_url, token), base_url)
     env = {**os.environ, **claude_environment(stack_obj, token)}
     sys.stdout.flush()

@@ -51,6 +51,17 @@ def test_unset_token_variable_is_named_not_shown() -> None:
         claude_env.ensure_proxy_token(stack, {})
 
 
+def test_client_token_prefers_what_up_wrote() -> None:
+    stack = make_stack(token="${LAB_PROXY_TOKEN}")
+    claude_env.ensure_proxy_token(stack, {"LAB_PROXY_TOKEN": SENTINEL})
+    # Later, in a shell without the variable, clients still get the proxy's token.
+    assert claude_env.client_token(stack, {}) == SENTINEL
+    assert claude_env.client_token(make_stack(token=None), {}) is None
+    fresh = make_stack(token="auto").model_copy(update={"name": "other"})
+    token = claude_env.client_token(fresh, {})
+    assert token is not None and claude_env.read_proxy_token(fresh) == token
+
+
 def test_no_token_removes_a_stale_file() -> None:
     path = launcher.token_file("lab")
     path.parent.mkdir(parents=True)
