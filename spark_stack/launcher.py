@@ -35,6 +35,8 @@ ALIAS_ENV = {
 HERMETIC_ENV = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
 }
+# Cleared before Claude Code starts: the stack's token is the only credential it sends.
+UNSET_ENV = ("ANTHROPIC_API_KEY",)
 TOKEN_FILE_NAME = "proxy-token"
 # Seconds the launcher waits for the proxy's answer before it gives up with a hint.
 PROBE_TIMEOUT = 3
@@ -116,6 +118,8 @@ def render_launcher(
         f"# {name}: Claude Code on spark-stack stack '{stack.name}'.",
         "# Written by `spark-stack up` and rewritten on every up: edit the stack file instead.",
         "set -euo pipefail",
+        "# A user's own Anthropic key must not travel to the proxy (nor make Claude Code ask).",
+        f"unset {' '.join(UNSET_ENV)}",
     ]
     for var in launcher_environment(stack):
         if var.secret:

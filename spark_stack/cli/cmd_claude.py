@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..launcher import up_command
+from ..launcher import UNSET_ENV, up_command
 from .common import StackOption, console, load, relpath, stack_path
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ def _run(stack_obj: Stack, args: list[str], up_hint: str) -> None:
     base_url = proxy_base_url(stack_obj)
     token = ensure_proxy(stack_obj, up_hint=up_hint)
     require_healthy(proxy_health(base_url, token), base_url)
-    env = {**os.environ, **claude_environment(stack_obj, token)}
+    env = {k: v for k, v in os.environ.items() if k not in UNSET_ENV}
+    env.update(claude_environment(stack_obj, token))
     sys.stdout.flush()
     sys.stderr.flush()
     exec_claude(claude_bin, args, env)

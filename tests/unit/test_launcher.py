@@ -105,7 +105,7 @@ def tool_dir(tmp_path: Path, tools: list[str]) -> Path:
 def run_launcher(
     script: Path, args: list[str], *, path: str, claude_bin: Path | None
 ) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": path, "HOME": str(script.parent)}
+    env = {"PATH": path, "HOME": str(script.parent), "ANTHROPIC_API_KEY": "users-own-key"}
     if claude_bin is not None:
         env[launcher.CLAUDE_BIN_ENV] = str(claude_bin)
     return subprocess.run(
@@ -191,6 +191,7 @@ def test_launcher_execs_claude_with_args_and_env_when_the_proxy_answers(
     assert seen["env"]["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{proxy_port}"
     assert seen["env"]["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "qwen"
     assert seen["env"]["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1"
+    assert "ANTHROPIC_API_KEY" not in seen["env"]
 
 
 @pytest.mark.parametrize("tools", PROBE_TOOLS, ids=lambda t: "+".join(t))
