@@ -184,6 +184,9 @@ def write_launcher(
 ) -> Path:
     """Write the stack's launcher atomically, mode 0755; returns its path."""
     target = path or default_launcher_path(stack)
+    if stack_file and Path(stack_file).is_file():
+        # The launcher runs from any directory: name the stack file absolutely in its hints.
+        stack_file = str(Path(stack_file).resolve())
     text = render_launcher(
         stack, token_path=token_path or token_file(stack.name), stack_file=stack_file
     )

@@ -211,6 +211,19 @@ def test_launcher_hints_at_up_when_the_proxy_is_down(
     assert "spark-stack -s lab.yaml up" in result.stderr
 
 
+def test_launcher_names_the_stack_file_absolutely(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "lab.yaml").write_text("name: lab\n")
+    monkeypatch.chdir(tmp_path)
+    script = launcher.write_launcher(make_stack(), path=tmp_path / "claude-lab",
+                                     stack_file="lab.yaml")
+    assert f"spark-stack -s {tmp_path / 'lab.yaml'} up" in script.read_text()
+    # A built-in stack name is not a file: it stays as written.
+    script = launcher.write_launcher(make_stack(), path=tmp_path / "claude-lab", stack_file="demo")
+    assert "spark-stack -s demo up" in script.read_text()
+
+
 def test_launcher_without_token_file_says_to_run_up(tmp_path: Path, fake_claude: Path) -> None:
     script = launcher.write_launcher(make_stack(), path=tmp_path / "claude-lab")
     result = run_launcher(script, [], path=os.environ["PATH"], claude_bin=fake_claude)
