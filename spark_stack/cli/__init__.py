@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _register_commands()
     try:
-        app(args=argv, prog_name="spark-stack", standalone_mode=False)
+        # Typer turns Ctrl-C into Exit(130) and, not standalone, returns that code.
+        result = app(args=argv, prog_name="spark-stack", standalone_mode=False)
     except SparkStackError as exc:
         emit_error(exc.message, exc.fix, exc.exit_code, exc)
         return exc.exit_code
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             exc,
         )
         return EXIT_FAILED
+    if isinstance(result, int) and result:
+        if result == 130:
+            print("interrupted", file=sys.stderr)
+        return result
     return state.exit_code
 
 
