@@ -51,7 +51,7 @@ def _print(report: dict[str, Any]) -> None:
     table = Table(show_edge=False, pad_edge=False)
     for column in ("model", "state", "health", "uptime", "restarts", "served name",
                    "endpoint", "image", "drift"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for model in report["models"]:
         uptime = model.get("uptime_seconds")
         table.add_row(

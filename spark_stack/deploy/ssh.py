@@ -174,6 +174,12 @@ def translate_error(exc: BaseException, target: SshTarget) -> SparkStackError:
             f"the SSH connection to {where} was closed unexpectedly",
             fix="check the host's sshd log; run the command again",
         )
+    if isinstance(exc, paramiko.SSHException) and _no_handshake(exc):
+        # paramiko says "No existing session" when the transport died before auth.
+        return HostUnreachable(
+            f"{where} did not complete the SSH handshake (no SSH banner in time)",
+            fix="is that the SSH port, and is sshd answering? run the command again",
+        )
     if isinstance(exc, paramiko.SSHException):
         return HostUnreachable(f"SSH error with {where}: {exc}")
     if isinstance(exc, OSError):
@@ -187,7 +193,12 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, TimeoutError | socket.timeout | ConnectionResetError | EOFError):
         return True
-    return isinstance(exc, paramiko.SSHException) and "banner" in str(exc).lower()
+    return isinstance(exc, paramiko.SSHException) and _no_handshake(exc)
+
+
+def _no_handshake(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "banner" in text or "no existing session" in text
 
 
 def backoff(attempt: int, base: float = 0.5) -> float:

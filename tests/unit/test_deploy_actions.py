@@ -1,0 +1,155 @@
+"""Desired vs observed → create/replace/keep/remove, and the host diff `plan` shows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spark_stack.deploy.actions import (
+    LABEL_SECRETS_HASH,
+    LABEL_SPEC,
+    Observed,
+    changed_fields,
+    is_noop,
+    observed_from_inspect,
+    plan_actions,
+    secrets_hash,
+)
+from spark_stack.spec import ContainerSpec, render_container
+from spark_stack.stack.loader import load_stack_text
+
+STACK = """
+name: demo1
+host: {address: gb10}
+models:
+  - name: a
+    image: vllm/vllm-openai:v0.28.0
+    model: Qwen/Qwen3-0.6B
+    port: 8001
+    gpus: none
+  - name: b
+    image: vllm/vllm-openai:v0.28.0
+    model: Qwen/Qwen3-0.6B
+    port: 8002
+    gpus: none
+"""
+
+
+def _specs(text: str = STACK) -> list[ContainerSpec]:
+    stack = load_stack_text(text, lint=False).stack
+    return [render_container(stack, m) for m in stack.container_models()]
+
+
+def _running(spec: ContainerSpec, *, secrets: str = "s", state: str = "running",
+             image_id: str = "sha256:1") -> Observed:
+    return Observed(id=f"id-{spec.model}", name=spec.name, model=spec.model,
+                    spec_hash=spec.spec_hash, secrets_hash=secrets, state=state,
+                    image=spec.image, image_id=image_id, spec_json=spec.canonical())
+
+
+def test_nothing_on_the_host_creates_every_model_in_stack_order() -> None:
+    specs = _specs()
+    actions = plan_actions(specs, [], {"a": "s", "b": "s"})
+    assert [(a.kind, a.model, a.reason) for a in actions] == [
+        ("create", "a", "not on the host"), ("create", "b", "not on the host")]
+    assert not is_noop(actions)
+
+
+def test_matching_running_containers_are_kept() -> None:
+    specs = _specs()
+    actions = plan_actions(specs, [_running(s) for s in specs], {"a": "s", "b": "s"})
+    assert [(a.kind, a.reason) for a in actions] == [("keep", "up to date")] * 2
+    assert is_noop(actions)
+
+
+def test_a_changed_field_replaces_and_is_named() -> None:
+    old = _specs()
+    new = _specs(STACK.replace("port: 8002", "port: 8003\n    max_model_len: 40960"))
+    actions = plan_actions(new, [_running(s) for s in old], {"a": "s", "b": "s"})
+    assert actions[0].kind == "keep"
+    assert actions[1].kind == "replace"
+    assert actions[1].changed == ("command", "host_port")
+    assert actions[1].reason == "changed: command, host_port"
+
+
+def test_a_rotated_secret_replaces_without_naming_it() -> None:
+    specs = _specs()
+    actions = plan_actions(specs, [_running(s) for s in specs], {"a": "s", "b": "other"})
+    assert (actions[1].kind, actions[1].reason) == ("replace", "changed: a secret value")
+
+
+def test_a_stopped_or_created_container_is_replaced() -> None:
+    specs = _specs()
+    observed = [_running(specs[0], state="exited"), _running(specs[1], state="created")]
+    actions = plan_actions(specs, observed, {"a": "s", "b": "s"})
+    assert [(a.kind, a.reason) for a in actions] == [
+        ("replace", "container is exited"), ("replace", "container is created")]
+
+
+def test_a_moved_image_tag_replaces() -> None:
+    specs = _specs()
+    actions = plan_actions(specs, [_running(s) for s in specs], {"a": "s", "b": "s"},
+                           {"vllm/vllm-openai:v0.28.0": "sha256:2"})
+    assert {a.kind for a in actions} == {"replace"}
+    assert actions[0].changed == ("image digest",)
+
+
+def test_a_model_gone_from_the_stack_is_removed_and_duplicates_replaced() -> None:
+    a, b = _specs()
+    stray = replace(_running(b), id="id-b2")
+    actions = plan_actions([a], [_running(a), _running(a), _running(b), stray], {"a": "s"})
+    assert [(x.kind, x.model) for x in actions] == [
+        ("replace", "a"), ("remove", "b"), ("remove", "b")]
+    assert actions[0].reason == "2 containers found"
+
+
+def test_secrets_hash_depends_on_values_and_container_but_never_contains_them() -> None:
+    a, b = _specs()
+    one = secrets_hash(a, {"HF_TOKEN": "hf_secret_value"})
+    assert one == secrets_hash(a, {"HF_TOKEN": "hf_secret_value"})
+    assert one != secrets_hash(a, {"HF_TOKEN": "hf_other"})
+    assert one != secrets_hash(b, {"HF_TOKEN": "hf_secret_value"})
+    assert "hf_secret_value" not in one and len(one) == 16
+
+
+def test_observed_from_inspect_reads_labels_and_state() -> None:
+    spec = _specs()[0]
+    attrs = {
+        "Id": "abc", "Name": "/spark-stack-demo1-a", "Image": "sha256:9", "RestartCount": 3,
+        "Config": {"Image": spec.image, "Labels": {
+            **spec.labels(), LABEL_SECRETS_HASH: "s", LABEL_SPEC: spec.canonical()}},
+        "State": {"Status": "restarting", "OOMKilled": True, "ExitCode": 137,
+                  "StartedAt": "2026-01-01T00:00:00.1234567Z"},
+    }
+    found = observed_from_inspect(attrs)
+    assert (found.name, found.model, found.spec_hash, found.state) == (
+        "spark-stack-demo1-a", "a", spec.spec_hash, "restarting")
+    assert (found.restart_count, found.oom_killed, found.exit_code) == (3, True, 137)
+    assert changed_fields(found.spec_json, spec) == ()
+
+
+def test_changed_fields_survives_a_missing_or_garbled_label() -> None:
+    spec = _specs()[0]
+    assert changed_fields("", spec) == ()
+    assert changed_fields("{not json", spec) == ()
+    assert changed_fields(json.dumps([1]), spec) == ()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=6),
+       st.sets(st.sampled_from(["a", "b"])))
+def test_every_observed_container_gets_exactly_one_action(
+    observed_models: list[str], desired_models: set[str]
+) -> None:
+    specs = {s.model: s for s in _specs()}
+    desired = [specs[m] for m in sorted(desired_models)]
+    other = _specs()[0]
+    observed = [replace(_running(specs.get(m, other)), model=m, id=f"{m}{i}")
+                for i, m in enumerate(observed_models)]
+    actions = plan_actions(desired, observed, {m: "s" for m in desired_models})
+    assert [a.model for a in actions if a.kind != "remove"] == sorted(desired_models)
+    removed = sorted(a.observed.id for a in actions if a.kind == "remove" and a.observed)
+    assert removed == sorted(o.id for o in observed if o.model not in desired_models)

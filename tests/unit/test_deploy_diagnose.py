@@ -1,0 +1,69 @@
+"""Known vLLM failure signatures → one-line diagnoses, using the simulator's real failure logs."""
+
+from __future__ import annotations
+
+import pytest
+
+from spark_stack.deploy.diagnose import diagnose, diagnose_exit
+from spark_stack.simulator.config import SimConfig
+from spark_stack.simulator.vlog import failure_lines
+
+
+@pytest.mark.parametrize(
+    ("failure", "key"),
+    [
+        ("gpu_memory", "gpu_memory"),
+        ("kv_cache", "kv_cache_max_len"),
+        ("oom", "oom"),
+        ("no_kernel", "no_kernel"),
+        ("gated", "gated"),
+        ("engine_dead", "engine_dead"),
+    ],
+)
+def test_each_simulated_failure_log_gets_its_specific_diagnosis(failure: str, key: str) -> None:
+    _, lines = failure_lines(SimConfig(fail=failure, max_model_len=262144))
+    found = diagnose(lines)
+    assert found is not None
+    assert found.key == key
+    assert found.fix
+    assert "\n" not in found.message
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "message"),
+    [
+        ("vllm serve: error: unrecognized arguments: --moe-backend marlin", "unknown_flag",
+         "vLLM does not know the flag(s) --moe-backend marlin (not in this vLLM version)"),
+        ("vllm serve: error: argument --port: invalid int value: 'x'", "bad_argument",
+         "vLLM rejected an argument: --port: invalid int value: 'x'"),
+        ("ptxas fatal   : Value 'sm_121a' is not defined for option 'gpu-name'", "ptxas",
+         "Triton's bundled ptxas is too old for sm_121a"),
+        ("ValueError: NvFp4 MoE backend 'FLASHINFER_CUTLASS' does not support the deployment "
+         "configuration", "moe_backend",
+         "MoE backend FLASHINFER_CUTLASS does not support this checkpoint"),
+        ("INFO gpu_worker.py:298] Available KV cache memory: -3.2 GiB", "kv_cache",
+         "no memory left for the KV cache"),
+        ("NVRM: Xid (PCI:0000:01:00): 31, Out of memory", "oom", "the GPU ran out of memory"),
+    ],
+)
+def test_single_line_signatures(line: str, key: str, message: str) -> None:
+    found = diagnose(["INFO something normal", line])
+    assert found is not None
+    assert (found.key, found.message, found.evidence) == (key, message, line)
+
+
+def test_specific_cause_wins_over_the_generic_engine_failure() -> None:
+    lines = ["ERROR core.py:866] EngineCore failed to start.",
+             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB."]
+    found = diagnose(lines)
+    assert found is not None and found.key == "oom"
+
+
+def test_no_signature_falls_back_to_what_docker_knows() -> None:
+    assert diagnose(["INFO all fine"]) is None
+    assert diagnose_exit([], exit_code=137, oom_killed=True, restarts=0).key == "oom_killed"
+    looping = diagnose_exit([], exit_code=1, oom_killed=False, restarts=4)
+    assert (looping.key, looping.message) == (
+        "restart_loop", "the container keeps restarting (4 restarts)")
+    exited = diagnose_exit([], exit_code=3, oom_killed=False, restarts=0)
+    assert exited.message == "the container exited with code 3 before serving"
