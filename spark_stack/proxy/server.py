@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import logging
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import ModuleType
@@ -339,15 +340,14 @@ class ProxyApp:
                 events = translator.fail("api_error", "upstream closed the stream before the end")
         record.input_tokens = translator.input_tokens
         record.output_tokens = translator.output_tokens or translator.deltas
-        if translator.failed:
-            record.status = 599
+        record.failed = translator.failed
         await send(_body(encode_events(events), more=False))
 
     def _account(self, record: _Record, started: float) -> None:
         duration = time.perf_counter() - started
         route = self.metrics.route(record.upstream or "-")
         route.requests += 1
-        if record.status >= 400:
+        if record.status >= 400 or record.failed:
             route.errors += 1
         route.duration.observe(duration)
         if record.ttft is not None:
@@ -355,24 +355,27 @@ class ProxyApp:
         route.input_tokens += record.input_tokens
         route.output_tokens += record.output_tokens
         ttft = "-" if record.ttft is None else f"{record.ttft * 1000:.1f}"
-        log.info(
-            "POST /v1/messages model=%s upstream=%s stream=%s status=%d ttft_ms=%s dur_ms=%.1f "
-            "in=%d out=%d",
-            record.model, record.upstream or "-", record.stream, record.status, ttft,
-            duration * 1000, record.input_tokens, record.output_tokens,
+        # Written directly: a logging.LogRecord per request costs more than the translation.
+        sys.stderr.write(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} spark_stack.proxy POST /v1/messages "
+            f"model={record.model!r} upstream={record.upstream or '-'} stream={record.stream} "
+            f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
+            f"dur_ms={duration * 1000:.1f} in={record.input_tokens} out={record.output_tokens}\n"
         )
 
 
 class _Record:
     """What the per-request log line and the metrics need."""
 
-    __slots__ = ("model", "upstream", "stream", "status", "ttft", "input_tokens", "output_tokens")
+    __slots__ = ("model", "upstream", "stream", "status", "failed", "ttft", "input_tokens",
+                 "output_tokens")
 
     def __init__(self) -> None:
         self.model = "-"
         self.upstream = ""
         self.stream = False
         self.status = 200
+        self.failed = False
         self.ttft: float | None = None
         self.input_tokens = 0
         self.output_tokens = 0
