@@ -1,0 +1,151 @@
+"""Local state of deploys: the remote lock's script (run by a real shell), generated secrets,
+the proxy config built from a stack, and the simulator kind run as a real local process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from spark_stack.deploy import engine, local, secrets_store
+from spark_stack.deploy.lock import lock_script
+from spark_stack.deploy.proxy_config import Endpoint, build_proxy_config
+from spark_stack.errors import NotHealthy
+from spark_stack.proxy.config import ProxyConfig, Route
+from spark_stack.stack.loader import load_stack_text
+
+
+def _shell(script: str, home: Path, **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ,
+                                                                     "HOME": str(home)})
+
+
+def test_the_lock_is_held_while_its_channel_lives_and_names_its_holder(tmp_path: Path) -> None:
+    holder = _shell(lock_script("st", "alice@laptop pid 42 since now", 0), tmp_path)
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == "LOCKED\n"
+    second = subprocess.run(["sh", "-c", lock_script("st", "bob", 0)], capture_output=True,
+                            text=True, env={**os.environ, "HOME": str(tmp_path)}, timeout=10)
+    assert second.returncode == 1
+    assert second.stdout == "HELD\nalice@laptop pid 42 since now\n"
+    other_stack = subprocess.run(["sh", "-c", lock_script("other", "bob", 0)],
+                                 input="", capture_output=True, text=True,
+                                 env={**os.environ, "HOME": str(tmp_path)}, timeout=10)
+    assert other_stack.stdout == "LOCKED\n"
+    holder.communicate("", timeout=10)  # EOF: the connection ended
+    third = subprocess.run(["sh", "-c", lock_script("st", "carol", 5)], input="",
+                           capture_output=True, text=True,
+                           env={**os.environ, "HOME": str(tmp_path)}, timeout=10)
+    assert third.stdout == "LOCKED\n"
+
+
+def test_the_lock_script_quotes_a_hostile_stack_name(tmp_path: Path) -> None:
+    script = lock_script("x; touch pwned", "me'; touch pwned2", 0)
+    done = subprocess.run(["sh", "-c", script], input="", capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(tmp_path)}, cwd=tmp_path, timeout=10)
+    assert done.stdout == "LOCKED\n"
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
+
+
+def test_generated_secrets_are_kept_0600_and_reused(spark_stack_home: Path) -> None:
+    key = secrets_store.get_or_create("s1", "vllm-api-key-a")
+    path = secrets_store.secret_path("s1", "vllm-api-key-a")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert secrets_store.get_or_create("s1", "vllm-api-key-a") == key
+    assert len(key) > 40 and key != secrets_store.get_or_create("s2", "vllm-api-key-a")
+    with pytest.raises(ValueError):
+        secrets_store.secret_path("s1", "../escape")
+
+
+STACK = """
+name: px
+host: {address: gb10}
+models:
+  - name: big
+    image: vllm/vllm-openai:v0.28.0
+    model: Qwen/Qwen3.6-35B-A3B
+    served_name: qwen3.6
+    reasoning_parser: qwen3
+    max_model_len: 65536
+    gpus: none
+  - name: ext
+    url: http://10.1.2.3:9000/v1
+    thinking: none
+proxy:
+  listen: 127.0.0.1:4999
+  routes:
+    "claude-haiku-*": ext
+"""
+
+
+def test_the_proxy_config_routes_user_patterns_then_names_then_everything() -> None:
+    stack = load_stack_text(STACK, lint=False).stack
+    config = build_proxy_config(stack, {
+        "big": Endpoint("http://10.213.0.2:8000/v1", "k1"),
+        "ext": Endpoint("http://10.1.2.3:9000/v1", None)}, token="tok")
+    assert (config.host, config.port, config.token) == ("127.0.0.1", 4999, "tok")
+    big = config.upstreams["big"]
+    assert (big.base_url, big.served_name, big.api_key, big.max_model_len, big.thinking) == (
+        "http://10.213.0.2:8000/v1", "qwen3.6", "k1", 65536, "qwen3")
+    assert config.upstreams["ext"].thinking == "none"
+    assert config.routes == [Route("claude-haiku-*", "ext"), Route("qwen3.6", "big"),
+                             Route("big", "big"), Route("ext", "ext"), Route("*", "big")]
+    assert ProxyConfig.from_json(config.to_json()) == config  # the daemon can read it back
+
+
+def test_models_without_an_endpoint_are_left_out() -> None:
+    stack = load_stack_text(STACK, lint=False).stack
+    config = build_proxy_config(stack, {"ext": Endpoint("http://10.1.2.3:9000/v1", None)}, None)
+    assert list(config.upstreams) == ["ext"]
+    assert Route("*", "ext") in config.routes and Route("claude-haiku-*", "ext") in config.routes
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_simulator_kind_runs_as_a_local_process_kept_when_unchanged(
+    spark_stack_home: Path, fake_home: Path
+) -> None:
+    port = _free_port()
+    text = f"""
+name: simtest
+models:
+  - name: sim
+    kind: simulator
+    port: {port}
+    startup_seconds: 0.2
+proxy:
+  listen: 127.0.0.1:{_free_port()}
+"""
+    stack = load_stack_text(text, lint=False).stack
+    options = engine.UpOptions(start_proxy=False)
+    try:
+        first = engine.up(stack, options, engine.QuietReporter())
+        assert [(a.kind, a.model) for a in first.actions] == [("create", "sim")]
+        assert first.endpoints["sim"].base_url == f"http://127.0.0.1:{port}/v1"
+        files = local.simulator_files("simtest", "sim")
+        pid = local.running_pid(files)
+        assert pid is not None and files.log.stat().st_mode & 0o777 == 0o600
+        again = engine.up(stack, options, engine.QuietReporter())
+        assert [a.kind for a in again.actions] == ["keep"]
+        assert local.running_pid(files) == pid
+        report = engine.status(stack)
+        assert report["healthy"] is True and report["models"][0]["pid"] == pid
+        logs = "".join(chunk for _, chunk in engine.logs(stack, "sim", tail=None, follow=False))
+        assert "Application startup complete" in logs
+    finally:
+        result = engine.down(stack)
+    assert result.stopped_local == ["sim"]
+    assert local.running_pid(files) is None
+    assert engine.status(stack)["healthy"] is False
+    with pytest.raises(NotHealthy):
+        list(engine.logs(load_stack_text(text.replace("simtest", "other"), lint=False).stack,
+                         "sim", tail=None, follow=False))

@@ -1,0 +1,142 @@
+"""Readiness: phases from vLLM's log lines, and the wait loop against a real simulator process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from spark_stack.deploy.readiness import (
+    PHASE_ORDER,
+    Failed,
+    HttpProbe,
+    ProcessState,
+    Ready,
+    answer_is_right,
+    phase_of,
+    wait_ready,
+)
+from spark_stack.simulator.config import SimConfig
+from spark_stack.simulator.vlog import startup_phases
+
+FLAGS_0_28 = Path(__file__).resolve().parents[2] / "spark_stack/vllm/data/vllm-flags-0.28.0.json"
+
+
+def test_phases_follow_the_simulators_startup_log_and_never_go_back() -> None:
+    phases = startup_phases(SimConfig(startup_seconds=1.0))
+    seen = []
+    lines: list[str] = []
+    for phase in phases:
+        lines += [" ".join(map(str, line)) for line in phase.lines]
+        seen.append(phase_of(lines))
+    assert seen[0] == "starting" and seen[-1] == "warming up"
+    assert {"loading weights", "profiling memory"} <= set(seen)
+    assert [PHASE_ORDER.index(p) for p in seen] == sorted(PHASE_ORDER.index(p) for p in seen)
+    assert phase_of(["Application startup complete."]) == "opening the API"
+    assert phase_of(["nothing"], "compiling") == "compiling"
+
+
+def test_the_test_answer_must_be_the_number() -> None:
+    assert answer_is_right("204")
+    assert answer_is_right("12*17 = 204.")
+    assert not answer_is_right("2040")
+    assert not answer_is_right("!!!!!!!!")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    port = _free_port()
+    log = tmp_path / "sim.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spark_stack.simulator", "serve", "Qwen/Qwen3-0.6B",
+             "--host", "127.0.0.1", "--port", str(port), "--sim-startup-seconds", "0.5",
+             "--api-key", "k-123"], stdout=out, stderr=subprocess.STDOUT)
+    yield process, port, log
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _state(process: subprocess.Popen[bytes]) -> ProcessState:
+    code = process.poll()
+    return ProcessState(alive=code is None, exit_code=code)
+
+
+def test_a_real_server_becomes_ready_through_every_phase(
+    simulator: tuple[subprocess.Popen[bytes], int, Path]
+) -> None:
+    process, port, log = simulator
+    phases: list[str] = []
+    probe = HttpProbe(f"http://127.0.0.1:{port}/v1", "Qwen/Qwen3-0.6B", "k-123")
+    try:
+        outcome = wait_ready(state=lambda: _state(process),
+                             logs=lambda: log.read_text().splitlines(), probe=probe,
+                             timeout=30, on_phase=lambda phase, _: phases.append(phase))
+    finally:
+        probe.close()
+    assert isinstance(outcome, Ready)
+    assert phases[0] == "starting" and phases[-2:] == ["test completion", "ready"]
+    assert phases == sorted(set(phases), key=phases.index)  # each once, in order
+
+
+def test_a_wrong_key_never_gets_ready_and_times_out(
+    simulator: tuple[subprocess.Popen[bytes], int, Path]
+) -> None:
+    process, port, log = simulator
+    probe = HttpProbe(f"http://127.0.0.1:{port}/v1", "Qwen/Qwen3-0.6B", "wrong")
+    started = time.monotonic()
+    try:
+        outcome = wait_ready(state=lambda: _state(process),
+                             logs=lambda: log.read_text().splitlines(), probe=probe,
+                             timeout=2, on_phase=lambda *_: None)
+    finally:
+        probe.close()
+    assert isinstance(outcome, Failed) and outcome.reason == "timeout"
+    assert outcome.diagnosis.message.startswith("not ready after 2 s (last phase:")
+    assert time.monotonic() - started < 5
+
+
+def test_an_exited_process_fails_fast_with_its_diagnosis(tmp_path: Path) -> None:
+    log = tmp_path / "sim.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spark_stack.simulator", "serve", "m", "--port", "1",
+             "--not-a-flag"], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "VLLM_SIM_FLAGS_FILE": str(FLAGS_0_28)})
+    process.wait(timeout=30)
+    probe = HttpProbe("http://127.0.0.1:1/v1", "m", None)
+    outcome = wait_ready(state=lambda: _state(process), logs=lambda: log.read_text().splitlines(),
+                         probe=probe, timeout=30, on_phase=lambda *_: None)
+    probe.close()
+    assert isinstance(outcome, Failed) and outcome.reason == "exited"
+    assert outcome.diagnosis.key == "unknown_flag"
+    assert "--not-a-flag" in outcome.diagnosis.message
+
+
+def test_garbage_output_is_not_ready() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(200)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        return httpx.Response(200, json={"choices": [{"message": {"content": "!!!!!!!!"}}]})
+
+    probe = HttpProbe("http://spark:8000/v1", "m", None,
+                      client=httpx.Client(transport=httpx.MockTransport(handler)))
+    outcome = wait_ready(state=lambda: ProcessState(alive=True), logs=list, probe=probe,
+                         timeout=5, on_phase=lambda *_: None)
+    assert isinstance(outcome, Failed) and outcome.reason == "bad answer"
+    assert "'!!!!!!!!'" in outcome.diagnosis.message and "expected 204" in outcome.diagnosis.message
