@@ -100,5 +100,6 @@ def register(app: typer.Typer) -> None:
     app.command(
         "claude",
         help=HELP,
+        options_metavar="[OPTIONS] [CLAUDE ARGS]...",
         context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     )(claude)
