@@ -108,7 +108,13 @@ run_check mypy .venv/bin/mypy || mypy_rc=$?
 if [ "$#" -eq 0 ]; then
   run_check testhost .venv/bin/python -m tests.testhost up || host_rc=$?
 fi
-run_check pytest .venv/bin/python -m pytest -q -p no:cacheprovider "$@" || rc=$?
+PYTEST_LOG=$(mktemp)
+trap 'rm -f "$PYTEST_LOG"' EXIT
+run_pytest() {
+  .venv/bin/python -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$PYTEST_LOG"
+  return "${PIPESTATUS[0]}"
+}
+run_check pytest run_pytest "$@" || rc=$?
 
 # CI leaves nothing running behind it; a developer keeps the warm stand-in host for the next run.
 if [ "${CI:-}" = "true" ] && [ -d /run/netns ] && [ -e /run/netns/sparkhost ]; then
@@ -121,13 +127,15 @@ step_done total "$t_all"
 echo "--- timing ---"
 printf '%s\n' "${TIMINGS[@]}"
 
+status=$rc
 if [ "$rc" -eq 5 ]; then
   echo "error: pytest collected no tests; refusing to pass an empty run" >&2
-  exit 1
-fi
-if [ "$rc" -ne 0 ]; then exit "$rc"; fi
-if [ "$ruff_rc" -ne 0 ] || [ "$mypy_rc" -ne 0 ] || [ "$host_rc" -ne 0 ]; then
+  status=1
+elif [ "$rc" -eq 0 ] && { [ "$ruff_rc" -ne 0 ] || [ "$mypy_rc" -ne 0 ] || [ "$host_rc" -ne 0 ]; }; then
   echo "error: tests passed but ruff (exit $ruff_rc), mypy (exit $mypy_rc) or the" \
     "stand-in host (exit $host_rc) failed" >&2
-  exit 1
+  status=1
 fi
+# pytest's own summary line closes the output, where readers of test logs look for it.
+tail -n 1 "$PYTEST_LOG"
+exit "$status"
