@@ -516,10 +516,18 @@ class DownResult:
 def down(stack: schema.Stack, *, trust_host_key: bool = False, wait_lock: float = 0.0,
          reporter: Reporter | None = None) -> DownResult:
     """Remove this stack's containers (never others, never caches) and local processes."""
+    from . import tunnel
     from .lock import StackLock
 
     reporter = reporter or QuietReporter()
     result = DownResult()
+    # Local processes first: they stop even when a host cannot be reached.
+    result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(stack.name))
+    for name in tunnel.known_tunnels(stack.name):
+        tunnel.stop_tunnel(stack.name, name)
+    for name in local.known_simulators(stack.name):
+        if local.stop_simulator(stack.name, name):
+            result.stopped_local.append(name)
     hosts = stack.all_hosts()
     for key in sorted(set(models_by_host(stack)) | set(hosts)):
         with open_session(key, hosts[key], trust_host_key=trust_host_key) as session, \
@@ -528,14 +536,6 @@ def down(stack: schema.Stack, *, trust_host_key: bool = False, wait_lock: float 
                 reporter.step(f"removing {item.name}")
                 session.docker.remove(item.id)
                 result.removed.append(item.name)
-    for name in local.known_simulators(stack.name):
-        if local.stop_simulator(stack.name, name):
-            result.stopped_local.append(name)
-    from . import tunnel
-
-    for name in tunnel.known_tunnels(stack.name):
-        tunnel.stop_tunnel(stack.name, name)
-    result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(stack.name))
     return result
 
 

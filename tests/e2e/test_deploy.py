@@ -376,6 +376,11 @@ def test_port_in_use_fails_preflight_without_touching_the_other_container(
         assert f"port {deployer.port} on the host is in use" in err
         assert "--skip-preflight port" in err
         assert _containers(host_docker, deployer.name) == []
+        # Skipped knowingly, docker itself refuses the port: one line, and nothing is left.
+        code, out, err = deployer.run("up", "--no-proxy", "--skip-preflight", "port")
+        assert code == 1, out + err
+        assert "docker could not start" in err and "port is already allocated" in err
+        assert _containers(host_docker, deployer.name) == []
         other.reload()
         assert other.status == "running"
     finally:
