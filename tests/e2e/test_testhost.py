@@ -20,7 +20,8 @@ from docker.models.containers import Container
 from tests.testhost import HostInfo, ensure_up, status
 from tests.testhost.image import SIMULATOR_SRC
 
-TEST_LABEL = "spark-stack.test"
+# Containers this test run starts carry its own id, so cleanup never touches another run's.
+TEST_LABELS = {"spark-stack.test": uuid.uuid4().hex}
 
 
 def _ssh(testhost: HostInfo) -> paramiko.SSHClient:
@@ -44,7 +45,8 @@ def _exec(client: paramiko.SSHClient, command: str) -> tuple[int, str, str]:
 def local_docker(testhost: HostInfo) -> Iterator[docker.DockerClient]:
     client = docker.DockerClient(base_url=testhost.local_docker_url, timeout=60)
     yield client
-    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+    mine = [f"{key}={value}" for key, value in TEST_LABELS.items()]
+    for container in client.containers.list(all=True, filters={"label": mine}):
         container.remove(force=True)
     client.close()
 
@@ -145,7 +147,7 @@ def test_sim_image_runs_like_vllm_serve(
         testhost.sim_image,
         entrypoint=["python3", "-c"],
         command=["import json, os; print(len(json.load(open(os.environ['VLLM_SIM_FLAGS_FILE']))))"],
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         remove=True,
     )
     assert env["VLLM_SIM_FLAGS_FILE"].endswith("vllm-flags-0.28.0.json")
@@ -162,7 +164,7 @@ def test_published_port_serves_health_on_the_host_address(
         testhost.vllm_image,
         command=["Qwen/Qwen3-0.6B", "--port", "8000", "--served-model-name", "qwen3"],
         ports={"8000/tcp": None},
-        labels={TEST_LABEL: "1"},
+        labels=TEST_LABELS,
         name=f"testhost-{uuid.uuid4().hex[:8]}",
         detach=True,
     )
