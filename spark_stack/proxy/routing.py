@@ -27,10 +27,14 @@ class Router:
                 self._globs.append((re.compile(translate(route.pattern)), upstream))
             else:
                 self._exact.setdefault(route.pattern, upstream)
-        # A model's own names always reach it, whatever the route table says.
+        # A model's own names always reach it, whatever the route table says (a served name
+        # shared by two upstreams goes to the first).
+        own: dict[str, Upstream] = {}
         for upstream in config.upstreams.values():
-            self._exact[upstream.name] = upstream
-            self._exact[upstream.served_name] = upstream
+            own[upstream.name] = upstream
+        for upstream in config.upstreams.values():
+            own.setdefault(upstream.served_name, upstream)
+        self._exact.update(own)
         self._patterns = [route.pattern for route in config.routes if is_glob(route.pattern)]
         self._cache: dict[str, Upstream] = {}
 

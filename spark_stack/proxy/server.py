@@ -9,11 +9,13 @@ sends can produce a 500.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import os
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -73,6 +75,7 @@ class ProxyApp:
         self._client: UpstreamClient | None = None
         self._loading: asyncio.Future[ModuleType] | None = None
         self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
+        self._counted: OrderedDict[bytes, int] = OrderedDict()
         self._token = config.token.encode() if config.token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -183,8 +186,11 @@ class ProxyApp:
         body = {"status": "ok" if healthy else "degraded", "proxy": "ok", "upstreams": report}
         await _respond(send, 200 if healthy else 503, orjson.dumps(body))
 
-    async def _parse(self, receive: Receive) -> tuple[dict[str, Any], Upstream]:
-        raw = await _read_body(receive)
+    async def _parse(
+        self, receive: Receive, raw: bytes | None = None
+    ) -> tuple[dict[str, Any], Upstream]:
+        if raw is None:
+            raw = await _read_body(receive)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -199,15 +205,27 @@ class ProxyApp:
         return body, self.router.resolve(model)
 
     async def _count_tokens(self, receive: Receive, send: Send) -> None:
-        body, upstream = await self._parse(receive)
-        tokenize_body = translate_for_tokenize(body, upstream)
-        client = await self.client()
-        count = await _until_gone(receive, client.count_tokens(upstream, tokenize_body))
+        raw = await _read_body(receive)
+        # IDE extensions call this in bursts with the same body: answer repeats from memory
+        # without parsing 78 KB again.
+        key = hashlib.blake2b(raw, digest_size=16).digest()
+        count = self._counted.get(key)
         headers = list(_JSON)
         if count is None:
-            # The backend has no /tokenize: say so, and over- rather than under-count.
-            count = estimate_tokens(tokenize_body)
-            headers.append((b"x-spark-stack-token-count", b"estimate"))
+            body, upstream = await self._parse(receive, raw)
+            tokenize_body = translate_for_tokenize(body, upstream)
+            client = await self.client()
+            count = await _until_gone(receive, client.count_tokens(upstream, tokenize_body))
+            if count is None:
+                # The backend has no /tokenize: say so, and over- rather than under-count.
+                count = estimate_tokens(tokenize_body)
+                headers.append((b"x-spark-stack-token-count", b"estimate"))
+            else:
+                self._counted[key] = count
+                if len(self._counted) > 1024:
+                    self._counted.popitem(last=False)
+        else:
+            self._counted.move_to_end(key)
         await _respond(send, 200, orjson.dumps({"input_tokens": count}), headers)
 
     async def _messages(self, receive: Receive, send: Send) -> None:

@@ -52,8 +52,10 @@ def proxy(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
             "qwen": Upstream("qwen", f"{base}/v1", SERVED, max_model_len=MAX_LEN),
             # Nothing listens on port 9: the "backend down" upstream.
             "down": Upstream("down", "http://127.0.0.1:9/v1", "down-model"),
+            # A backend without /tokenize (that path answers 404 under this prefix).
+            "notok": Upstream("notok", f"{base}/elsewhere/v1", "notok-model"),
         },
-        routes=[Route("claude-*", "qwen"), Route("offline-*", "down")],
+        routes=[Route("claude-*", "qwen"), Route("offline-*", "down"), Route("notok-*", "notok")],
     )
     start_background(config, state)
     try:
@@ -196,6 +198,22 @@ def test_count_tokens_is_exact_and_matches_the_backend(
                                  if k != "$schema"}}}]},
     ).json()
     assert counted.input_tokens == direct["count"] > 0
+    again = client.messages.count_tokens(  # answered from the proxy's cache
+        model=body["model"], messages=body["messages"], tools=body["tools"], system=body["system"]
+    )
+    assert again.input_tokens == counted.input_tokens
+
+
+def test_count_tokens_without_tokenizer_is_a_marked_estimate(proxy: tuple[str, Path]) -> None:
+    body = {"model": "notok-x", "messages": [{"role": "user", "content": "word " * 400}]}
+    response = httpx.post(proxy[0] + "/v1/messages/count_tokens", headers={"x-api-key": TOKEN},
+                          json=body)
+    assert response.status_code == 200
+    assert response.headers["x-spark-stack-token-count"] == "estimate"
+    assert response.json()["input_tokens"] >= 400
+    unreachable = httpx.post(proxy[0] + "/v1/messages/count_tokens",
+                             headers={"x-api-key": TOKEN}, json={**body, "model": "offline-x"})
+    assert unreachable.status_code == 529
 
 
 def test_context_overflow_is_prompt_too_long(client: anthropic.Anthropic) -> None:
@@ -262,7 +280,7 @@ def test_auth_required(proxy: tuple[str, Path]) -> None:
 
 def test_models_health_metrics(proxy: tuple[str, Path], client: anthropic.Anthropic) -> None:
     ids = [model.id for model in client.models.list()]
-    assert ids == sorted(["claude-*"] * 0 + ["down", "down-model", "qwen", SERVED])
+    assert ids == sorted(["down", "down-model", "notok", "notok-model", "qwen", SERVED])
     headers = {"x-api-key": TOKEN}
     health = httpx.get(proxy[0] + "/health", headers=headers)
     assert health.status_code == 503  # the "down" upstream is down

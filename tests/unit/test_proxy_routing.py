@@ -69,3 +69,10 @@ def test_root_url_strips_v1() -> None:
 def test_bad_config(text: str) -> None:
     with pytest.raises(ConfigError):
         ProxyConfig.from_json(text)
+
+
+def test_shared_served_name_goes_to_the_first_upstream() -> None:
+    twin = Upstream("twin", "http://127.0.0.1:8002/v1", "qwen3.6-35b")
+    config = ProxyConfig(upstreams={"big": BIG, "twin": twin}, routes=[])
+    assert Router(config).resolve("qwen3.6-35b").name == "big"
+    assert Router(config).resolve("twin").name == "twin"
