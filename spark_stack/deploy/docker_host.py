@@ -9,21 +9,22 @@ transport would read ``~/.ssh`` itself and force port 22.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+import requests
+from docker.errors import APIError, DockerException, NotFound
 from docker.models.containers import Container
 from docker.transport import UnixHTTPAdapter
 from docker.types import DeviceRequest, Ulimit
 
-from ..errors import DeployError, HostUnreachable, PreflightError
+from ..errors import DeployError, HostUnreachable
 from ..spec import LABEL_MANAGED_BY, LABEL_STACK, MANAGED_BY, ContainerSpec
 from .actions import LABEL_SECRETS_HASH, LABEL_SPEC, Observed, observed_from_inspect
 from .ssh import Forwarder, SshConnection
@@ -88,80 +89,68 @@ class DockerHost:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def _api(self, what: str) -> Iterator[None]:
+        """Docker/transport errors → one line: the API refused (DeployError) or is gone."""
+        try:
+            yield
+        except NotFound:
+            raise
+        except APIError as exc:
+            raise DeployError(f"{what}: {_short(exc)}", fix=_start_fix(str(exc))) from exc
+        except (DockerException, requests.RequestException) as exc:
+            raise self._unreachable(exc) from exc
+
     # --- reading -------------------------------------------------------------------------
 
     def stack_containers(self, stack: str) -> list[Observed]:
         """Every container labelled as this stack's (running or not)."""
-        return [observed_from_inspect(c.attrs) for c in self._stack_container_objects(stack)]
-
-    def _stack_container_objects(self, stack: str) -> list[Container]:
         filters: dict[str, str | list[str] | bool] = {
             "label": [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_STACK}={stack}"]
         }
-        try:
-            return list(self.client.containers.list(all=True, filters=filters))
-        except DockerException as exc:
-            raise self._unreachable(exc) from exc
+        with self._api("listing containers"):
+            found = self.client.containers.list(all=True, filters=filters)
+            return [observed_from_inspect(c.attrs) for c in found]
 
     def container(self, ident: str) -> Container | None:
         try:
-            return self.client.containers.get(ident)
+            with self._api("inspecting a container"):
+                return self.client.containers.get(ident)
         except NotFound:
             return None
-        except DockerException as exc:
-            raise self._unreachable(exc) from exc
 
     def image_id(self, image: str) -> str | None:
         """The id of ``image`` on the host, or None when it is not there."""
-        try:
-            return str(self.client.images.get(image).id)
-        except ImageNotFound:
-            return None
-        except DockerException as exc:
-            raise self._unreachable(exc) from exc
+        attrs = self.image_attrs(image)
+        return None if attrs is None else str(attrs.get("Id", ""))
 
     def image_attrs(self, image: str) -> dict[str, Any] | None:
         try:
-            return dict(self.client.images.get(image).attrs)
-        except ImageNotFound:
+            with self._api(f"inspecting image {image}"):
+                return dict(self.client.images.get(image).attrs)
+        except NotFound:
             return None
-
-    def info(self) -> dict[str, Any]:
-        try:
-            return dict(self.client.info())
-        except DockerException as exc:
-            raise self._unreachable(exc) from exc
-
-    def publishers_of(self, port: int) -> list[str]:
-        """Names of running containers publishing host ``port``."""
-        names = []
-        for container in self.client.containers.list(filters={"publish": str(port)}):
-            names.append(str(container.name))
-        return names
 
     # --- changing ------------------------------------------------------------------------
 
     def pull(self, image: str, progress: PullProgress | None = None) -> str:
         """Pull ``image`` (reporting per-layer progress); its id on the host."""
         repository, tag = _split_image(image)
+        fix = ("check the image name and the host's registry access (`docker login` on the "
+               "host for private registries)")
         try:
-            stream = self.client.api.pull(repository, tag=tag, stream=True, decode=True)
-            for event in stream:
-                if "error" in event:
-                    raise DeployError(
-                        f"pulling {image} failed on the host: {event['error']}",
-                        fix="check the image name and the host's registry access "
-                        "(`docker login` on the host for private registries)",
-                    )
-                if progress is not None:
-                    detail = event.get("progressDetail") or {}
-                    progress(str(event.get("id", "")), str(event.get("status", "")),
-                             int(detail.get("current", 0) or 0), int(detail.get("total", 0) or 0))
-        except APIError as exc:
-            raise DeployError(f"pulling {image} failed on the host: {exc.explanation or exc}",
-                              fix="check the image name and the host's registry access") from exc
-        except DockerException as exc:
-            raise self._unreachable(exc) from exc
+            with self._api(f"pulling {image} failed on the host"):
+                for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
+                    if "error" in event:
+                        raise DeployError(
+                            f"pulling {image} failed on the host: {event['error']}", fix=fix)
+                    if progress is not None:
+                        detail = event.get("progressDetail") or {}
+                        progress(str(event.get("id", "")), str(event.get("status", "")),
+                                 int(detail.get("current", 0) or 0),
+                                 int(detail.get("total", 0) or 0))
+        except NotFound as exc:
+            raise DeployError(f"image {image} not found: {_short(exc)}", fix=fix) from exc
         found = self.image_id(image)
         if found is None:
             raise DeployError(f"pulled {image} but the host does not list it")
@@ -192,53 +181,47 @@ class DockerHost:
             kwargs["ipc_mode"] = spec.ipc
         if spec.shm_size:
             kwargs["shm_size"] = spec.shm_size
-        container: Container | None = None
-        try:
+        with self._api(f"docker could not create {spec.name}"):
             container = self.client.containers.create(spec.image, **kwargs)
-            container.start()
-            container.reload()
-        except APIError as exc:
+        try:
+            with self._api(f"docker could not start {spec.name}"):
+                container.start()
+                container.reload()
+        except DeployError:
             # A container that could not start stays "created" and would hold the name.
-            if container is not None:
-                self.remove(container.id or spec.name)
-            raise DeployError(
-                f"docker could not start {spec.name}: {_short(exc)}",
-                fix=_start_fix(str(exc)),
-            ) from exc
-        except DockerException as exc:
-            raise self._unreachable(exc) from exc
+            self.remove(container.id or spec.name)
+            raise
         return observed_from_inspect(container.attrs)
 
     def stop(self, ident: str, timeout: int = 10) -> None:
-        container = self.container(ident)
-        if container is not None:
-            try:
-                container.stop(timeout=timeout)
-            except NotFound:
-                pass
+        try:
+            with self._api(f"stopping container {ident[:12]}"):
+                self.client.api.stop(ident, timeout=timeout)
+        except NotFound:
+            pass
 
     def remove(self, ident: str) -> None:
         """Stop and remove a container (never its volumes: those are the caches)."""
         try:
-            self.client.api.remove_container(ident, force=True, v=False)
+            with self._api(f"could not remove container {ident[:12]}"):
+                self.client.api.remove_container(ident, force=True, v=False)
         except NotFound:
             pass
-        except DockerException as exc:
-            raise DeployError(f"could not remove container {ident[:12]}: {_short(exc)}") from exc
 
     def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
-        container = self.container(ident)
-        if container is None:
+        try:
+            with self._api("reading the container log"):
+                data = self.client.api.logs(ident, stdout=True, stderr=True, tail=tail)
+        except NotFound:
             return ""
-        data = container.logs(stdout=True, stderr=True, tail=tail)
         return bytes(data).decode(errors="replace")
 
     def follow_logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> Iterator[str]:
-        container = self.container(ident)
-        if container is None:
-            return iter(())
-        stream = container.logs(stdout=True, stderr=True, tail=tail, stream=True, follow=True)
-        return (bytes(chunk).decode(errors="replace") for chunk in stream)
+        with self._api("following the container log"):
+            stream = self.client.api.logs(ident, stdout=True, stderr=True, tail=tail,
+                                          stream=True, follow=True)
+            for chunk in stream:
+                yield bytes(chunk).decode(errors="replace")
 
 
 class _SharedPoolAdapter(UnixHTTPAdapter):
@@ -300,13 +283,3 @@ def _start_fix(message: str) -> str:
     if "rlimit" in lowered:
         return "drop the ulimits setting (the daemon lacks CAP_SYS_RESOURCE)"
     return "see the message above; `spark-stack logs` shows the container's output"
-
-
-def parse_docker_version(stdout: str) -> dict[str, Any]:
-    """``docker version --format '{{json .}}'`` → dict (raises PreflightError when garbled)."""
-    try:
-        data = json.loads(stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as exc:
-        raise PreflightError("docker on the host printed no version information",
-                             fix="run `docker version` on the host") from exc
-    return dict(data) if isinstance(data, dict) else {}
