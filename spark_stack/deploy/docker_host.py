@@ -90,14 +90,14 @@ class DockerHost:
         self.close()
 
     @contextmanager
-    def _api(self, what: str) -> Iterator[None]:
+    def _api(self, what: str, fix: str | None = None) -> Iterator[None]:
         """Docker/transport errors → one line: the API refused (DeployError) or is gone."""
         try:
             yield
         except NotFound:
             raise
         except APIError as exc:
-            raise DeployError(f"{what}: {_short(exc)}", fix=_start_fix(str(exc))) from exc
+            raise DeployError(f"{what}: {_short(exc)}", fix=fix or _start_fix(str(exc))) from exc
         except (DockerException, requests.RequestException) as exc:
             raise self._unreachable(exc) from exc
 
@@ -139,7 +139,7 @@ class DockerHost:
         fix = ("check the image name and the host's registry access (`docker login` on the "
                "host for private registries)")
         try:
-            with self._api(f"pulling {image} failed on the host"):
+            with self._api(f"pulling {image} failed on the host", fix):
                 for event in self.client.api.pull(repository, tag=tag, stream=True, decode=True):
                     if "error" in event:
                         raise DeployError(

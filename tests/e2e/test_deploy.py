@@ -584,3 +584,154 @@ def test_proxyjump_and_loopback_bind_through_an_ssh_tunnel(
     assert deployer.run("down")[0] == 0
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{endpoint}/models", timeout=3)
+
+
+# --- pulling from a registry --------------------------------------------------------------------
+
+REGISTRY_SERVER = r'''
+import hashlib, json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(sys.argv[1])
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+class Registry(BaseHTTPRequestHandler):
+    def _send(self, body: bytes, kind: str, digest: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Docker-Content-Digest", digest)
+        self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+        self.end_headers()
+        if self.command == "GET":
+            self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        parts = self.path.split("/")
+        if self.path == "/v2/":
+            return self._send(b"{}", "application/json", "")
+        if len(parts) > 3 and parts[-2] in ("manifests", "blobs"):
+            ref = parts[-1]
+            path = ROOT / ("tags" if parts[-2] == "manifests" and ":" not in ref else "blobs")
+            path = path / ref.replace(":", "_")
+            if path.is_file():
+                body = path.read_bytes()
+                kind = MANIFEST if parts[-2] == "manifests" else "application/octet-stream"
+                return self._send(body, kind, "sha256:" + hashlib.sha256(body).hexdigest())
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), Registry).serve_forever()
+'''
+
+
+class FakeRegistry:
+    """A Docker registry (API v2) serving the simulator image, inside the host's namespace."""
+
+    def __init__(self, root: Path, port: int, config: dict[str, Any],
+                 layers: list[tuple[str, int]]) -> None:
+        self.root = root
+        self.port = port
+        self.config = config
+        self.layers = layers  # (gzip digest, size)
+
+    def blob(self, data: bytes) -> str:
+        import hashlib
+
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        (self.root / "blobs" / digest.replace(":", "_")).write_bytes(data)
+        return digest
+
+    def tag(self, tag: str, label: str) -> None:
+        """Publish ``tag`` as the image with one more label (a new image id per label)."""
+        config = json.loads(json.dumps(self.config))
+        config.setdefault("config", {}).setdefault("Labels", {})
+        config["config"]["Labels"] = {**(config["config"]["Labels"] or {}), "test.tag": label}
+        raw = json.dumps(config).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": len(raw), "digest": self.blob(raw)},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": size, "digest": digest} for digest, size in self.layers],
+        }
+        body = json.dumps(manifest).encode()
+        self.blob(body)  # fetched again by digest after the tag
+        (self.root / "tags" / tag).write_bytes(body)
+
+    def ref(self, tag: str) -> str:
+        return f"127.0.0.1:{self.port}/spark-stack/pulled-sim:{tag}"
+
+
+@pytest.fixture
+def registry(tmp_path: Path, testhost: HostInfo,
+             host_docker: docker.DockerClient) -> Iterator[FakeRegistry]:
+    import gzip
+    import tarfile
+
+    root = tmp_path / "registry"
+    (root / "blobs").mkdir(parents=True)
+    (root / "tags").mkdir()
+    saved = tmp_path / "saved.tar"
+    with saved.open("wb") as out:
+        for chunk in host_docker.images.get(testhost.sim_image).save(named=False):
+            out.write(chunk)
+    with tarfile.open(saved) as archive:
+        [entry] = json.loads(archive.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        config = json.loads(archive.extractfile(entry["Config"]).read())  # type: ignore[union-attr]
+        registry = FakeRegistry(root, random.randint(20000, 39999), config, [])
+        for layer in entry["Layers"]:
+            packed = gzip.compress(archive.extractfile(layer).read(),  # type: ignore[union-attr]
+                                   compresslevel=1)
+            registry.layers.append((registry.blob(packed), len(packed)))
+    saved.unlink()
+    script = tmp_path / "registry.py"
+    script.write_text(REGISTRY_SERVER)
+    server = subprocess.Popen(["nsenter", f"--net=/run/netns/{testhost.netns}", sys.executable,
+                               str(script), str(root), str(registry.port)])
+    try:
+        deadline = time.monotonic() + 15
+        while testhost.run_in_netns(
+                [sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', "
+                 f"{registry.port}), 1)"], check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the fake registry did not start"
+            time.sleep(0.1)
+        yield registry
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        for image in host_docker.images.list(name=f"127.0.0.1:{registry.port}/*"):
+            host_docker.images.remove(image.id, force=True)
+
+
+def test_a_missing_image_is_pulled_and_a_moved_tag_replaces_with_pull(
+    deployer: Deployer, registry: FakeRegistry, host_docker: docker.DockerClient
+) -> None:
+    registry.tag("v1", "first")
+    deployer.write(deployer.model(image=registry.ref("v1")))
+    code, out, err = deployer.run("up", "--no-proxy")
+    assert code == 0, out + err
+    assert f"pulling {registry.ref('v1')}" in out and f"pulled {registry.ref('v1')}" in out
+    [first] = _containers(host_docker, deployer.name)
+    assert first.image.labels["test.tag"] == "first"
+
+    registry.tag("v1", "second")  # the tag moves upstream
+    code, result = deployer.run_json("up", "--no-proxy")
+    assert [a["action"] for a in result["actions"]] == ["keep"]  # no registry check by default
+    code, result = deployer.run_json("up", "--no-proxy", "--pull")
+    assert code == 0, result
+    assert result["actions"][0]["action"] == "replace"
+    assert result["actions"][0]["reason"] == "image updated on the host"
+    [second] = _containers(host_docker, deployer.name)
+    assert second.image.labels["test.tag"] == "second"
+    assert second.id != first.id
