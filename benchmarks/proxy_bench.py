@@ -6,7 +6,8 @@
 
 One run, same requests, rounds interleaved so every target shares the machine's noise. The
 simulator answers every chat request with 5 content chunks and no delay
-(``VLLM_SIM_BENCH_CHUNKS=5``), so what is measured is the proxies' own cost. Reported:
+(``VLLM_SIM_BENCH_CHUNKS=5``), so what is measured is the proxies' own cost; a dumb TCP relay
+shows what one extra loopback hop alone costs on the machine at hand. Reported:
 streamed TTFT p50/p95/p99 at c=1 (2 KB and a ~78 KB Claude Code body with 24 tools) and at
 c=32, req/s at c=32, proxy CPU ms per streamed request (from /proc/<pid>/stat), RSS, start-up
 time to first answer, and warm count_tokens p50. LiteLLM is installed (once) into its own
@@ -202,6 +203,37 @@ def start_ours(sim_port: int, workdir: Path, cores: set[int]) -> Target:
     return target
 
 
+RELAY_SOURCE = """
+import asyncio, sys, uvloop
+UP = int(sys.argv[2])
+async def pipe(reader, writer):
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+async def handle(reader, writer):
+    up_reader, up_writer = await asyncio.open_connection("127.0.0.1", UP)
+    await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+uvloop.run(main())
+"""
+
+
+def start_relay(sim_port: int, cores: set[int]) -> Target:
+    """A dumb TCP relay (uvloop): the floor cost of one extra loopback hop on this machine."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", RELAY_SOURCE, str(port), str(sim_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin(proc.pid, cores)
+    wait_http(f"http://127.0.0.1:{port}/health", proc, 30)
+    return Target("tcp-relay", f"http://127.0.0.1:{port}/v1/chat/completions",
+                  {"content-type": "application/json"}, OPENAI_MARK, proc.pid, proc)
+
+
 def install_litellm() -> Path | None:
     python = LITELLM_HOME / "bin" / "python"
     litellm = LITELLM_HOME / "bin" / "litellm"
@@ -298,6 +330,9 @@ async def run(args: argparse.Namespace) -> None:
         bodies = {"2KB": small_body(), "78KB": big_body()}
         direct.bodies = {k: orjson.dumps(translate_request(v, upstream)) for k, v in bodies.items()}
         targets.append(direct)
+        relay = start_relay(sim_port, proxy_cores)
+        relay.bodies = dict(direct.bodies)
+        targets.append(relay)
         ours = start_ours(sim_port, workdir, proxy_cores)
         ours.bodies = {k: orjson.dumps(v) for k, v in bodies.items()}
         targets.append(ours)
@@ -327,7 +362,7 @@ async def run(args: argparse.Namespace) -> None:
                         await phase(session, target, kind, concurrency, count,
                                     results.setdefault(key, Sample()))
         tokens = {t.name: await count_tokens_p50(t, bodies["78KB"], 20 if args.quick else 50)
-                  for t in targets if t.name != "direct"}
+                  for t in targets if t.name not in ("direct", "tcp-relay")}
         report(targets, results, tokens)
     finally:
         for target in targets:
@@ -356,7 +391,7 @@ def report(targets: list[Target], results: dict[tuple[str, str], Sample],
               f"{rate:>8.0f} {cpu:>10} {sample.errors:>6}")
     print()
     for target in targets:
-        if target.pid is None:
+        if target.pid is None or target.name == "tcp-relay":
             continue
         count = tokens.get(target.name)
         print(f"{target.name:<12} start to first answer {target.start_s or 0:.3f} s, "
