@@ -124,6 +124,21 @@ def _api_key(stack: str, model: str = "qwen") -> str:
     return path.read_text().strip()
 
 
+def _assert_proxy_answers(proxy_port: int) -> None:
+    """Claude Code's request shape through the proxy reaches the model (with its API key)."""
+    answer = httpx.post(
+        f"http://127.0.0.1:{proxy_port}/v1/messages",
+        headers={"anthropic-version": "2023-06-01", "x-api-key": "spark-stack-local"},
+        json={"model": "Qwen/Qwen3-0.6B", "max_tokens": 64,
+              "messages": [{"role": "user",
+                            "content": "What is 12*17? Answer with the number."}]},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    text = "".join(b.get("text", "") for b in answer.json()["content"] if b["type"] == "text")
+    assert "204" in text
+
+
 # --- the happy path ---------------------------------------------------------------------------
 
 
@@ -158,6 +173,7 @@ def test_fresh_up_serves_with_an_api_key_then_noop_then_down(
     assert "204" in answer.json()["choices"][0]["message"]["content"]
     proxy = httpx.get(f"http://127.0.0.1:{deployer.proxy_port}/health", timeout=10)
     assert proxy.status_code == 200
+    _assert_proxy_answers(deployer.proxy_port)
 
     # The same stack again: nothing changes, fast. The process is warm, as a CLI run's work is.
     started = time.monotonic()
@@ -549,6 +565,28 @@ def test_wrong_key_is_an_authentication_error(deployer: Deployer, tmp_path: Path
     _assert_unreachable(deployer.run, f"Authentication failed for root@10.213.0.2 with key {key}")
 
 
+def test_a_dropped_connection_is_one_line_not_a_traceback(
+    deployer: Deployer, testhost: HostInfo
+) -> None:
+    from spark_stack.deploy.session import open_session
+    from spark_stack.errors import HostUnreachable
+    from spark_stack.stack.schema import HostConfig
+
+    session = open_session("default", HostConfig(address=testhost.ssh_alias))
+    try:
+        assert session.docker.stack_containers(deployer.name) == []
+        transport = session.conn.client.get_transport()
+        assert transport is not None
+        transport.close()  # the network drops mid-command
+        with pytest.raises(HostUnreachable) as caught:
+            session.docker.stack_containers(deployer.name)
+        assert "\n" not in caught.value.message
+        with pytest.raises(HostUnreachable):
+            session.conn.run(["true"])
+    finally:
+        session.close()
+
+
 def test_unreachable_hosts_fail_in_one_line(deployer: Deployer) -> None:
     deployer.write(host={"address": "10.213.0.2", "port": 2})
     _assert_unreachable(deployer.run, "Connection refused on port 2 of 10.213.0.2")
@@ -579,6 +617,7 @@ def test_proxyjump_and_loopback_bind_through_an_ssh_tunnel(
     assert models.status_code == 200
     with pytest.raises(httpx.HTTPError):  # not open on the LAN
         httpx.get(f"http://10.213.0.2:{deployer.port}/health", timeout=3)
+    _assert_proxy_answers(deployer.proxy_port)  # proxy → tunnel → container
     code, report = deployer.run_json("status")
     assert code == 0, report
     assert deployer.run("down")[0] == 0
