@@ -35,6 +35,7 @@ from spark_stack.proxy.routing import Router
 from spark_stack.proxy.stream import StreamTranslator, encode_events
 from spark_stack.proxy.translate_request import (
     clamp_max_tokens,
+    estimate_from_size,
     estimate_tokens,
     translate_for_tokenize,
     translate_request,
@@ -232,11 +233,13 @@ class ProxyApp:
         started = time.perf_counter()
         record = _Record()
         try:
-            body, upstream = await self._parse(receive)
+            raw = await _read_body(receive)
+            body, upstream = await self._parse(receive, raw)
             record.model, record.upstream = body["model"], upstream.name
             request = translate_request(body, upstream)
             record.stream = bool(request.get("stream"))
-            await _until_gone(receive, self._relay(body, request, upstream, send, record, started))
+            relay = self._relay(body, request, len(raw), upstream, send, record, started)
+            await _until_gone(receive, relay)
         except ProxyError as exc:
             record.status = exc.status
             raise
@@ -250,12 +253,13 @@ class ProxyApp:
         self,
         body: dict[str, Any],
         request: dict[str, Any],
+        body_size: int,
         upstream: Upstream,
         send: Send,
         record: _Record,
         started: float,
     ) -> None:
-        prompt_tokens = await self._clamp(request, upstream)
+        prompt_tokens = await self._clamp(request, body_size, upstream)
         record.input_tokens = prompt_tokens
         client = await self.client()
         response = await client.post_chat(upstream, orjson.dumps(request))
@@ -279,10 +283,11 @@ class ProxyApp:
         finally:
             response.release()
 
-    async def _clamp(self, request: dict[str, Any], upstream: Upstream) -> int:
+    async def _clamp(self, request: dict[str, Any], body_size: int, upstream: Upstream) -> int:
         """Clamp ``max_tokens`` to the context left; returns the prompt-size estimate (exact
         when the backend tokenizer was asked)."""
-        estimate = estimate_tokens(request)
+        # The client's body is about as large as the translated one: no need to serialise again.
+        estimate = estimate_from_size(body_size)
         limit = upstream.max_model_len
         if limit is None or request["max_tokens"] + estimate <= limit:
             return estimate

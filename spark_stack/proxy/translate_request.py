@@ -94,7 +94,12 @@ def estimate_tokens(openai_body: dict[str, Any]) -> int:
     size = len(orjson.dumps(openai_body.get("messages", [])))
     if "tools" in openai_body:
         size += len(orjson.dumps(openai_body["tools"]))
-    return size // 3 + 16
+    return estimate_from_size(size)
+
+
+def estimate_from_size(json_bytes: int) -> int:
+    """The prompt-token estimate for this many bytes of JSON messages and tools."""
+    return json_bytes // 3 + 16
 
 
 def _require_object(body: Any) -> dict[str, Any]:
