@@ -89,6 +89,23 @@ def observed_from_inspect(attrs: Mapping[str, Any]) -> Observed:
     )
 
 
+def observed_from_summary(item: Mapping[str, Any]) -> Observed:
+    """Parse one entry of ``GET /containers/json`` (enough to plan; not restarts or times)."""
+    labels = item.get("Labels") or {}
+    names = item.get("Names") or [""]
+    return Observed(
+        id=str(item.get("Id", "")),
+        name=str(names[0]).lstrip("/"),
+        model=str(labels.get(LABEL_MODEL, "")),
+        spec_hash=str(labels.get(LABEL_SPEC_HASH, "")),
+        secrets_hash=str(labels.get(LABEL_SECRETS_HASH, "")),
+        state=str(item.get("State", "unknown")),
+        image=str(item.get("Image", "")),
+        image_id=str(item.get("ImageID", "")),
+        spec_json=str(labels.get(LABEL_SPEC, "")),
+    )
+
+
 def changed_fields(old_json: str, new: ContainerSpec) -> tuple[str, ...]:
     """The spec fields that differ between a running container's label and the desired spec."""
     if not old_json:

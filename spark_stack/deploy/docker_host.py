@@ -1,33 +1,42 @@
-"""The docker edge: the docker SDK on the host, over the command's one SSH connection.
+"""The docker edge: the docker API on the host, over the command's one SSH connection.
 
-The SDK talks HTTP to a local unix socket (in a private temp dir); each connection to it is
-piped into an SSH channel running ``docker system dial-stdio`` on the host, which reaches the
-host's daemon wherever its ``DOCKER_HOST``/context points. So the SDK gets the container API,
-and the stack's identity, port, jump hosts and known_hosts apply — the SDK's own ``ssh://``
-transport would read ``~/.ssh`` itself and force port 22.
+A private local unix socket (in a temp dir) stands for the host's daemon: each connection to
+it is piped into an SSH channel running ``docker system dial-stdio`` on the host, which reaches
+the daemon wherever its ``DOCKER_HOST``/context points. So the stack's identity, port, jump
+hosts and known_hosts apply — the SDK's own ``ssh://`` transport would read ``~/.ssh`` itself
+and force port 22.
+
+Reads (list, inspect) use a few lines of ``http.client`` on that socket; changes, pulls and
+logs use the docker SDK, imported only when needed: ``up`` on an unchanged stack and
+``status`` then start fast.
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import shutil
 import socket
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
-
-import docker
-import requests
-from docker.errors import APIError, DockerException, NotFound
-from docker.models.containers import Container
-from docker.transport import UnixHTTPAdapter
-from docker.types import DeviceRequest, Ulimit
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DeployError, HostUnreachable
 from ..spec import LABEL_MANAGED_BY, LABEL_STACK, MANAGED_BY, ContainerSpec
-from .actions import LABEL_SECRETS_HASH, LABEL_SPEC, Observed, observed_from_inspect
+from .actions import (
+    LABEL_SECRETS_HASH,
+    LABEL_SPEC,
+    Observed,
+    observed_from_inspect,
+    observed_from_summary,
+)
 from .ssh import Forwarder, SshConnection
+
+if TYPE_CHECKING:
+    import docker
 
 DOCKER_TIMEOUT = 120
 # Pinned, not negotiated: negotiation costs a round trip and a dial-stdio process. 1.41 is
@@ -37,6 +46,18 @@ DIAL_COMMAND = "docker system dial-stdio"
 
 # A pull reports per-layer events; the callback gets (layer id, status, current, total).
 PullProgress = Callable[[str, str, int, int], None]
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
 
 
 class DockerHost:
@@ -51,23 +72,57 @@ class DockerHost:
         listener.listen(16)
         self._forwarder = Forwarder(listener, lambda: conn.exec_channel(DIAL_COMMAND))
         self._client: docker.DockerClient | None = None
-        self._url = f"unix://{sock_path}"
+        self._sock_path = str(sock_path)
+        self._http: _UnixHTTPConnection | None = None
 
     @property
     def client(self) -> docker.DockerClient:
+        """The docker SDK on the forwarded socket (imported on first use)."""
         if self._client is None:
+            import docker
+            from docker.errors import DockerException
+
             try:
-                client = docker.DockerClient(
-                    base_url=self._url, version=DOCKER_API_VERSION, timeout=DOCKER_TIMEOUT)
+                client = docker.DockerClient(base_url=f"unix://{self._sock_path}",
+                                             version=DOCKER_API_VERSION, timeout=DOCKER_TIMEOUT)
             except DockerException as exc:
                 raise self._unreachable(exc) from exc
-            adapter = _SharedPoolAdapter(self._url.replace("unix://", "http+unix://"),
-                                         timeout=DOCKER_TIMEOUT, max_pool_size=4)
+            adapter = _shared_pool_adapter(f"http+unix://{self._sock_path}")
             client.api.mount("http+docker://", adapter)
             # Closed with the client, as its own adapter would be.
             setattr(client.api, "_custom_adapter", adapter)  # noqa: B010
             self._client = client
         return self._client
+
+    def get_json(self, path: str, query: Mapping[str, str] | None = None) -> Any:
+        """``GET /v1.41<path>`` as JSON; None for a 404. One keep-alive connection."""
+        url = f"/v{DOCKER_API_VERSION}{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        for attempt in (0, 1):
+            conn = self._http or _UnixHTTPConnection(self._sock_path, DOCKER_TIMEOUT)
+            try:
+                conn.request("GET", url)
+                answer = conn.getresponse()
+                body = answer.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._http = None
+                if attempt == 0:
+                    continue  # a keep-alive connection gone stale: a GET can be repeated
+                raise self._unreachable(exc) from exc
+            self._http = conn
+            if answer.status == 404:
+                return None
+            if answer.status != 200:
+                message = body.decode(errors="replace").strip()
+                try:
+                    message = str(json.loads(message).get("message", message))
+                except (ValueError, AttributeError):
+                    pass
+                raise DeployError(f"docker API {path}: HTTP {answer.status}: {message}")
+            return json.loads(body)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _unreachable(self, exc: BaseException) -> HostUnreachable:
         return HostUnreachable(
@@ -78,6 +133,8 @@ class DockerHost:
         )
 
     def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
         if self._client is not None:
             self._client.close()
         self._forwarder.close()
@@ -91,7 +148,10 @@ class DockerHost:
 
     @contextmanager
     def _api(self, what: str, fix: str | None = None) -> Iterator[None]:
-        """Docker/transport errors → one line: the API refused (DeployError) or is gone."""
+        """SDK/transport errors → one line: the API refused (DeployError) or is gone."""
+        import requests
+        from docker.errors import APIError, DockerException, NotFound
+
         try:
             yield
         except NotFound:
@@ -104,20 +164,19 @@ class DockerHost:
     # --- reading -------------------------------------------------------------------------
 
     def stack_containers(self, stack: str) -> list[Observed]:
-        """Every container labelled as this stack's (running or not)."""
-        filters: dict[str, str | list[str] | bool] = {
-            "label": [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_STACK}={stack}"]
-        }
-        with self._api("listing containers"):
-            found = self.client.containers.list(all=True, filters=filters)
-            return [observed_from_inspect(c.attrs) for c in found]
+        """Every container labelled as this stack's (running or not), in one request."""
+        filters = {"label": [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_STACK}={stack}"]}
+        found = self.get_json("/containers/json", {"all": "1", "filters": json.dumps(filters)})
+        return [observed_from_summary(item) for item in found or []]
 
-    def container(self, ident: str) -> Container | None:
-        try:
-            with self._api("inspecting a container"):
-                return self.client.containers.get(ident)
-        except NotFound:
-            return None
+    def inspect(self, ident: str) -> dict[str, Any] | None:
+        """A container's ``docker inspect`` document, or None when it is gone."""
+        found = self.get_json(f"/containers/{urllib.parse.quote(ident)}/json")
+        return None if found is None else dict(found)
+
+    def observed(self, ident: str) -> Observed | None:
+        attrs = self.inspect(ident)
+        return None if attrs is None else observed_from_inspect(attrs)
 
     def image_id(self, image: str) -> str | None:
         """The id of ``image`` on the host, or None when it is not there."""
@@ -125,16 +184,15 @@ class DockerHost:
         return None if attrs is None else str(attrs.get("Id", ""))
 
     def image_attrs(self, image: str) -> dict[str, Any] | None:
-        try:
-            with self._api(f"inspecting image {image}"):
-                return dict(self.client.images.get(image).attrs)
-        except NotFound:
-            return None
+        found = self.get_json(f"/images/{urllib.parse.quote(image, safe='/:@')}/json")
+        return None if found is None else dict(found)
 
     # --- changing ------------------------------------------------------------------------
 
     def pull(self, image: str, progress: PullProgress | None = None) -> str:
         """Pull ``image`` (reporting per-layer progress); its id on the host."""
+        from docker.errors import NotFound
+
         repository, tag = _split_image(image)
         fix = ("check the image name and the host's registry access (`docker login` on the "
                "host for private registries)")
@@ -159,6 +217,8 @@ class DockerHost:
     def create_and_start(self, spec: ContainerSpec, environment: Mapping[str, str],
                          secrets_hash: str, home: str) -> Observed:
         """Create and start the container of ``spec`` (environment holds resolved secrets)."""
+        from docker.types import Ulimit
+
         labels = {**spec.labels(), LABEL_SECRETS_HASH: secrets_hash, LABEL_SPEC: spec.canonical()}
         volumes = {
             _remote_path(m.source, home): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
@@ -194,6 +254,8 @@ class DockerHost:
         return observed_from_inspect(container.attrs)
 
     def stop(self, ident: str, timeout: int = 10) -> None:
+        from docker.errors import NotFound
+
         try:
             with self._api(f"stopping container {ident[:12]}"):
                 self.client.api.stop(ident, timeout=timeout)
@@ -202,6 +264,8 @@ class DockerHost:
 
     def remove(self, ident: str) -> None:
         """Stop and remove a container (never its volumes: those are the caches)."""
+        from docker.errors import NotFound
+
         try:
             with self._api(f"could not remove container {ident[:12]}"):
                 self.client.api.remove_container(ident, force=True, v=False)
@@ -209,6 +273,8 @@ class DockerHost:
             pass
 
     def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
+        from docker.errors import NotFound
+
         try:
             with self._api("reading the container log"):
                 data = self.client.api.logs(ident, stdout=True, stderr=True, tail=tail)
@@ -224,19 +290,25 @@ class DockerHost:
                 yield bytes(chunk).decode(errors="replace")
 
 
-class _SharedPoolAdapter(UnixHTTPAdapter):
-    """One connection pool for every URL.
+def _shared_pool_adapter(socket_url: str) -> Any:
+    """An SDK transport adapter with one connection pool for every URL.
 
     docker-py keys its unix-socket pools by the full request URL, so each new path opened a
     new connection — here a new ``dial-stdio`` session on the host, and sshd allows only 10
     sessions per connection (MaxSessions).
     """
+    from docker.transport import UnixHTTPAdapter
 
-    def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
-        return super().get_connection("http+docker://localhost", proxies)
+    class SharedPoolAdapter(UnixHTTPAdapter):
+        def get_connection(self, url: str | bytes, proxies: Any = None) -> Any:
+            return super().get_connection("http+docker://localhost", proxies)
+
+    return SharedPoolAdapter(socket_url, timeout=DOCKER_TIMEOUT, max_pool_size=4)
 
 
-def _device_requests(gpus: object) -> list[DeviceRequest]:
+def _device_requests(gpus: object) -> list[Any]:
+    from docker.types import DeviceRequest
+
     if gpus == "none":
         return []
     if gpus == "all":
@@ -267,8 +339,9 @@ def _split_image(image: str) -> tuple[str, str]:
 
 
 def _short(exc: BaseException) -> str:
-    if isinstance(exc, APIError) and exc.explanation:
-        text = str(exc.explanation)
+    explanation = getattr(exc, "explanation", None)
+    if explanation:
+        text = str(explanation)
     else:
         text = str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

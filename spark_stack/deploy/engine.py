@@ -327,10 +327,9 @@ def _pull(session: HostSession, image: str, reporter: Reporter) -> str:
 
 def _container_state(session: HostSession, ident: str) -> Callable[[], ProcessState]:
     def state() -> ProcessState:
-        container = session.docker.container(ident)
-        if container is None:
+        attrs = session.docker.inspect(ident)
+        if attrs is None:
             return ProcessState(alive=False, status="removed")
-        attrs = container.attrs
         st = attrs.get("State") or {}
         return ProcessState(
             alive=st.get("Status") == "running",
@@ -591,6 +590,8 @@ def status(stack: schema.Stack, *, trust_host_key: bool = False) -> dict[str, An
             for model in models:
                 spec = render_container(stack, model)
                 found = observed.pop(model.name, None)
+                if found is not None:  # the listing lacks restarts, start time, OOM
+                    found = session.docker.observed(found.id) or found
                 entry = _model_entry(model, key, state="missing" if found is None
                                      else found.state)
                 key_value = _status_api_key(stack, model)

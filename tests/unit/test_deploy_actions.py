@@ -153,3 +153,16 @@ def test_every_observed_container_gets_exactly_one_action(
     assert [a.model for a in actions if a.kind != "remove"] == sorted(desired_models)
     removed = sorted(a.observed.id for a in actions if a.kind == "remove" and a.observed)
     assert removed == sorted(o.id for o in observed if o.model not in desired_models)
+
+
+def test_observed_from_the_container_listing_is_enough_to_plan() -> None:
+    from spark_stack.deploy.actions import observed_from_summary
+
+    spec = _specs()[0]
+    item = {"Id": "abc", "Names": ["/spark-stack-demo1-a"], "Image": spec.image,
+            "ImageID": "sha256:9", "State": "running", "Status": "Up 3 minutes",
+            "Labels": {**spec.labels(), LABEL_SECRETS_HASH: "s", LABEL_SPEC: spec.canonical()}}
+    found = observed_from_summary(item)
+    assert (found.name, found.model, found.state, found.image_id) == (
+        "spark-stack-demo1-a", "a", "running", "sha256:9")
+    assert [a.kind for a in plan_actions([spec], [found], {"a": "s"})] == ["keep"]
