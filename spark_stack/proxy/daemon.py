@@ -33,8 +33,9 @@ class ProxyStatus:
     running: bool
     pid: int | None
     url: str | None
-    healthy: bool
+    healthy: bool  # the proxy answers GET /health
     log_file: Path
+    upstreams_healthy: bool = False  # ... and every upstream answered its own /health
 
 
 def start_background(config: ProxyConfig, state_dir: Path) -> int:
@@ -101,7 +102,7 @@ def proxy_status(state_dir: Path) -> ProxyStatus:
         return ProxyStatus(True, pid, None, False, log_path)
     answer = _health_answers(config)
     url = f"http://{_url_host(config.host)}:{config.port}"
-    return ProxyStatus(True, pid, url, answer == 200, log_path)
+    return ProxyStatus(True, pid, url, answer is not None, log_path, answer == 200)
 
 
 def _running_pid(state_dir: Path) -> int | None:

@@ -75,3 +75,20 @@ def test_cli_port_taken(tmp_path: Path) -> None:
 
 def test_cli_missing_config_is_a_usage_error(tmp_path: Path) -> None:
     assert main(["proxy", "--config", str(tmp_path / "nope.json")]) == 2
+
+
+def test_background_start_status_stop(tmp_path: Path) -> None:
+    from spark_stack.proxy.daemon import proxy_status, start_background, stop_background
+
+    config = ProxyConfig.from_json(write_config(tmp_path).read_bytes())
+    state = tmp_path / "state"
+    pid = start_background(config, state)
+    try:
+        status = proxy_status(state)
+        assert (status.running, status.pid, status.healthy) == (True, pid, True)
+        assert (state / "proxy.pid").read_text().strip() == str(pid)
+    finally:
+        assert stop_background(state) is True
+    assert proxy_status(state).running is False
+    assert not (state / "proxy.pid").exists()
+    assert stop_background(state) is False

@@ -350,7 +350,8 @@ def test_port_taken_is_a_clear_error(proxy: tuple[str, Path], tmp_path: Path) ->
 
 def test_status_and_files(proxy: tuple[str, Path]) -> None:
     status = proxy_status(proxy[1])
-    assert status.running and status.url == proxy[0]
+    assert status.running and status.healthy and status.url == proxy[0]
+    assert not status.upstreams_healthy  # the "down" upstream
     assert (proxy[1] / "proxy.json").stat().st_mode & 0o777 == 0o600
     log = (proxy[1] / "proxy.log").read_text()
     assert "upstream=qwen" in log and "What is 12*17?" not in log
