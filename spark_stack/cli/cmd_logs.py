@@ -23,7 +23,7 @@ def logs(
     trust_host_key: TrustOption = False,
 ) -> None:
     """Print the logs of the stack's models (containers and simulators)."""
-    from ..deploy.engine import logs as read_logs
+    from ..deploy.logs import logs as read_logs
 
     loaded = load(stack)
     several = model is None and len(loaded.stack.models) > 1

@@ -15,7 +15,7 @@ def status(
     stack: StackOption = None, json: JsonOption = False, trust_host_key: TrustOption = False
 ) -> None:
     """Show what runs: per model state, uptime, restarts, health, endpoint, image, drift."""
-    from ..deploy.engine import status as read_status
+    from ..deploy.status import status as read_status
 
     use_json(json)
     loaded = load(stack)

@@ -45,7 +45,7 @@ def image_infos(stack: schema.Stack, trust_host_key: bool) -> dict[str, ImageInf
     """Image and digest of each container model, from ``status`` (empty when unreachable)."""
     if not stack.container_models():
         return {}
-    from ..deploy.engine import status
+    from ..deploy.status import status
 
     try:
         report = status(stack, trust_host_key=trust_host_key)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from spark_stack.deploy import engine, local, secrets_store
+from spark_stack.deploy import logs as deploy_logs
+from spark_stack.deploy import status as deploy_status
 from spark_stack.deploy.lock import lock_script
 from spark_stack.deploy.proxy_config import Endpoint, build_proxy_config
 from spark_stack.errors import NotHealthy
@@ -137,15 +139,16 @@ proxy:
         again = engine.up(stack, options, engine.QuietReporter())
         assert [a.kind for a in again.actions] == ["keep"]
         assert local.running_pid(files) == pid
-        report = engine.status(stack)
+        report = deploy_status.status(stack)
         assert report["healthy"] is True and report["models"][0]["pid"] == pid
-        logs = "".join(chunk for _, chunk in engine.logs(stack, "sim", tail=None, follow=False))
+        chunks = deploy_logs.logs(stack, "sim", tail=None, follow=False)
+        logs = "".join(chunk for _, chunk in chunks)
         assert "Application startup complete" in logs
     finally:
         result = engine.down(stack)
     assert result.stopped_local == ["sim"]
     assert local.running_pid(files) is None
-    assert engine.status(stack)["healthy"] is False
+    assert deploy_status.status(stack)["healthy"] is False
     with pytest.raises(NotHealthy):
-        list(engine.logs(load_stack_text(text.replace("simtest", "other"), lint=False).stack,
+        list(deploy_logs.logs(load_stack_text(text.replace("simtest", "other"), lint=False).stack,
                          "sim", tail=None, follow=False))

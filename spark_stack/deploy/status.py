@@ -1,0 +1,225 @@
+"""``status``: the stack's state as plain data (the ``status --json`` schema in the README).
+
+Host reachability, per model its container (state, uptime, restarts, image and digest, drift
+from the stack file) and health (``/health`` and the served name in ``/v1/models``), GPUs from
+``nvidia-smi`` when the host has it, and the local proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import SparkStackError
+from ..proxy import daemon as proxy_daemon
+from ..spec import ContainerSpec, render_container
+from ..stack import schema
+from ..stack.secrets import is_reference, resolve
+from . import local, secrets_store
+from .actions import Observed
+from .engine import container_endpoint, proxy_state_dir
+from .readiness import HttpProbe
+from .session import HostSession, models_by_host, open_session
+
+
+def _uptime(started_at: str) -> float | None:
+    if not started_at or started_at.startswith("0001-"):
+        return None
+    try:
+        text = started_at.rstrip("Z")
+        head, _, frac = text.partition(".")
+        when = datetime.fromisoformat(head + ("." + frac[:6] if frac else "")).replace(
+            tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(0.0, (datetime.now(UTC) - when).total_seconds())
+
+
+def _check_http(base_url: str, served: str, api_key: str | None) -> dict[str, Any]:
+    probe = HttpProbe(base_url, served, api_key)
+    try:
+        health = probe.health()
+        names = probe.models() if health else None
+    finally:
+        probe.close()
+    return {"health": health, "models_listed": names is not None and served in names}
+
+
+def status(stack: schema.Stack, *, trust_host_key: bool = False) -> dict[str, Any]:
+    """The stack's state as plain data (the ``status --json`` schema, see the README)."""
+    from .ssh import forward_tcp
+
+    report: dict[str, Any] = {"stack": stack.name, "healthy": True, "hosts": [], "models": []}
+    hosts = stack.all_hosts()
+    for key, models in models_by_host(stack).items():
+        host_entry: dict[str, Any] = {"name": key, "address": hosts[key].address,
+                                      "reachable": False, "error": None, "gpus": []}
+        report["hosts"].append(host_entry)
+        try:
+            session = open_session(key, hosts[key], trust_host_key=trust_host_key)
+        except SparkStackError as exc:
+            host_entry["error"] = exc.message
+            report["healthy"] = False
+            for model in models:
+                report["models"].append(_model_entry(model, key, state="unknown"))
+            continue
+        with session:
+            host_entry["reachable"] = True
+            host_entry["ssh"] = session.target.display
+            host_entry["gpus"] = _gpus(session)
+            observed = {o.model: o for o in session.docker.stack_containers(stack.name)}
+            for model in models:
+                spec = render_container(stack, model)
+                found = observed.pop(model.name, None)
+                if found is not None:  # the listing lacks restarts, start time, OOM
+                    found = session.docker.observed(found.id) or found
+                entry = _model_entry(model, key, state="missing" if found is None
+                                     else found.state)
+                key_value = _status_api_key(stack, model)
+                endpoint = container_endpoint(session.target.hostname, spec, key_value)
+                entry["endpoint"] = endpoint.base_url
+                if found is not None:
+                    entry.update(_container_entry(session, spec, found))
+                    if found.running:
+                        base = endpoint.base_url
+                        forwarder = None
+                        if spec.bind_address == "127.0.0.1":
+                            forwarder, port = forward_tcp(session.conn, "127.0.0.1",
+                                                          spec.host_port)
+                            base = f"http://127.0.0.1:{port}/v1"
+                        try:
+                            entry.update(_check_http(base, spec.served_name, key_value))
+                        finally:
+                            if forwarder is not None:
+                                forwarder.close()
+                entry["healthy"] = bool(entry.get("health") and entry.get("models_listed")
+                                        and not entry.get("drift"))
+                report["models"].append(entry)
+            for leftover in observed.values():
+                report["models"].append({"name": leftover.model, "kind": "container",
+                                         "host": key, "state": leftover.state,
+                                         "container": leftover.name, "healthy": False,
+                                         "drift": True, "drift_fields": ["not in stack file"]})
+    for other in stack.models:
+        if isinstance(other, schema.SimulatorModel):
+            report["models"].append(_simulator_entry(stack, other))
+        elif isinstance(other, schema.RemoteModel):
+            report["models"].append(_remote_entry(other))
+    status_ = proxy_daemon.proxy_status(proxy_state_dir(stack.name))
+    report["proxy"] = {"running": status_.running, "pid": status_.pid, "url": status_.url,
+                       "healthy": status_.healthy, "log_file": str(status_.log_file)}
+    report["healthy"] = bool(report["healthy"] and report["models"]
+                             and all(m.get("healthy") for m in report["models"]))
+    return report
+
+
+def _status_api_key(stack: schema.Stack, model: schema.ContainerModel) -> str | None:
+    if model.api_key == "none":
+        return None
+    if model.api_key == "auto":
+        return secrets_store.read_secret(stack.name, secrets_store.api_key_name(model.name))
+    try:
+        return resolve(model.api_key)
+    except SparkStackError:
+        return None
+
+
+def _model_entry(model: schema.ModelConfig, host: str | None, *, state: str) -> dict[str, Any]:
+    from ..spec import served_name
+
+    return {
+        "name": model.name,
+        "kind": model.kind,
+        "host": host,
+        "state": state,
+        "healthy": False,
+        "served_name": served_name(model) if not isinstance(model, schema.RemoteModel)
+        else (model.served_name or model.name),
+        "endpoint": None,
+        "uptime_seconds": None,
+        "restarts": 0,
+        "health": False,
+        "models_listed": False,
+        "drift": False,
+        "drift_fields": [],
+    }
+
+
+def _container_entry(session: HostSession, spec: ContainerSpec, found: Observed
+                     ) -> dict[str, Any]:
+    from .actions import changed_fields
+
+    drift = found.spec_hash != spec.spec_hash
+    fields = list(changed_fields(found.spec_json, spec)) if drift else []
+    digest = None
+    attrs = session.docker.image_attrs(found.image)
+    if attrs is not None:
+        digests = attrs.get("RepoDigests") or []
+        digest = digests[0] if digests else None
+    return {
+        "container": found.name,
+        "container_id": found.id[:12],
+        "image": found.image,
+        "image_id": found.image_id,
+        "image_digest": digest,
+        "uptime_seconds": _uptime(found.started_at) if found.running else None,
+        "restarts": found.restart_count,
+        "exit_code": None if found.running else found.exit_code,
+        "oom_killed": found.oom_killed,
+        "drift": drift,
+        "drift_fields": fields or (["spec"] if drift else []),
+    }
+
+
+def _gpus(session: HostSession) -> list[dict[str, Any]]:
+    done = session.conn.run_script(
+        "command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,memory.total,"
+        "memory.used,utilization.gpu --format=csv,noheader,nounits", timeout=20)
+    gpus = []
+    if done.ok:
+        for line in done.stdout.splitlines():
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) == 5:
+                gpus.append({"index": parts[0], "name": parts[1],
+                             "memory_total_mib": _num(parts[2]),
+                             "memory_used_mib": _num(parts[3]),
+                             "utilization_percent": _num(parts[4])})
+    return gpus
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _simulator_entry(stack: schema.Stack, model: schema.SimulatorModel) -> dict[str, Any]:
+    files = local.simulator_files(stack.name, model.name)
+    pid = local.running_pid(files)
+    entry = _model_entry(model, None, state="running" if pid else "missing")
+    entry["endpoint"] = local.simulator_base_url(model)
+    entry["pid"] = pid
+    if pid is not None:
+        entry.update(_check_http(local.simulator_base_url(model), entry["served_name"], None))
+        entry["drift"] = local.recorded_argv(files) != local.simulator_argv(model)
+        entry["drift_fields"] = ["command"] if entry["drift"] else []
+        entry["uptime_seconds"] = max(0.0, time.time() - files.pid.stat().st_mtime)
+    entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"])
+    return entry
+
+
+def _remote_entry(model: schema.RemoteModel) -> dict[str, Any]:
+    entry = _model_entry(model, None, state="external")
+    entry["endpoint"] = model.url
+    key = None
+    if model.api_key and model.api_key != "none" and is_reference(model.api_key):
+        try:
+            key = resolve(model.api_key)
+        except SparkStackError:
+            key = None
+    entry.update(_check_http(model.url, entry["served_name"], key))
+    entry["state"] = "serving" if entry["health"] else "unreachable"
+    entry["healthy"] = bool(entry["health"] and entry["models_listed"])
+    return entry
