@@ -4,9 +4,9 @@ their own modules).
 ``up`` per host: connect once, list this stack's containers and plan (:mod:`.actions`); an
 unchanged stack stops there, read-only. Otherwise take the stack's remote lock, plan again,
 preflight, pull what is missing while the old containers still serve, then remove/replace/create
-and wait for each new server to really serve. Every step can be interrupted: the next ``up`` sees a container that is
-missing, stopped or has a stale hash and converges from there. Then local simulators, the
-proxy (background) and the Claude Code launcher.
+and wait for each new server to really serve. Every step can be interrupted: the next ``up``
+sees a container that is missing, stopped or has a stale hash and converges from there. Then
+local simulators, the proxy (background) and the Claude Code launcher.
 """
 
 from __future__ import annotations
