@@ -1,5 +1,9 @@
-"""A realistic Claude Code request body (per research/claude-code-wire.md, CLI 2.1.x) and what
-the proxy makes of it. ``claude_code_body()`` is shared with the SDK tests and the benchmark."""
+"""A hand-built Claude Code-shaped request body (per research/claude-code-wire.md, CLI 2.1.x)
+and what the proxy makes of it. ``claude_code_body()`` is shared with the SDK tests and the
+benchmark: larger than the real one (24 tools, ~78 KB), with a ``run:`` prompt the simulator
+answers with a tool call. What the pinned CLI really sends is recorded in
+tests/fixtures/claude_code/ and tested in test_claude_code_recorded.py; this body must keep
+that recording's shape."""
 
 from __future__ import annotations
 
@@ -98,6 +102,25 @@ def test_body_is_claude_code_sized() -> None:
     body = claude_code_body()
     assert 70_000 < len(orjson.dumps(body)) < 90_000
     assert len(body["tools"]) == 24
+
+
+def test_body_has_the_recorded_shape() -> None:
+    # Imported here: the benchmark imports this module and needs none of the e2e machinery.
+    from tests.e2e.test_claude_code_recorded import recorded
+
+    real, body = recorded(1)["body"], claude_code_body()
+    assert set(body) == set(real)
+    assert body["thinking"]["type"] == real["thinking"]["type"]
+    assert set(orjson.loads(body["metadata"]["user_id"])) == set(
+        orjson.loads(real["metadata"]["user_id"]))
+    for blocks in (body["system"], real["system"]):
+        assert len(blocks) == 3
+        assert blocks[0]["text"].startswith("x-anthropic-billing-header: cc_version=")
+        assert [b.get("cache_control") for b in blocks] == [None] + [{"type": "ephemeral"}] * 2
+    assert "system" in {m["role"] for m in real["messages"]} & {m["role"] for m in body["messages"]}
+    assert set(real["tools"][0]) == set(body["tools"][0]) == {"name", "description",
+                                                              "input_schema"}
+    assert all(t["input_schema"].get("$schema") == SCHEMA for t in body["tools"])
 
 
 def test_translation_of_the_claude_code_body() -> None:
