@@ -34,7 +34,9 @@ from spark_stack.proxy.metrics import Metrics
 from spark_stack.proxy.routing import Router
 from spark_stack.proxy.stream import StreamTranslator, encode_events
 from spark_stack.proxy.translate_request import (
+    BodyParser,
     clamp_max_tokens,
+    encode_request,
     estimate_from_size,
     estimate_tokens,
     translate_for_tokenize,
@@ -77,6 +79,7 @@ class ProxyApp:
         self._loading: asyncio.Future[ModuleType] | None = None
         self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
         self._counted: OrderedDict[bytes, int] = OrderedDict()
+        self._bodies = BodyParser()
         self._token = config.token.encode() if config.token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -187,13 +190,10 @@ class ProxyApp:
         body = {"status": "ok" if healthy else "degraded", "proxy": "ok", "upstreams": report}
         await _respond(send, 200 if healthy else 503, orjson.dumps(body))
 
-    async def _parse(
-        self, receive: Receive, raw: bytes | None = None
-    ) -> tuple[dict[str, Any], Upstream]:
-        if raw is None:
-            raw = await _read_body(receive)
+    def _parse(self, raw: bytes) -> tuple[dict[str, Any], bytes | None, Upstream]:
+        """The body, its tools as JSON when it has some, and the upstream its model maps to."""
         try:
-            body = orjson.loads(raw)
+            body, tools_json = self._bodies.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise invalid_request("", f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
@@ -203,7 +203,7 @@ class ProxyApp:
             raise invalid_request("model", "required, a non-empty string")
         if self.config.log_prompts:
             log.info("prompt %s", raw[:4000].decode("utf-8", "replace"))
-        return body, self.router.resolve(model)
+        return body, tools_json, self.router.resolve(model)
 
     async def _count_tokens(self, receive: Receive, send: Send) -> None:
         raw = await _read_body(receive)
@@ -213,8 +213,8 @@ class ProxyApp:
         count = self._counted.get(key)
         headers = list(_JSON)
         if count is None:
-            body, upstream = await self._parse(receive, raw)
-            tokenize_body = translate_for_tokenize(body, upstream)
+            body, tools_json, upstream = self._parse(raw)
+            tokenize_body = translate_for_tokenize(body, upstream, tools_json)
             client = await self.client()
             count = await _until_gone(receive, client.count_tokens(upstream, tokenize_body))
             if count is None:
@@ -234,9 +234,9 @@ class ProxyApp:
         record = _Record()
         try:
             raw = await _read_body(receive)
-            body, upstream = await self._parse(receive, raw)
+            body, tools_json, upstream = self._parse(raw)
             record.model, record.upstream = body["model"], upstream.name
-            request = translate_request(body, upstream)
+            request = translate_request(body, upstream, tools_json)
             record.stream = bool(request.get("stream"))
             relay = self._relay(body, request, len(raw), upstream, send, record, started)
             await _until_gone(receive, relay)
@@ -262,13 +262,13 @@ class ProxyApp:
         prompt_tokens = await self._clamp(request, body_size, upstream)
         record.input_tokens = prompt_tokens
         client = await self.client()
-        response = await client.post_chat(upstream, orjson.dumps(request))
+        response = await client.post_chat(upstream, encode_request(request))
         if response.status != 200:
             error = await client.error_from(upstream, response)
             retry = _clamp_from_error(error, request)
             if retry is None:
                 raise error
-            response = await client.post_chat(upstream, orjson.dumps(retry))
+            response = await client.post_chat(upstream, encode_request(retry))
             if response.status != 200:
                 raise await client.error_from(upstream, response)
         message_id = "msg_" + os.urandom(12).hex()

@@ -6,6 +6,8 @@ the field (``messages.3.content.0.type: …``), never a 500.
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
@@ -28,13 +30,16 @@ _SCHEMA_DATA = frozenset({"const", "enum", "default", "examples", "required"})
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
-def translate_request(body: Any, upstream: Upstream) -> dict[str, Any]:
-    """Translate a ``POST /v1/messages`` body for ``upstream`` (``max_tokens`` not yet clamped)."""
+def translate_request(
+    body: Any, upstream: Upstream, tools_json: bytes | None = None
+) -> dict[str, Any]:
+    """Translate a ``POST /v1/messages`` body for ``upstream`` (``max_tokens`` not yet clamped).
+    ``tools_json`` is ``body["tools"]`` as compact JSON when the caller has it already."""
     request = _require_object(body)
     max_tokens = request.get("max_tokens")
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
         raise invalid_request("max_tokens", "required, an integer ≥ 1")
-    out = _conversation(request, upstream)
+    out = _conversation(request, upstream, tools_json)
     out["max_tokens"] = max_tokens
     stream = request.get("stream", False)
     if not isinstance(stream, bool):
@@ -69,9 +74,11 @@ def translate_request(body: Any, upstream: Upstream) -> dict[str, Any]:
     return out
 
 
-def translate_for_tokenize(body: Any, upstream: Upstream) -> dict[str, Any]:
+def translate_for_tokenize(
+    body: Any, upstream: Upstream, tools_json: bytes | None = None
+) -> dict[str, Any]:
     """The vLLM ``POST /tokenize`` body that counts a ``count_tokens`` request exactly."""
-    out = _conversation(_require_object(body), upstream)
+    out = _conversation(_require_object(body), upstream, tools_json)
     out.pop("tool_choice", None)
     out.pop("parallel_tool_calls", None)
     out["add_generation_prompt"] = True
@@ -111,7 +118,75 @@ def _require_object(body: Any) -> dict[str, Any]:
     return body
 
 
-def _conversation(request: dict[str, Any], upstream: Upstream) -> dict[str, Any]:
+def encode_request(request: dict[str, Any]) -> bytes:
+    """``request`` as JSON for the backend; translated tools are serialised once per tool set."""
+    tools = request.get("tools")
+    if isinstance(tools, _Tools):
+        return orjson.dumps({**request, "tools": tools.json})
+    return orjson.dumps(request)
+
+
+class BodyParser:
+    """``orjson.loads`` for request bodies, minus the tool definitions it has seen before.
+
+    Claude Code resends the same ~60 KB of tools (three quarters of its body) every turn, and
+    parsing them, hashing them and freeing them again was most of a request's CPU. Once a
+    body's ``"tools":[…]`` is known byte for byte, later bodies carrying those bytes are parsed
+    with a marker in their place and get the tools parsed earlier (shared: never mutate them).
+    The marker holds a per-process random string: only when the parsed body's own ``tools``
+    is that string did the replaced bytes sit exactly where ``tools`` is read from, so the
+    result equals a full parse. Anything else falls back to one.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        # b'"tools":' + value JSON → (value JSON, parsed value), most recent last.
+        self._known: OrderedDict[bytes, tuple[bytes, list[Any]]] = OrderedDict()
+        self._nonce = "spark-stack-tools-" + os.urandom(16).hex()
+        self._marker = b'"tools":"' + self._nonce.encode() + b'"'
+
+    def loads(self, raw: bytes) -> tuple[Any, bytes | None]:
+        """The parsed body and, when it has a ``tools`` list, that list as compact JSON
+        (``translate_request``'s ``tools_json``). Raises ``orjson.JSONDecodeError``."""
+        for span, (value, tools) in reversed(self._known.items()):
+            at = _find(raw, span)
+            if at < 0:
+                continue
+            try:
+                body = orjson.loads(raw[:at] + self._marker + raw[at + len(span) :])
+            except orjson.JSONDecodeError:
+                break
+            if isinstance(body, dict) and body.get("tools") == self._nonce:
+                body["tools"] = tools
+                self._known.move_to_end(span)
+                return body, value
+            break
+        body = orjson.loads(raw)
+        parsed = body.get("tools") if isinstance(body, dict) else None
+        if not isinstance(parsed, list) or not parsed:
+            return body, None
+        value = orjson.dumps(parsed)
+        span = b'"tools":' + value
+        if span not in self._known and _find(raw, span) >= 0:
+            self._known[span] = (value, parsed)
+            if len(self._known) > self._size:
+                self._known.popitem(last=False)
+        return body, value
+
+
+def _find(haystack: bytes, needle: bytes) -> int:
+    """``haystack.find(needle)`` for long needles: bytes.find preprocesses all of a 60 KB
+    needle (~0.3 ms); finding its head and comparing the rest is a thousand times faster."""
+    head = needle[:64]
+    at = haystack.find(head)
+    while at >= 0 and not haystack.startswith(needle, at):
+        at = haystack.find(head, at + 1)
+    return at
+
+
+def _conversation(
+    request: dict[str, Any], upstream: Upstream, tools_json: bytes | None = None
+) -> dict[str, Any]:
     """The parts shared by generation and token counting: messages, tools, thinking."""
     messages = _system(request.get("system"))
     raw_messages = request.get("messages")
@@ -124,7 +199,7 @@ def _conversation(request: dict[str, Any], upstream: Upstream) -> dict[str, Any]
     if tools is not None:
         if not isinstance(tools, list):
             raise invalid_request("tools", "must be a list")
-        converted = _tools(orjson.dumps(tools))
+        converted = _tools(orjson.dumps(tools) if tools_json is None else tools_json)
         if converted:
             out["tools"] = converted
     choice = request.get("tool_choice")
@@ -366,13 +441,21 @@ def _tool_call(block: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
+class _Tools(list[dict[str, Any]]):
+    """Translated tools and their JSON (``encode_request`` splices it in, unserialised)."""
+
+    json: orjson.Fragment
+
+
 @lru_cache(maxsize=32)
-def _tools(raw: bytes) -> list[dict[str, Any]]:
+def _tools(raw: bytes) -> _Tools:
     """Translated tools, memoised on their JSON: Claude Code resends the same ~60 KB of tool
     definitions with every request, and cleaning their schemas is the costliest part of
     translating it. The result is shared between requests and never mutated."""
     converted = [_tool(tool, f"tools.{i}") for i, tool in enumerate(orjson.loads(raw))]
-    return [tool for tool in converted if tool is not None]
+    tools = _Tools(tool for tool in converted if tool is not None)
+    tools.json = orjson.Fragment(orjson.dumps(tools))
+    return tools
 
 
 def _tool(tool: Any, where: str) -> dict[str, Any] | None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict
+from yarl import URL
 
 from spark_stack.proxy.config import Upstream
 from spark_stack.proxy.errors import ProxyError, from_backend, unreachable
@@ -28,13 +30,20 @@ class UpstreamClient:
         self._session: aiohttp.ClientSession | None = None
         self._token_cache: OrderedDict[bytes, int] = OrderedDict()
         self._no_tokenize: set[str] = set()
+        # Per upstream: the parsed chat URL and the header multidict aiohttp wants; building
+        # both on every request costs more than the rest of the request set-up.
+        self._chat: dict[Upstream, tuple[URL, CIMultiDict[str]]] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            # No cookie jar: vLLM sets no cookies, and the default jar filters every request.
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=_TIMEOUT, auto_decompress=False
+                connector=connector,
+                timeout=_TIMEOUT,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -51,12 +60,12 @@ class UpstreamClient:
 
     async def post_chat(self, upstream: Upstream, body: bytes) -> aiohttp.ClientResponse:
         """Open ``POST /chat/completions``; the caller reads (and releases) the response."""
+        target = self._chat.get(upstream)
+        if target is None:
+            url = URL(upstream.base_url.rstrip("/") + "/chat/completions")
+            target = self._chat[upstream] = (url, CIMultiDict(self.headers(upstream)))
         try:
-            return await self.session.post(
-                upstream.base_url.rstrip("/") + "/chat/completions",
-                data=body,
-                headers=self.headers(upstream),
-            )
+            return await self.session.post(target[0], data=body, headers=target[1])
         except TRANSPORT_ERRORS as exc:
             raise unreachable(upstream.name, _describe(exc)) from exc
 
