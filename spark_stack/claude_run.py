@@ -96,11 +96,6 @@ def require_healthy(health: Health, base_url: str) -> None:
     )
 
 
-def proxy_state_dir(stack_name: str) -> Path:
-    """Where ``up`` keeps the background proxy's config, pid and log files."""
-    return paths.stack_dir(stack_name)
-
-
 def ensure_proxy(stack: schema.Stack, *, up_hint: str = "spark-stack up") -> str | None:
     """Make sure the stack's proxy answers, restarting it from its last config; the token.
 
@@ -113,7 +108,7 @@ def ensure_proxy(stack: schema.Stack, *, up_hint: str = "spark-stack up") -> str
     base_url = proxy_base_url(stack)
     if proxy_health(base_url, token).answers:
         return token
-    state = proxy_state_dir(stack.name)
+    state = paths.proxy_state_dir(stack.name)
     try:
         config = ProxyConfig.from_json((state / daemon.CONFIG_FILE).read_bytes())
     except FileNotFoundError:

@@ -31,6 +31,14 @@ def stack_dir(stack_name: str) -> Path:
     return path
 
 
+def proxy_state_dir(stack_name: str) -> Path:
+    """Where the stack's background proxy keeps its config, pid and log files.
+
+    Shared by `up` (which writes the config) and `spark-stack claude` (which restarts from it).
+    """
+    return stack_dir(stack_name)
+
+
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` atomically (temp file + rename) with ``mode``."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import NoReturn, Protocol
 
 from ..errors import NotHealthy
-from ..paths import stack_dir, write_private
+from ..paths import proxy_state_dir, stack_dir, write_private
 from ..proxy import daemon as proxy_daemon
 from ..proxy.config import ProxyConfig
 from ..spec import API_KEY_ENV, ContainerSpec, render_container
@@ -150,11 +150,6 @@ def proxy_token(stack: schema.Stack) -> str | None:
     from ..claude_env import ensure_proxy_token
 
     return ensure_proxy_token(stack)
-
-
-def proxy_state_dir(stack: str) -> Path:
-    """Shared with `spark-stack claude`, which restarts the proxy from the config kept here."""
-    return stack_dir(stack)
 
 
 def save_failure_log(stack: str, model: str, text: str) -> Path:

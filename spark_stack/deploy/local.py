@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..paths import stack_dir, write_atomic
+from ..processes import pid_alive, terminate
 from ..spec import served_name
 from ..stack import schema
 from .readiness import ProcessState
-
-STOP_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -54,21 +51,6 @@ def simulator_argv(model: schema.SimulatorModel) -> list[str]:
 
 def simulator_base_url(model: schema.SimulatorModel) -> str:
     return f"http://127.0.0.1:{model.port}/v1"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A zombie child still answers kill(0); its state letter says it is gone.
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def running_pid(files: SimulatorFiles) -> int | None:
@@ -116,31 +98,6 @@ def stop_simulator(stack: str, model: str) -> bool:
         return False
     terminate(pid)
     return True
-
-
-def terminate(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            _reap(pid)
-            return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def process_state(process: subprocess.Popen[bytes]) -> ProcessState:

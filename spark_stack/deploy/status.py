@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import SparkStackError
+from ..paths import proxy_state_dir
 from ..proxy import daemon as proxy_daemon
 from ..spec import ContainerSpec, render_container
 from ..stack import schema
 from ..stack.secrets import is_reference, resolve
 from . import local, secrets_store
 from .actions import Observed
-from .engine import container_endpoint, proxy_state_dir
+from .engine import container_endpoint
 from .readiness import HttpProbe
 from .session import HostSession, models_by_host, open_session
 

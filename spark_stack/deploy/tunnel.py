@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..errors import HostUnreachable, SparkStackError
 from ..paths import stack_dir, write_atomic
+from ..processes import pid_alive, terminate
 from ..stack.schema import HostConfig
-from .local import pid_alive, terminate
 from .ssh import backoff, connect, forward_tcp, read_ssh_config, resolve_target
 
 START_TIMEOUT = 15.0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,13 +16,13 @@ from pathlib import Path
 
 from spark_stack.errors import ProxyStartError
 from spark_stack.paths import write_atomic, write_private
+from spark_stack.processes import terminate
 from spark_stack.proxy.config import ProxyConfig
 
 CONFIG_FILE = "proxy.json"
 PID_FILE = "proxy.pid"
 LOG_FILE = "proxy.log"
 START_TIMEOUT_S = 15.0
-STOP_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def start_background(config: ProxyConfig, state_dir: Path) -> int:
         if _health_answers(config) is not None:
             return process.pid
         time.sleep(0.02)
-    _terminate(process.pid)
+    terminate(process.pid)
     (state_dir / PID_FILE).unlink(missing_ok=True)
     raise ProxyStartError(
         f"the proxy did not answer within {START_TIMEOUT_S:.0f} s: {_tail(log_path)}",
@@ -87,7 +86,7 @@ def stop_background(state_dir: Path) -> bool:
     (state_dir / PID_FILE).unlink(missing_ok=True)
     if pid is None:
         return False
-    _terminate(pid)
+    terminate(pid)
     return True
 
 
@@ -120,35 +119,6 @@ def _running_pid(state_dir: Path) -> int | None:
             return None
         return pid
     return pid if b"spark_stack.proxy" in cmdline else None
-
-
-def _terminate(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        reaped = 0
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return reaped == 0
 
 
 def _url_host(host: str) -> str:

@@ -100,7 +100,7 @@ def running_endpoints(
     stack: schema.Stack, images: Mapping[str, ImageInfo] | None = None
 ) -> Endpoints | None:
     """Endpoints of the stack as its last ``up`` left them; None when ``up`` never ran."""
-    from ..deploy.engine import proxy_state_dir
+    from ..paths import proxy_state_dir
     from ..proxy.config import ConfigError
     from ..proxy.daemon import CONFIG_FILE
 

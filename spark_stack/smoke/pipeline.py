@@ -35,7 +35,7 @@ class SmokeOptions:
 
 
 def stack_is_up(stack: schema.Stack) -> bool:
-    from ..deploy.engine import proxy_state_dir
+    from ..paths import proxy_state_dir
     from ..proxy.daemon import proxy_status
 
     return proxy_status(proxy_state_dir(stack.name)).running
