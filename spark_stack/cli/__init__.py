@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from functools import cache
 
@@ -44,32 +45,62 @@ def _register_commands() -> None:
         importlib.import_module(module_name).register(app)
 
 
+def _click_kinds(exc: BaseException) -> set[str]:
+    """Class names of click's exceptions in ``exc``'s ancestry.
+
+    Typer vendors its own copy of click (``typer._click``) in recent releases, so the exceptions
+    it raises are not the ``click`` package's classes: match by name in either package.
+    """
+    return {
+        cls.__name__
+        for cls in type(exc).__mro__
+        if cls.__module__.split(".")[0] in ("click", "typer")
+    }
+
+
+def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """Accept ``--debug`` anywhere before the arguments passed through to Claude Code."""
+    stop = len(argv)
+    for index, arg in enumerate(argv):
+        if arg in ("--", "claude"):
+            stop = index
+            break
+    head = [a for a in argv[:stop] if a != "--debug"]
+    return head + argv[stop:], len(head) != stop
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
-    import click
-
     from ..errors import EXIT_FAILED, EXIT_USAGE, SparkStackError
     from .common import state
 
     _register_commands()
+    args, debug = _take_debug_flag(list(sys.argv[1:] if argv is None else argv))
+    state.debug = debug or os.environ.get("SPARK_STACK_DEBUG", "") not in ("", "0", "false")
+    if debug:
+        args.insert(0, "--debug")
     try:
         # Typer turns Ctrl-C into Exit(130) and, not standalone, returns that code.
-        result = app(args=argv, prog_name="spark-stack", standalone_mode=False)
+        result = app(args=args, prog_name="spark-stack", standalone_mode=False)
     except SparkStackError as exc:
         emit_error(exc.message, exc.fix, exc.exit_code, exc)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code if exc.exit_code else EXIT_USAGE
-    except Exception as exc:  # a bug: one line, the traceback only with --debug
+    except Exception as exc:
+        kinds = _click_kinds(exc)
+        if "Exit" in kinds:
+            return int(getattr(exc, "exit_code", 0))
+        if "Abort" in kinds:
+            print("aborted", file=sys.stderr)
+            return 130
+        if "ClickException" in kinds:
+            exc.show()  # type: ignore[attr-defined]
+            if "NoArgsIsHelpError" in kinds:
+                return 0  # bare `spark-stack`: the help is the answer
+            return int(getattr(exc, "exit_code", 0)) or EXIT_USAGE
+        # A bug: one line, the traceback only with --debug.
         emit_error(
             f"internal error: {type(exc).__name__}: {exc}",
             "run again with --debug for the traceback, and please report it",

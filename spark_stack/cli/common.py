@@ -54,6 +54,15 @@ StackOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 
 
+def _print_version(value: bool) -> None:
+    # Eager and raising Exit before the group asks for a command: `spark-stack --version` works.
+    if value:
+        from .. import __version__
+
+        print(f"spark-stack {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     stack: Annotated[
@@ -71,14 +80,16 @@ def _root(
         typer.Option("--debug", envvar="SPARK_STACK_DEBUG", help="Show tracebacks on errors."),
     ] = False,
     version: Annotated[
-        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            is_eager=True,
+            callback=_print_version,
+            expose_value=False,
+        ),
     ] = False,
 ) -> None:
-    if version:
-        from .. import __version__
-
-        print(f"spark-stack {__version__}")
-        raise typer.Exit(0)
     # One process may run several commands (tests call main() in turn): start clean.
     state.json = False
     state.exit_code = 0

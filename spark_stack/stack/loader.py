@@ -74,9 +74,20 @@ def load_stack(value: str | Path | None = None, *, lint: bool = True) -> LoadedS
             fix="create one with `spark-stack init`, or pass --stack PATH (or set SPARK_STACK); "
             "`--stack demo` uses the built-in demo stack",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except IsADirectoryError:
         raise StackFileError(
-            [Problem(f"cannot read the stack file: {exc}", file=filename)]
+            [Problem("this is a directory, not a stack file", file=filename)],
+            fix=f"pass the YAML file itself, e.g. --stack {path / DEFAULT_STACK_FILE}",
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise StackFileError(
+            [Problem(f"the stack file is not UTF-8 text (byte {exc.start})", file=filename)],
+            fix="save the file as UTF-8 (a YAML stack file is plain text)",
+        ) from None
+    except OSError as exc:
+        raise StackFileError(
+            [Problem(f"cannot read the stack file: {exc.strerror or exc}", file=filename)],
+            fix="check the path and its permissions",
         ) from None
     return load_stack_text(text, filename=filename, path=path, lint=lint)
 
