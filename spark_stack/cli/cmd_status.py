@@ -1,78 +1,141 @@
-"""`spark-stack status [--json]`: the host, each model, the proxy; exit 4 when not healthy."""
+"""`spark-stack status [--json] [--watch]`: the host, each model, the proxy; 4 when not healthy."""
 
 from __future__ import annotations
 
-from typing import Any
+import json as json_lib
+import sys
+import time
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..errors import EXIT_UNHEALTHY, EXIT_UNREACHABLE
 from .cmd_up import TrustOption
 from .common import JsonOption, StackOption, console, load, print_json, set_exit, use_json
 
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from ..stack.schema import Stack
+
+WatchOption = Annotated[
+    bool, typer.Option("--watch", "-w", help="Refresh until Ctrl-C (with --json: JSON lines).")
+]
+IntervalOption = Annotated[
+    float, typer.Option("--interval", help="Seconds between refreshes with --watch.", min=0.1)
+]
+# Bounds --watch for tests and scripts; hidden from --help.
+CountOption = Annotated[int | None, typer.Option("--count", hidden=True, min=1)]
+
 
 def status(
-    stack: StackOption = None, json: JsonOption = False, trust_host_key: TrustOption = False
+    stack: StackOption = None,
+    json: JsonOption = False,
+    trust_host_key: TrustOption = False,
+    watch: WatchOption = False,
+    interval: IntervalOption = 2.0,
+    count: CountOption = None,
 ) -> None:
     """Show what runs: per model state, uptime, restarts, health, endpoint, image, drift."""
+    from ..deploy.status import exit_code
     from ..deploy.status import status as read_status
 
     use_json(json)
     loaded = load(stack)
+    if watch:
+        _watch(loaded.stack, json=json, trust_host_key=trust_host_key, interval=interval,
+               count=count)
+        return
     report = read_status(loaded.stack, trust_host_key=trust_host_key)
     if json:
         print_json(report)
     else:
-        _print(report)
-    if any(not h["reachable"] for h in report["hosts"]):
-        set_exit(EXIT_UNREACHABLE)
-    elif not report["healthy"]:
-        set_exit(EXIT_UNHEALTHY)
+        console().print(_render(report))
+    set_exit(exit_code(report))
 
 
-def _print(report: dict[str, Any]) -> None:
+def _watch(stack: Stack, *, json: bool, trust_host_key: bool, interval: float,
+           count: int | None) -> None:
+    """Redraw (or print one JSON line) every ``interval`` s; Ctrl-C ends it with exit 0."""
+    from rich.live import Live
+
+    from ..deploy.status import exit_code
+    from ..deploy.status import status as read_status
+
+    rounds = 0
+    code = 0
+    try:
+        if json:
+            while True:
+                report = read_status(stack, trust_host_key=trust_host_key)
+                sys.stdout.write(json_lib.dumps(report, default=str) + "\n")
+                sys.stdout.flush()
+                code, rounds = exit_code(report), rounds + 1
+                if count is not None and rounds >= count:
+                    break
+                time.sleep(interval)
+        else:
+            with Live(console=console(), auto_refresh=False) as live:
+                while True:
+                    report = read_status(stack, trust_host_key=trust_host_key)
+                    live.update(_render(report), refresh=True)
+                    code, rounds = exit_code(report), rounds + 1
+                    if count is not None and rounds >= count:
+                        break
+                    time.sleep(interval)
+    except KeyboardInterrupt:
+        return  # the normal way to stop watching
+    set_exit(code)
+
+
+def _render(report: dict[str, Any]) -> Group:
+    from rich.console import Group
     from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    out = console()
+    lines: list[Any] = []
     verdict = "[green]healthy[/]" if report["healthy"] else "[red]NOT healthy[/]"
-    out.print(f"stack [bold]{escape(report['stack'])}[/]: {verdict}", markup=True)
+    lines.append(Text.from_markup(f"stack [bold]{escape(report['stack'])}[/]: {verdict}"))
     for host in report["hosts"]:
-        if host["reachable"]:
-            out.print(f"host {escape(host['name'])} ({escape(host['ssh'])}): reachable",
-                      markup=True)
+        if host["error"] is None:
+            lines.append(Text.from_markup(
+                f"host {escape(host['name'])} ({escape(str(host['ssh']))}): reachable"))
         else:
-            out.print(f"host {escape(host['name'])} ({escape(host['address'])}): "
-                      f"[red]unreachable[/]: {escape(str(host['error']))}", markup=True)
+            where = host["ssh"] or host["address"]
+            lines.append(Text.from_markup(
+                f"host {escape(host['name'])} ({escape(str(where))}): "
+                f"[red]unreachable[/]: {escape(str(host['error']))}"))
         for gpu in host["gpus"]:
-            out.print(f"  GPU {gpu['index']} {escape(gpu['name'])}: "
-                      f"{gpu['memory_used_mib']}/{gpu['memory_total_mib']} MiB, "
-                      f"{gpu['utilization_percent']}% busy", markup=True)
+            lines.append(Text(
+                f"  GPU {gpu['index']} {gpu['name']}: "
+                f"{gpu['memory_used_mib']}/{gpu['memory_total_mib']} MiB, "
+                f"{gpu['utilization_percent']}% busy"))
     table = Table(show_edge=False, pad_edge=False)
     for column in ("model", "state", "health", "uptime", "restarts", "served name",
                    "endpoint", "image", "drift"):
         table.add_column(column, overflow="fold")
     for model in report["models"]:
-        uptime = model.get("uptime_seconds")
+        restarts = model["restarts"]
         table.add_row(
-            model["name"],
+            escape(model["name"]),
             model["state"],
-            "[green]ok[/]" if model.get("healthy") else "[red]no[/]",
-            _duration(uptime),
-            str(model.get("restarts", 0)),
-            escape(str(model.get("served_name") or "")),
-            escape(str(model.get("endpoint") or "")),
-            escape(str(model.get("image") or "")),
-            escape(", ".join(model.get("drift_fields") or [])) or "-",
+            "[green]ok[/]" if model["healthy"] else "[red]no[/]",
+            _duration(model["uptime_seconds"]),
+            "-" if restarts is None else str(restarts),
+            escape(str(model["served_name"] or "")),
+            escape(str(model["endpoint"] or "")),
+            escape(str(model["image"] or "")),
+            escape(", ".join(model["drift_fields"] or [])) or "-",
         )
-    out.print(table)
+    lines.append(table)
     proxy = report["proxy"]
     if proxy["running"]:
         health = "[green]healthy[/]" if proxy["healthy"] else "[red]not answering[/]"
-        out.print(f"proxy: {escape(str(proxy['url']))} (pid {proxy['pid']}) {health}",
-                  markup=True)
+        lines.append(Text.from_markup(
+            f"proxy: {escape(str(proxy['url']))} (pid {proxy['pid']}) {health}"))
     else:
-        out.print("proxy: not running", markup=True)
+        lines.append(Text.from_markup("proxy: [red]not running[/] (run `spark-stack up`)"))
+    return Group(*lines)
 
 
 def _duration(seconds: float | None) -> str:

@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import SparkStackError
+from ..errors import EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE, SparkStackError
 from ..paths import proxy_state_dir
 from ..proxy import daemon as proxy_daemon
 from ..spec import ContainerSpec, render_container
@@ -47,61 +47,40 @@ def _check_http(base_url: str, served: str, api_key: str | None) -> dict[str, An
     return {"health": health, "models_listed": names is not None and served in names}
 
 
-def status(stack: schema.Stack, *, trust_host_key: bool = False) -> dict[str, Any]:
-    """The stack's state as plain data (the ``status --json`` schema, see the README)."""
-    from .ssh import forward_tcp
+HOST_KEYS = ("name", "address", "reachable", "ssh", "error", "gpus")
+MODEL_KEYS = (
+    "name", "kind", "host", "state", "healthy", "served_name", "endpoint", "uptime_seconds",
+    "restarts", "health", "models_listed", "drift", "drift_fields", "container", "container_id",
+    "image", "image_id", "image_digest", "exit_code", "oom_killed", "pid",
+)
 
+
+def status(stack: schema.Stack, *, trust_host_key: bool = False) -> dict[str, Any]:
+    """The stack's state as plain data (the ``status --json`` schema, see the README).
+
+    Every host and model entry has the keys of ``HOST_KEYS``/``MODEL_KEYS`` whatever happens
+    (``null`` for what could not be seen), so scripts can rely on one shape.
+    """
     report: dict[str, Any] = {"stack": stack.name, "healthy": True, "hosts": [], "models": []}
     hosts = stack.all_hosts()
     for key, models in models_by_host(stack).items():
-        host_entry: dict[str, Any] = {"name": key, "address": hosts[key].address,
-                                      "reachable": False, "error": None, "gpus": []}
+        host_entry = _host_entry(key, hosts[key].address)
         report["hosts"].append(host_entry)
         try:
             session = open_session(key, hosts[key], trust_host_key=trust_host_key)
         except SparkStackError as exc:
             host_entry["error"] = exc.message
-            report["healthy"] = False
-            for model in models:
-                report["models"].append(_model_entry(model, key, state="unknown"))
+            report["models"] += [_model_entry(m, key, state="unknown") for m in models]
             continue
         with session:
             host_entry["reachable"] = True
             host_entry["ssh"] = session.target.display
-            host_entry["gpus"] = _gpus(session)
-            observed = {o.model: o for o in session.docker.stack_containers(stack.name)}
-            for model in models:
-                spec = render_container(stack, model)
-                found = observed.pop(model.name, None)
-                if found is not None:  # the listing lacks restarts, start time, OOM
-                    found = session.docker.observed(found.id) or found
-                entry = _model_entry(model, key, state="missing" if found is None
-                                     else found.state)
-                key_value = _status_api_key(stack, model)
-                endpoint = container_endpoint(session.target.hostname, spec, key_value)
-                entry["endpoint"] = endpoint.base_url
-                if found is not None:
-                    entry.update(_container_entry(session, spec, found))
-                    if found.running:
-                        base = endpoint.base_url
-                        forwarder = None
-                        if spec.bind_address == "127.0.0.1":
-                            forwarder, port = forward_tcp(session.conn, "127.0.0.1",
-                                                          spec.host_port)
-                            base = f"http://127.0.0.1:{port}/v1"
-                        try:
-                            entry.update(_check_http(base, spec.served_name, key_value))
-                        finally:
-                            if forwarder is not None:
-                                forwarder.close()
-                entry["healthy"] = bool(entry.get("health") and entry.get("models_listed")
-                                        and not entry.get("drift"))
-                report["models"].append(entry)
-            for leftover in observed.values():
-                report["models"].append({"name": leftover.model, "kind": "container",
-                                         "host": key, "state": leftover.state,
-                                         "container": leftover.name, "healthy": False,
-                                         "drift": True, "drift_fields": ["not in stack file"]})
+            try:
+                host_entry["gpus"] = _gpus(session)
+                report["models"] += _host_models(stack, key, models, session)
+            except SparkStackError as exc:  # e.g. the host's docker daemon does not answer
+                host_entry["error"] = exc.message
+                report["models"] += [_model_entry(m, key, state="unknown") for m in models]
     for other in stack.models:
         if isinstance(other, schema.SimulatorModel):
             report["models"].append(_simulator_entry(stack, other))
@@ -110,9 +89,64 @@ def status(stack: schema.Stack, *, trust_host_key: bool = False) -> dict[str, An
     status_ = proxy_daemon.proxy_status(proxy_state_dir(stack.name))
     report["proxy"] = {"running": status_.running, "pid": status_.pid, "url": status_.url,
                        "healthy": status_.healthy, "log_file": str(status_.log_file)}
-    report["healthy"] = bool(report["healthy"] and report["models"]
-                             and all(m.get("healthy") for m in report["models"]))
+    # The proxy is part of the stack: Claude Code reaches the models only through it.
+    report["healthy"] = bool(report["models"]
+                             and all(h["error"] is None for h in report["hosts"])
+                             and all(m["healthy"] for m in report["models"])
+                             and status_.running and status_.healthy)
     return report
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """3 when a host (or its docker daemon) cannot be reached, 4 when not healthy, else 0."""
+    if any(h["error"] is not None for h in report["hosts"]):
+        return EXIT_UNREACHABLE
+    return EXIT_OK if report["healthy"] else EXIT_UNHEALTHY
+
+
+def _host_entry(name: str, address: str) -> dict[str, Any]:
+    return {"name": name, "address": address, "reachable": False, "ssh": None, "error": None,
+            "gpus": []}
+
+
+def _host_models(stack: schema.Stack, key: str, models: list[schema.ContainerModel],
+                 session: HostSession) -> list[dict[str, Any]]:
+    from .ssh import forward_tcp
+
+    entries = []
+    observed = {o.model: o for o in session.docker.stack_containers(stack.name)}
+    for model in models:
+        spec = render_container(stack, model)
+        found = observed.pop(model.name, None)
+        if found is not None:  # the listing lacks restarts, start time, OOM
+            found = session.docker.observed(found.id) or found
+        entry = _model_entry(model, key, state="missing" if found is None else found.state)
+        key_value = _status_api_key(stack, model)
+        endpoint = container_endpoint(session.target.hostname, spec, key_value)
+        entry["endpoint"] = endpoint.base_url
+        if found is not None:
+            entry.update(_container_entry(session, spec, found))
+            if found.running:
+                base = endpoint.base_url
+                forwarder = None
+                if spec.bind_address == "127.0.0.1":
+                    forwarder, port = forward_tcp(session.conn, "127.0.0.1", spec.host_port)
+                    base = f"http://127.0.0.1:{port}/v1"
+                try:
+                    entry.update(_check_http(base, spec.served_name, key_value))
+                finally:
+                    if forwarder is not None:
+                        forwarder.close()
+        entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"])
+        entries.append(entry)
+    for leftover in observed.values():
+        entry = {key_: None for key_ in MODEL_KEYS}
+        entry.update({"name": leftover.model, "kind": "container", "host": key,
+                      "state": leftover.state, "container": leftover.name, "healthy": False,
+                      "health": False, "models_listed": False, "drift": True,
+                      "drift_fields": ["not in stack file"]})
+        entries.append(entry)
+    return entries
 
 
 def _status_api_key(stack: schema.Stack, model: schema.ContainerModel) -> str | None:
@@ -139,11 +173,19 @@ def _model_entry(model: schema.ModelConfig, host: str | None, *, state: str) -> 
         else (model.served_name or model.name),
         "endpoint": None,
         "uptime_seconds": None,
-        "restarts": 0,
+        "restarts": None,
         "health": False,
         "models_listed": False,
         "drift": False,
         "drift_fields": [],
+        "container": None,
+        "container_id": None,
+        "image": None,
+        "image_id": None,
+        "image_digest": None,
+        "exit_code": None,
+        "oom_killed": None,
+        "pid": None,
     }
 
 
