@@ -347,7 +347,21 @@ def map_stop_reason(
 
 def encode_events(events: list[Event]) -> bytes:
     """Anthropic's SSE framing: ``event: <type>`` then ``data: <json>``."""
-    return b"".join(
-        b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-        for event in events
+    parts: list[bytes] = []
+    for event in events:
+        kind = event["type"]
+        head = _EVENT_HEADS.get(kind)
+        if head is None:
+            head = b"event: " + kind.encode() + b"\ndata: "
+        parts += (head, orjson.dumps(event), b"\n\n")
+    return b"".join(parts)
+
+
+# Every relayed token is one event: its framing is looked up, not built.
+_EVENT_HEADS = {
+    kind: b"event: " + kind.encode() + b"\ndata: "
+    for kind in (
+        "message_start", "ping", "content_block_start", "content_block_delta",
+        "content_block_stop", "message_delta", "message_stop", "error",
     )
+}
