@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from .cmd_up import RichReporter, TrustOption, WaitLockOption
@@ -13,8 +15,16 @@ def down(
     json: JsonOption = False,
     trust_host_key: TrustOption = False,
     wait_lock: WaitLockOption = 0.0,
+    purge: Annotated[
+        bool,
+        typer.Option("--purge", help="Also remove the launcher and the stack's local secrets "
+                     "and state (never the host's caches)."),
+    ] = False,
 ) -> None:
-    """Stop and remove the stack's containers (never other containers, never the caches)."""
+    """Stop and remove the stack's containers (never other containers, never the caches).
+
+    The launcher, the stack's secrets and the host's caches stay unless --purge.
+    """
     from ..deploy.engine import QuietReporter
     from ..deploy.engine import down as run_down
 
@@ -22,11 +32,12 @@ def down(
     loaded = load(stack)
     out = console()
     result = run_down(loaded.stack, trust_host_key=trust_host_key, wait_lock=wait_lock,
-                      reporter=QuietReporter() if json else RichReporter(out))
+                      reporter=QuietReporter() if json else RichReporter(out), purge=purge)
     if json:
         print_json({"ok": True, "stack": loaded.stack.name, "removed": result.removed,
                     "stopped_simulators": result.stopped_local,
-                    "proxy_stopped": result.proxy_stopped})
+                    "proxy_stopped": result.proxy_stopped, "purged": result.purged,
+                    "kept": result.kept})
         return
     parts = [f"{len(result.removed)} container(s) removed"]
     if result.stopped_local:
@@ -34,6 +45,12 @@ def down(
     if result.proxy_stopped:
         parts.append("proxy stopped")
     out.print(f"[green]down[/]: stack {loaded.stack.name}: " + ", ".join(parts), markup=True)
+    for path in result.purged:
+        out.print(f"removed {path}", markup=False)
+    if result.kept:
+        out.print("kept: " + "; ".join(result.kept)
+                  + ("" if purge else " (`down --purge` removes all but the caches)"),
+                  markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -80,7 +80,8 @@ def _ms(value: float | None) -> str:
 
 
 def _print_result(out: Console, result: CheckResult) -> None:
-    mark = "[green]PASS[/]" if result.ok else "[bold red]FAIL[/]"
+    mark = {"passed": "[green]PASS[/]", "failed": "[bold red]FAIL[/]",
+            "skipped": "[yellow]skipped[/]"}[result.status]
     where = f"{result.model}/" if result.model else ""
     ttft = f", TTFT {_ms(result.ttft_ms)}" if result.ttft_ms is not None else ""
     out.print(f"{mark} ", end="", markup=True)
@@ -99,12 +100,19 @@ def _print_summary(out: Console, report: SmokeReport) -> None:
                 f"{_ms(ttft['proxy'])} (proxy adds {ttft['proxy_added']:+.1f} ms)",
                 markup=False,
             )
+        if model.drift_fields:
+            out.print(f"{model.name}: drift in {', '.join(model.drift_fields)}", markup=False)
     if report.error:
         out.print(f"[bold red]error:[/] {report.error}", markup=True)
-    passed = sum(1 for c in report.checks if c.ok)
+    if report.hint:
+        out.print(f"[yellow]hint:[/] {report.hint}", markup=True)
+    passed = sum(1 for c in report.checks if c.status == "passed")
+    skipped = sum(1 for c in report.checks if c.skipped)
+    run = len(report.checks) - skipped
     verdict = "[green]smoke passed[/]" if report.ok else "[bold red]smoke failed[/]"
     out.print(
-        f"{verdict}: {passed}/{len(report.checks)} checks in {report.total_ms / 1000:.1f} s",
+        f"{verdict}: {passed}/{run} checks in {report.total_ms / 1000:.1f} s"
+        + (f", {skipped} skipped" if skipped else ""),
         markup=True,
     )
 

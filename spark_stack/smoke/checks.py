@@ -54,12 +54,18 @@ class CheckResult:
     reason: str
     latency_ms: float
     ttft_ms: float | None = None
+    skipped: bool = False  # not applicable to the model; ``ok`` so it does not fail the run
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else "passed" if self.ok else "failed"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "model": self.model,
             "via": self.via,
+            "status": self.status,
             "ok": self.ok,
             "reason": self.reason,
             "latency_ms": round(self.latency_ms, 1),
@@ -239,12 +245,25 @@ def thinking(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> Check
 Check = Callable[[httpx.Client, Endpoints, ModelTarget], CheckResult]
 
 
+def skipped(name: str, reason: str) -> Check:
+    """A check that does not apply: reported as skipped with why, so none goes missing."""
+
+    def check(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> CheckResult:
+        return CheckResult(name, model.name, "proxy", True, reason, 0.0, skipped=True)
+
+    return check
+
+
+NO_TOOLS = "the model has no tool_call_parser in the stack file, so it cannot call tools"
+NO_REASONING = "the model has no reasoning_parser in the stack file, so it returns no thinking"
+
+
 def checks_for(model: ModelTarget) -> list[Check]:
-    """The checks that apply to a model, direct first (it also warms the server up)."""
-    checks: list[Check] = [direct_completion, completion]
-    if model.tools:
-        checks.append(tool_round_trip)
-    checks.append(count_tokens)
-    if model.reasoning:
-        checks.append(thinking)
-    return checks
+    """Every check in order, direct first (it also warms the server up); skipped ones say why."""
+    return [
+        direct_completion,
+        completion,
+        tool_round_trip if model.tools else skipped("tool_round_trip", NO_TOOLS),
+        count_tokens,
+        thinking if model.reasoning else skipped("thinking", NO_REASONING),
+    ]

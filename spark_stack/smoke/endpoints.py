@@ -27,6 +27,7 @@ class ModelTarget:
     image: str | None = None
     image_digest: str | None = None
     image_id: str | None = None
+    drift_fields: tuple[str, ...] = ()  # how what runs differs from the stack file
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class ImageInfo:
     image: str | None = None
     digest: str | None = None  # the registry digest; None for a locally built image
     image_id: str | None = None
+    drift_fields: tuple[str, ...] = ()  # from `status`: how what runs differs from the file
 
 
 def model_abilities(model: schema.ModelConfig) -> tuple[bool, bool]:
@@ -87,6 +89,7 @@ def endpoints_from_proxy_config(
                 image=image,
                 image_digest=info.digest,
                 image_id=info.image_id,
+                drift_fields=info.drift_fields,
             )
         )
     host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"

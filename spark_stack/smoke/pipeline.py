@@ -42,9 +42,7 @@ def stack_is_up(stack: schema.Stack) -> bool:
 
 
 def image_infos(stack: schema.Stack, trust_host_key: bool) -> dict[str, ImageInfo]:
-    """Image and digest of each container model, from ``status`` (empty when unreachable)."""
-    if not stack.container_models():
-        return {}
+    """Image, digest and drift of each model, from ``status`` (empty when unreachable)."""
     from ..deploy.status import status
 
     try:
@@ -53,10 +51,10 @@ def image_infos(stack: schema.Stack, trust_host_key: bool) -> dict[str, ImageInf
         return {}
     return {
         str(entry["name"]): ImageInfo(
-            entry.get("image"), entry.get("image_digest"), entry.get("image_id")
+            entry["image"], entry["image_digest"], entry["image_id"],
+            tuple(entry["drift_fields"] or ()),
         )
-        for entry in report.get("models", [])
-        if entry.get("kind") == "container"
+        for entry in report["models"]
     }
 
 

@@ -10,6 +10,7 @@ from .checks import CheckResult
 from .endpoints import Endpoints
 
 REPORT_VERSION = 1
+DRIFT_HINT = "the running container differs from the stack file: run `spark-stack up`"
 
 
 @dataclass
@@ -31,6 +32,13 @@ class SmokeReport:
     @property
     def exit_code(self) -> int:
         return EXIT_OK if self.ok else self.failure_exit_code
+
+    @property
+    def hint(self) -> str | None:
+        """What to do when what runs is not what the stack file asks for (drift)."""
+        if any(m.drift_fields for m in self.endpoints.models):
+            return DRIFT_HINT
+        return None
 
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.ok]
@@ -64,6 +72,8 @@ class SmokeReport:
                     "image": m.image,
                     "image_digest": m.image_digest,
                     "image_id": m.image_id,
+                    "drift": bool(m.drift_fields),
+                    "drift_fields": list(m.drift_fields),
                     "ttft_ms": self.ttft_ms(m.name),
                 }
                 for m in self.endpoints.models
@@ -71,6 +81,7 @@ class SmokeReport:
             "checks": [c.to_dict() for c in self.checks],
             "failed": [f"{c.model}/{c.name}" if c.model else c.name for c in self.failed()],
             "error": self.error,
+            "hint": self.hint,
             "timings": {
                 "total_ms": round(self.total_ms, 1),
                 "up_ms": _round(self.up_ms),

@@ -88,7 +88,8 @@ def test_every_check_passes_against_the_simulator(
     assert seen == [
         "qwen/direct_completion", "qwen/completion", "qwen/tool_round_trip",
         "qwen/count_tokens", "qwen/thinking",
-        "plain/direct_completion", "plain/completion", "plain/count_tokens",
+        "plain/direct_completion", "plain/completion", "plain/tool_round_trip",
+        "plain/count_tokens", "plain/thinking",
     ]  # fmt: skip
     assert [c["name"] for c in data["checks"]] == [s.split("/")[1] for s in seen]
     by = {(c["model"], c["name"]): c for c in data["checks"]}
@@ -97,8 +98,14 @@ def test_every_check_passes_against_the_simulator(
     )
     assert by[("qwen", "thinking")]["reason"].startswith("thinking block of ")
     assert by[("qwen", "count_tokens")]["reason"].endswith("counted by the backend")
+    assert by[("plain", "thinking")]["status"] == "skipped"
+    assert "no reasoning_parser" in by[("plain", "thinking")]["reason"]
+    assert by[("plain", "tool_round_trip")]["status"] == "skipped"
+    assert "no tool_call_parser" in by[("plain", "tool_round_trip")]["reason"]
     for check in data["checks"]:
-        assert check["ok"] and check["latency_ms"] > 0
+        if check["status"] == "skipped":
+            continue
+        assert check["ok"] and check["status"] == "passed" and check["latency_ms"] > 0
         streamed = check["name"] in ("direct_completion", "completion", "tool_round_trip")
         assert (check["ttft_ms"] is not None) == streamed
     qwen = data["models"][0]
