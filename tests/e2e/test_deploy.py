@@ -536,7 +536,8 @@ def test_unknown_host_key_is_refused_with_fingerprint_then_trusted_on_request(
     code, out, err = deployer.run("up", "--no-proxy", "--trust-host-key")
     assert code == 0, out + err
     assert "10.213.0.2 ssh-ed25519" in known.read_text()
-    assert deployer.run("status")[0] == 0  # now known: no flag needed
+    # Now known: no flag needed (4, not 3: `--no-proxy` left the stack without its proxy).
+    assert deployer.run("status")[0] == 4
 
 
 def test_changed_host_key_is_refused_with_the_keygen_command(
@@ -774,3 +775,39 @@ def test_a_missing_image_is_pulled_and_a_moved_tag_replaces_with_pull(
     [second] = _containers(host_docker, deployer.name)
     assert second.image.labels["test.tag"] == "second"
     assert second.id != first.id
+
+
+# --- status --json shape ------------------------------------------------------------------------
+
+
+def test_status_json_has_one_shape_reachable_or_not_and_a_dead_proxy_exits_4(
+    deployer: Deployer,
+) -> None:
+    from spark_stack.deploy.status import HOST_KEYS, MODEL_KEYS
+
+    deployer.write()
+    assert deployer.run("up")[0] == 0
+    code, up = deployer.run_json("status")
+    assert code == 0, up
+    assert set(up["hosts"][0]) == set(HOST_KEYS) and set(up["models"][0]) == set(MODEL_KEYS)
+    assert up["models"][0]["restarts"] == 0
+
+    os.kill(up["proxy"]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        code, report = deployer.run_json("status")
+        if not report["proxy"]["running"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert code == 4 and report["healthy"] is False and report["proxy"]["running"] is False
+    assert report["models"][0]["healthy"] is True
+
+    deployer.write(host={"address": "10.213.0.2", "port": 2})  # nothing listens there
+    code, gone = deployer.run_json("status")
+    assert code == 3
+    assert set(gone) == set(up)
+    assert set(gone["hosts"][0]) == set(up["hosts"][0])
+    assert set(gone["models"][0]) == set(up["models"][0])
+    assert gone["hosts"][0]["error"] and gone["hosts"][0]["ssh"] is None
+    assert gone["models"][0]["state"] == "unknown" and gone["models"][0]["restarts"] is None
+    deployer.write()  # so the fixture's `down` reaches the host
