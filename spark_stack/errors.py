@@ -71,6 +71,10 @@ class Problem:
         return text
 
 
+class MissingSecret(UsageError):
+    """A ``${VAR}`` the stack file refers to is not set where it is used (exit 2)."""
+
+
 class StackFileError(SparkStackError):
     """The stack file is missing, unparsable or invalid (exit 2); lists every problem."""
 

@@ -37,9 +37,18 @@ def init(
     from ..errors import UsageError
     from ..paths import write_atomic
     from ..stack.loader import did_you_mean, load_stack_text
+    from ..stack.schema import check_address
     from ..stack.template import stack_name_for, stack_template, template_choices
 
     target = path or Path(stack_path(None) or "spark-stack.yaml")
+    if host is not None:
+        try:
+            check_address(host)
+        except ValueError as exc:
+            raise UsageError(
+                f"--host: {exc}", fix="pass an IP, a hostname or an ~/.ssh/config alias, "
+                "e.g. --host spark (set the SSH user as user: in the file)",
+            ) from None
     if preset not in template_choices():
         raise UsageError(
             f"unknown preset '{preset}'", fix=did_you_mean(preset, template_choices(), "preset")

@@ -15,7 +15,7 @@ from . import schema
 from .lint import LINTS
 from .loader import Check, LoadedStack, did_you_mean
 from .secrets import has_reference
-from .vllm_check import abbreviated_flags, flag_set_notes, vllm_flags
+from .vllm_check import abbreviated_flags, extra_arg_path, flag_set_notes, vllm_flags
 
 # Claude Code's system prompt and tools weigh ~25K tokens; leave room for a useful answer.
 CLAUDE_CODE_PROMPT_TOKENS = 25_000
@@ -148,7 +148,7 @@ def routes_known(loaded: LoadedStack) -> list[Problem]:
             loaded.problem(
                 f"claude default_model '{default}' is neither a model nor matched by a route",
                 ("claude", "default_model"),
-                fix=f"use one of: {', '.join(names)}",
+                fix=f"use one of: {', '.join(sorted(set(names)))}",
             )
         )
     return problems
@@ -219,10 +219,34 @@ def plain_secrets(loaded: LoadedStack) -> list[Problem]:
             if flag in _SECRET_FLAGS and secret and not secret.startswith("-"):
                 problems.append(loaded.problem(
                     f"'{flag}' in extra_args puts a secret in the container's command line",
-                    ("models", index, "extra_args", item),
+                    extra_arg_path(loaded, index, model, item),
                     fix="remove it and set env: {HF_TOKEN: ${HF_TOKEN}} (vLLM reads HF_TOKEN)",
                 ))
+        for item, arg in enumerate(model.extra_args):
+            if arg == "--api-key" or arg.startswith("--api-key="):
+                problems.append(loaded.problem(
+                    "--api-key must not be passed in extra_args (it would show in argv); "
+                    "use the model's api_key setting",
+                    extra_arg_path(loaded, index, model, item),
+                    fix="remove --api-key from extra_args and set api_key: auto (or ${ENV_VAR})",
+                ))
     return problems
+
+
+_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|localhost)$")
+
+
+def proxy_token_off_loopback(loaded: LoadedStack) -> list[Problem]:
+    """Caught here so `up` refuses before it starts any model (the proxy refuses too)."""
+    proxy = loaded.stack.proxy
+    if proxy.token is not None or _LOOPBACK.match(proxy.host):
+        return []
+    return [loaded.problem(
+        f"the proxy listens on {proxy.listen} without a token: anyone who reaches it can use "
+        "your models",
+        ("proxy", "listen"),
+        fix="set token: auto (generated) or token: ${VAR}, or listen on 127.0.0.1",
+    )]
 
 
 ERROR_CHECKS: list[Check] = [
@@ -233,6 +257,7 @@ ERROR_CHECKS: list[Check] = [
     routes_known,
     shared_gpu_memory,
     context_long_enough,
+    proxy_token_off_loopback,
     vllm_flags,
 ]
 LINT_CHECKS: list[Check] = [*LINTS, abbreviated_flags, flag_set_notes]

@@ -24,7 +24,9 @@ DEPRECATED_ENV = {
     "VLLM_ATTENTION_BACKEND": "attention_backend",
 }
 _QWEN36_NVFP4 = re.compile(r"qwen3\.6.*nvfp4", re.IGNORECASE)
-_LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$")
+_QWEN3 = re.compile(r"qwen3", re.IGNORECASE)
+# Qwen3 lines that never reason (e.g. Qwen3-30B-A3B-Instruct-2507, Qwen3-Coder-*).
+_QWEN3_NO_THINKING = re.compile(r"instruct|coder", re.IGNORECASE)
 
 
 def _models(loaded: LoadedStack) -> list[tuple[int, schema.ContainerModel]]:
@@ -137,14 +139,6 @@ def open_on_lan(loaded: LoadedStack) -> list[Problem]:
                 field_path(loaded, index, model, "api_key"),
                 fix="set api_key: auto (spark-stack generates and keeps one), or bind: loopback",
             ))
-    proxy = loaded.stack.proxy
-    if proxy.token is None and not _LOOPBACK.match(proxy.host):
-        problems.append(loaded.problem(
-            f"the proxy listens on {proxy.listen} without a token: anyone who reaches it can "
-            "use your models (source: the proxy checks a token only when proxy.token is set)",
-            ("proxy", "listen"),
-            fix="listen on 127.0.0.1, or set proxy.token: auto",
-        ))
     return problems
 
 
@@ -179,6 +173,21 @@ def qwen36_nvfp4_needs_recent_vllm(loaded: LoadedStack) -> list[Problem]:
     return problems
 
 
+def qwen3_without_reasoning_parser(loaded: LoadedStack) -> list[Problem]:
+    return [
+        loaded.problem(
+            f"'{model.model}' is a Qwen3 checkpoint and no reasoning_parser is set: the reply "
+            "text will contain the model's reasoning and a stray </think> (source: vLLM splits "
+            "reasoning out of the content only with --reasoning-parser)",
+            field_path(loaded, index, model, "model"),
+            fix="set reasoning_parser: qwen3",
+        )
+        for index, model in _models(loaded)
+        if _QWEN3.search(model.model or "") and not _QWEN3_NO_THINKING.search(model.model or "")
+        and not model.reasoning_parser
+    ]
+
+
 LINTS = [
     stale_image_tag,
     gpu_memory_on_spark,
@@ -189,4 +198,5 @@ LINTS = [
     open_on_lan,
     memlock_ulimit,
     qwen36_nvfp4_needs_recent_vllm,
+    qwen3_without_reasoning_parser,
 ]

@@ -6,6 +6,7 @@ listing every problem found, each with ``file:line:col``, the key path and a fix
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Callable
@@ -110,24 +111,133 @@ def load_stack_text(
             fix="start with 'name: my-stack' and 'models:' at the left margin "
             "(`spark-stack init` writes an example)",
         )
-    data, preset_problems = _apply_presets(data, positions, filename)
+    data, preset_problems, unknown_presets = _apply_presets(data, positions, filename)
     problems += preset_problems
+    # A model with an unknown preset is unknown itself: only its name takes part in checks.
+    bad_paths: list[KeyPath] = [("models", index) for index in unknown_presets]
+    stand_ins: dict[int, str] = {}
     try:
-        stack = schema.Stack.model_validate(data)
+        stack: schema.Stack | None = schema.Stack.model_validate(data)
     except ValidationError as exc:
         problems += _problems_from_errors(exc.errors(), data, positions, filename)
-        raise StackFileError(problems) from None
-    if problems:
+        bad_paths += [_clean_loc(tuple(err["loc"])) for err in exc.errors()]
+    if bad_paths:
+        stack, stand_ins = _validate_the_rest(data, bad_paths)
+    if stack is None:
         raise StackFileError(problems)
     loaded = LoadedStack(stack, path or Path(filename), positions)
     from .checks import ERROR_CHECKS, LINT_CHECKS
 
     errors = [p for check in ERROR_CHECKS for p in check(loaded)]
+    if problems:
+        raise StackFileError(problems + _follow_ups_dropped(errors, problems, stand_ins))
     if errors:
         raise StackFileError(errors)
     if lint:
         loaded.warnings = [p for check in LINT_CHECKS for p in check(loaded)]
     return loaded
+
+
+# Replacements for invalid values whose removal would raise problems of its own (a stack
+# without a host, a public proxy without a token).
+_PLACEHOLDERS: dict[str, Any] = {"address": "placeholder", "token": "auto"}
+_REQUIRED_MODEL_KEYS = ("name", "kind", "url")
+_REPAIR_ROUNDS = 4
+
+
+def _validate_the_rest(
+    data: dict[str, Any], bad_paths: list[KeyPath]
+) -> tuple[schema.Stack | None, dict[int, str]]:
+    """The stack with each invalid value dropped (its default applies), so the cross-field
+    checks still run on what the user wrote; ``None`` when even that does not validate.
+
+    A model that cannot be mended (bad name, kind or url) becomes a remote stand-in keeping
+    only its name (for the duplicate-name and route checks); the stand-ins' indices are
+    returned with those names.
+    """
+    repaired = copy.deepcopy(data)
+    stand_ins: dict[int, str] = {}
+    for _ in range(_REPAIR_ROUNDS):
+        for bad in bad_paths:
+            if not _mend(repaired, bad, stand_ins):
+                return None, {}
+        try:
+            stack = schema.Stack.model_validate(repaired)
+        except ValidationError as exc:
+            bad_paths = [_clean_loc(tuple(err["loc"])) for err in exc.errors()]
+            continue
+        models = list(stack.models)
+        for index, name in stand_ins.items():
+            models[index] = models[index].model_copy(update={"name": name})
+        return stack.model_copy(update={"models": models}), stand_ins
+    return None, {}
+
+
+def _mend(data: dict[str, Any], path: KeyPath, stand_ins: dict[int, str]) -> bool:
+    """Remove (or replace) the value at ``path`` that failed validation; False if it cannot be."""
+    if not path:
+        return False
+    head = path[0]
+    if head == "name":
+        data["name"] = "placeholder"
+        return True
+    if head == "models":
+        models = data.get("models")
+        if len(path) < 2 or not isinstance(models, list) or not isinstance(path[1], int):
+            return False
+        index = path[1]
+        if index in stand_ins:
+            return True
+        model = models[index]
+        if len(path) > 2 and isinstance(model, dict) and path[2] not in _REQUIRED_MODEL_KEYS:
+            model.pop(path[2], None)
+            return True
+        name = model.get("name") if isinstance(model, dict) else None
+        if not isinstance(name, str):
+            return False
+        stand_ins[index] = name
+        models[index] = {"kind": "remote", "name": "placeholder", "url": "http://placeholder"}
+        return True
+    # host.<key>, hosts.<name>.<key>, proxy.<key>, claude.<key> or an unknown top-level key
+    depth = 3 if head == "hosts" else 2
+    section: Any = data
+    for part in path[: depth - 1]:
+        section = section.get(part) if isinstance(section, dict) else None
+    key = path[depth - 1] if len(path) >= depth else path[-1]
+    if not isinstance(section, dict) or len(path) < depth:
+        section, key = data, head
+        if head == "host":
+            data["host"] = {"address": _PLACEHOLDERS["address"]}
+            return True
+    elif key in _PLACEHOLDERS:
+        section[key] = _PLACEHOLDERS[key]
+        return True
+    section.pop(key, None)
+    return True
+
+
+_MODEL_PATH = re.compile(r"^models\[(\d+)\]")
+
+
+def _follow_ups_dropped(
+    errors: list[Problem], problems: list[Problem], stand_ins: dict[int, str]
+) -> list[Problem]:
+    """Cross-field errors that are not mere consequences of the schema problems: nothing twice
+    at one place, nothing about a stand-in but its name, and no "needs image" for a model
+    whose preset or keys were refused."""
+    reported = {p.key_path for p in problems}
+    broken = {m.group(0) for p in problems if (m := _MODEL_PATH.match(p.key_path))}
+    kept = []
+    for problem in errors:
+        match = _MODEL_PATH.match(problem.key_path)
+        if problem.key_path in reported or problem.key_path in broken:
+            continue
+        if match and int(match.group(1)) in stand_ins and problem.key_path != (
+            f"{match.group(0)}.name"
+        ):
+            continue
+        kept.append(problem)
+    return kept
 
 
 def located(
@@ -147,11 +257,13 @@ def located(
 
 def _apply_presets(
     data: dict[str, Any], positions: Positions, filename: str
-) -> tuple[dict[str, Any], list[Problem]]:
+) -> tuple[dict[str, Any], list[Problem], list[int]]:
+    """The data with presets merged, the problems, and the indices of unknown presets."""
     models = data.get("models")
     if not isinstance(models, list):
-        return data, []
+        return data, [], []
     problems: list[Problem] = []
+    unknown: list[int] = []
     merged_models: list[Any] = []
     for index, model in enumerate(models):
         preset_name = model.get("preset") if isinstance(model, dict) else None
@@ -170,9 +282,10 @@ def _apply_presets(
                 )
             )
             merged_models.append(model)
+            unknown.append(index)
             continue
         merged_models.append(apply_preset(preset, model))
-    return {**data, "models": merged_models}, problems
+    return {**data, "models": merged_models}, problems, unknown
 
 
 def _problems_from_errors(
@@ -269,7 +382,8 @@ _FIELD_FIXES = {
     "token": "write e.g. token: ${MY_PROXY_TOKEN} and export it, or use auto",
     "listen": "write HOST:PORT, e.g. 127.0.0.1:4000",
     "shm_size": "write a size such as 16gb",
-    "extra_args": "remove --api-key from extra_args and set api_key: auto (or ${ENV_VAR})",
+    "address": "write an IP, a hostname or an ~/.ssh/config alias, e.g. address: spark",
+    "user": "write the SSH user name, e.g. user: ubuntu",
     "models": "add at least one model under 'models:'",
 }
 _PATTERN_FIXES = {
@@ -353,9 +467,10 @@ def _allowed_keys(path: KeyPath, data: dict[str, Any]) -> list[str]:
 
 def did_you_mean(word: str, options: list[str], what: str) -> str:
     """A fix naming the closest option, else listing them."""
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    unique = sorted(set(options))
+    close = difflib.get_close_matches(word, unique, n=1, cutoff=0.6)
     if close:
         return f"did you mean '{close[0]}'?"
-    if options:
-        return f"remove it; known {what}s: {', '.join(sorted(options))}"
+    if unique:
+        return f"remove it; known {what}s: {', '.join(unique)}"
     return "remove it"

@@ -38,6 +38,37 @@ class HostConfig(StrictModel):
     port: int | None = Field(default=None, ge=1, le=65535)
     identity_file: str | None = None
 
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return check_address(value)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not _USER.match(value):
+            raise ValueError(f"user must be a user name ({USER_HINT}) (got {value!r})")
+        return value
+
+
+# Hostnames, IPv4/IPv6 addresses (with a %zone) and ssh-config aliases; no leading '-' (ssh
+# would read it as an option) and nothing a shell or ssh_config gives a meaning to.
+_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*$")
+ADDRESS_HINT = "letters, digits, '.', '-', '_', ':' (IPv6) or '%' (zone), not starting with '-'"
+# POSIX portable user names.
+_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+USER_HINT = "letters, digits, '.', '_' or '-', not starting with '-'"
+
+
+def check_address(value: str) -> str:
+    """``value`` when it is a hostname, IP address or ssh-config alias; else ValueError."""
+    if not _ADDRESS.match(value):
+        raise ValueError(
+            f"address must be a hostname, IP address or ~/.ssh/config alias ({ADDRESS_HINT}) "
+            f"(got {value!r})"
+        )
+    return value
+
 
 class Speculative(StrictModel):
     """Speculative decoding (MTP on Qwen3.5/3.6)."""
@@ -109,17 +140,6 @@ class ContainerModel(_ModelBase):
     def _size(cls, value: str | None) -> str | None:
         if value is not None and not _SIZE.match(value):
             raise ValueError("must be a size such as 16gb, 512m or 1073741824")
-        return value
-
-    @field_validator("extra_args")
-    @classmethod
-    def _no_api_key_in_argv(cls, value: list[str]) -> list[str]:
-        for arg in value:
-            if arg == "--api-key" or arg.startswith("--api-key="):
-                raise ValueError(
-                    "--api-key must not be passed in extra_args (it would show in argv); "
-                    "use the model's api_key setting"
-                )
         return value
 
     @field_validator("api_key")

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from ..errors import SparkStackError
+from ..errors import MissingSecret
 
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MASK = "***"
@@ -37,7 +37,7 @@ def mask(value: str) -> str:
 def resolve(value: str, environ: Mapping[str, str] | None = None, *, where: str = "") -> str:
     """Replace every ``${NAME}`` in ``value`` with the environment's value.
 
-    Raises a :class:`SparkStackError` naming the variable (never its value) when one is unset.
+    Raises :class:`MissingSecret` (exit 2) naming the variable (never its value) when one is unset.
     """
     env = os.environ if environ is None else environ
 
@@ -45,7 +45,7 @@ def resolve(value: str, environ: Mapping[str, str] | None = None, *, where: str 
         name = match.group(1)
         if name not in env:
             place = f" (used by {where})" if where else ""
-            raise SparkStackError(
+            raise MissingSecret(
                 f"environment variable {name} is not set{place}",
                 fix=f"export {name}=... before running spark-stack",
             )

@@ -36,6 +36,13 @@ def source_path(
     return field_path(loaded, index, model, source.field)
 
 
+def extra_arg_path(
+    loaded: LoadedStack, index: int, model: schema.ContainerModel, item: int
+) -> KeyPath:
+    """Where item ``item`` of the merged ``extra_args`` (preset's first) was written."""
+    return source_path(loaded, index, model, ArgSource("extra_args", item))
+
+
 def field_path(
     loaded: LoadedStack, index: int, model: schema.ContainerModel, field: str
 ) -> KeyPath:

@@ -14,6 +14,7 @@ GOOD = (
     "    image: vllm/vllm-openai:v0.28.0\n"
     "    model: RedHatAI/Qwen3.6-35B-A3B-NVFP4\n"
     "    gpu_memory_utilization: 0.5\n"
+    "    reasoning_parser: qwen3\n"
 )
 
 
@@ -34,24 +35,24 @@ def test_a_good_stack_has_no_warnings() -> None:
         (GOOD.replace("0.5", "0.7"), "models[0].gpu_memory_utilization", 7,
          "#46307", "0.4–0.5"),
         (GOOD + "    env: {VLLM_FLASHINFER_MOE_BACKEND: throughput}\n",
-         "models[0].env.VLLM_FLASHINFER_MOE_BACKEND", 8, "deprecated", "set 'moe_backend'"),
+         "models[0].env.VLLM_FLASHINFER_MOE_BACKEND", 9, "deprecated", "set 'moe_backend'"),
         (GOOD + "    env: {VLLM_USE_FLASHINFER_MOE_FP4: '1'}\n",
-         "models[0].env.VLLM_USE_FLASHINFER_MOE_FP4", 8, "silently ignored", "moe_backend"),
+         "models[0].env.VLLM_USE_FLASHINFER_MOE_FP4", 9, "silently ignored", "moe_backend"),
         (GOOD + "    env: {VLLM_ATTENTION_BACKEND: FLASHINFER}\n",
-         "models[0].env.VLLM_ATTENTION_BACKEND", 8, "deprecated", "set 'attention_backend'"),
-        (GOOD + "    ipc: host\n    shm_size: 64gb\n", "models[0].shm_size", 9,
+         "models[0].env.VLLM_ATTENTION_BACKEND", 9, "deprecated", "set 'attention_backend'"),
+        (GOOD + "    ipc: host\n    shm_size: 64gb\n", "models[0].shm_size", 10,
          "no effect with ipc: host", "remove shm_size"),
         (GOOD + "    served_name: Intel/Qwen3.6-35B-A3B-int4-AutoRound\n",
-         "models[0].served_name", 8, "names a different checkpoint", "short alias"),
+         "models[0].served_name", 9, "names a different checkpoint", "short alias"),
         (GOOD.replace("RedHatAI", "nvidia") + "    moe_backend: flashinfer_cutlass\n",
-         "models[0].moe_backend", 8, "FLASHINFER_CUTLASS", "marlin"),
-        (GOOD + "    api_key: none\n", "models[0].api_key", 8, "no API key",
+         "models[0].moe_backend", 9, "FLASHINFER_CUTLASS", "marlin"),
+        (GOOD + "    api_key: none\n", "models[0].api_key", 9, "no API key",
          "api_key: auto"),
-        (GOOD + "    ulimits: {memlock: -1}\n", "models[0].ulimits.memlock", 8,
+        (GOOD + "    ulimits: {memlock: -1}\n", "models[0].ulimits.memlock", 9,
          "CAP_SYS_RESOURCE", "remove the memlock ulimit"),
         (GOOD.replace("v0.28.0", "v0.19.1"), "models[0].image", 5,
          "Qwen3.6 NVFP4 needs vLLM 0.24 or newer", "vllm/vllm-openai:v0.28.0"),
-        (GOOD + "    extra_args: [--trust-remote]\n", "models[0].extra_args[0]", 8,
+        (GOOD + "    extra_args: [--trust-remote]\n", "models[0].extra_args[0]", 9,
          "abbreviation", "--trust-remote-code"),
         (GOOD.replace("vllm/vllm-openai:v0.28.0", "nvcr.io/nvidia/vllm:25.09-py3"),
          "models[0].image", 5, "checked against vLLM 0.33.0", "pin an upstream release"),
@@ -65,11 +66,20 @@ def test_lint_warns(body: str, key_path: str, line: int, message: str, fix: str)
     assert "source: " in found[0][1]
 
 
-def test_proxy_open_on_the_network_without_a_token_warns() -> None:
-    found = warnings_for("proxy: {listen: '0.0.0.0:4000'}\n")
-    assert [(w[0], w[3]) for w in found] == [("proxy.listen", 8)]
-    assert "without a token" in found[0][1]
-    assert warnings_for("proxy: {listen: '0.0.0.0:4000', token: auto}\n") == []
+def test_a_qwen3_checkpoint_without_reasoning_parser_warns_at_the_model() -> None:
+    body = GOOD.replace("    reasoning_parser: qwen3\n", "")
+    found = [w for w in warnings_for("", body) if "</think>" in w[1]]
+    assert [(w[0], w[3], w[2]) for w in found] == [
+        ("models[0].model", 6, "set reasoning_parser: qwen3")
+    ]
+    for checkpoint in ("Qwen/Qwen3-8B", "Qwen/Qwen3.5-27B", "Qwen/Qwen3.6-35B-A3B"):
+        assert any("</think>" in w[1] for w in warnings_for(
+            "", body.replace("RedHatAI/Qwen3.6-35B-A3B-NVFP4", checkpoint)))
+    # Lines that never reason, and other families, are left alone.
+    for checkpoint in ("Qwen/Qwen3-30B-A3B-Instruct-2507", "Qwen/Qwen3-Coder-30B-A3B-Instruct",
+                       "meta-llama/Llama-3.1-8B-Instruct"):
+        assert not any("</think>" in w[1] for w in warnings_for(
+            "", body.replace("RedHatAI/Qwen3.6-35B-A3B-NVFP4", checkpoint)))
 
 
 def test_preset_values_warn_at_the_preset() -> None:

@@ -16,7 +16,7 @@ def test_every_preset_is_valid_for_every_known_vllm(preset: str, version: str) -
     text = (
         "name: t\nhost: {address: 127.0.0.1}\nmodels:\n  - name: m\n"
         f"    preset: {preset}\n    image: vllm/vllm-openai:v{version}\n"
-        "    model: Qwen/Qwen3-8B\n"
+        "    model: Qwen/Qwen3-8B\n    reasoning_parser: qwen3\n"
     )
     loaded = load_stack_text(text, filename="s.yaml")
     assert loaded.warnings == []
