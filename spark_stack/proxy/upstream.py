@@ -50,6 +50,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._chunks: list[bytes] = []
         self._buffered = 0
+        self._paused = False
         self._headers: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
@@ -61,6 +62,12 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = False
         self.complete = self.received = False
         self._parser = httptools.HttpResponseParser(self)
+        # Whatever the previous reader left unread of its (complete) response goes.
+        self._chunks = []
+        self._buffered = 0
+        self._error = None
+        if self._paused:
+            self._resume()
         self._headers = asyncio.get_running_loop().create_future()
         self.transport.write(request)
         return self._headers
@@ -98,8 +105,9 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > _READ_BUFFER and self.transport is not None:
+        if self._buffered > _READ_BUFFER and not self._paused and self.transport is not None:
             self.transport.pause_reading()
+            self._paused = True
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -112,6 +120,11 @@ class _Connection(asyncio.Protocol):
             self._headers.set_exception(error)
         self._wake()
 
+    def _resume(self) -> None:
+        self._paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -123,9 +136,9 @@ class _Connection(asyncio.Protocol):
             if self._chunks:
                 data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
                 self._chunks.clear()
-                if self._buffered > _READ_BUFFER and self.transport is not None:
-                    self.transport.resume_reading()
                 self._buffered = 0
+                if self._paused:
+                    self._resume()
                 yield data
             elif self.complete:
                 return

@@ -276,3 +276,49 @@ def test_an_abandoned_stream_closes_its_connection() -> None:
         await closed.wait()
 
     serve(handler, check)
+
+
+def test_what_a_reader_left_unread_never_reaches_the_next_response() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for n in range(2):
+            await read_request(reader)
+            writer.write(CHAT + chunk(b"data: [DONE]\n\n"))
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(chunk(b"left%d" % n) + b"0\r\n\r\n")
+            await writer.drain()
+
+    async def check(upstream: Upstream, client: UpstreamClient) -> None:
+        response = await client.post_chat(upstream, b"{}")
+        async for piece in response.content.iter_any():
+            assert piece == b"data: [DONE]\n\n"
+            break
+        await asyncio.sleep(0.05)  # the rest arrives: the response is complete, unread
+        response.release()
+        again = await client.post_chat(upstream, b"{}")
+        assert await read_all(again) == b"data: [DONE]\n\nleft1"
+
+    assert serve(handler, check) == 1
+
+
+def test_a_large_answer_to_a_slow_reader_arrives_whole() -> None:
+    piece = b"x" * 65536
+    count = 48  # 3 MiB: reading pauses at 1 MiB buffered and resumes as the reader catches up
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await read_request(reader)
+            writer.write(CHAT)
+            for _ in range(count):
+                writer.write(chunk(piece))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async def check(upstream: Upstream, client: UpstreamClient) -> None:
+        for _ in range(2):
+            response = await client.post_chat(upstream, b"{}")
+            await asyncio.sleep(0.2)
+            assert len(await read_all(response)) == len(piece) * count
+
+    assert serve(handler, check) == 1
