@@ -140,7 +140,7 @@ proxy:
         assert [a.kind for a in again.actions] == ["keep"]
         assert local.running_pid(files) == pid
         report = deploy_status.status(stack)
-        assert report["healthy"] is True and report["models"][0]["pid"] == pid
+        assert report["models"][0]["healthy"] is True and report["models"][0]["pid"] == pid
         chunks = deploy_logs.logs(stack, "sim", tail=None, follow=False)
         logs = "".join(chunk for _, chunk in chunks)
         assert "Application startup complete" in logs
