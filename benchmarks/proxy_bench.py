@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/proxy_bench.py            # full run (~3-5 min + LiteLLM install)
     .venv/bin/python benchmarks/proxy_bench.py --quick    # short run
     .venv/bin/python benchmarks/proxy_bench.py --no-litellm
+    .venv/bin/python benchmarks/proxy_bench.py --no-litellm --baseline HEAD~3   # A/B in one run
 
 One run, same requests, rounds interleaved so every target shares the machine's noise. The
 simulator answers every chat request with 5 content chunks and no delay
@@ -10,7 +11,9 @@ simulator answers every chat request with 5 content chunks and no delay
 shows what one extra loopback hop alone costs on the machine at hand. Reported:
 streamed TTFT p50/p95/p99 at c=1 (2 KB and a ~78 KB Claude Code body with 24 tools) and at
 c=32, req/s at c=32, proxy CPU ms per streamed request (from /proc/<pid>/stat), RSS, start-up
-time to first answer, and warm count_tokens p50. LiteLLM is installed (once) into its own
+time to first answer, and warm count_tokens p50. ``--baseline REV`` adds the proxy as it was at
+git revision REV (its ``spark_stack`` extracted to a temporary directory) as one more target, so
+before/after comparisons share the machine's noise. LiteLLM is installed (once) into its own
 venv under ~/.cache/spark-stack/bench with ``LITELLM_LOCAL_MODEL_COST_MAP=True``.
 
 Only loopback traffic. With 2+ cores the proxies are pinned to the last core and the client
@@ -157,7 +160,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, method: s
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
                                                 timeout=2)
         try:
@@ -184,19 +187,21 @@ def start_simulator(port: int, cores: set[int]) -> subprocess.Popen[bytes]:
     return proc
 
 
-def start_ours(sim_port: int, workdir: Path, cores: set[int]) -> Target:
+def start_ours(sim_port: int, workdir: Path, cores: set[int], tree: Path = REPO,
+               name: str = "spark-stack") -> Target:
     port = free_port()
     config = ProxyConfig(port=port, upstreams={"sim": Upstream(
         "sim", f"http://127.0.0.1:{sim_port}/v1", SERVED, max_model_len=262144)},
         routes=[Route("claude-*", "sim")])
-    path = workdir / "proxy.json"
+    path = workdir / f"proxy-{port}.json"
     path.write_text(config.to_json())
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "spark_stack.proxy", "--config", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tree,
+                            env={**os.environ, "PYTHONPATH": str(tree)})
     pin(proc.pid, cores)
     wait_http(f"http://127.0.0.1:{port}/", proc, 30, method="HEAD")
-    target = Target("spark-stack", f"http://127.0.0.1:{port}/v1/messages?beta=true",
+    target = Target(name, f"http://127.0.0.1:{port}/v1/messages?beta=true",
                     {"content-type": "application/json", "anthropic-version": "2023-06-01"},
                     ANTHROPIC_MARK, proc.pid, proc)
     target.start_s = time.perf_counter() - started
@@ -232,6 +237,16 @@ def start_relay(sim_port: int, cores: set[int]) -> Target:
     wait_http(f"http://127.0.0.1:{port}/health", proc, 30)
     return Target("tcp-relay", f"http://127.0.0.1:{port}/v1/chat/completions",
                   {"content-type": "application/json"}, OPENAI_MARK, proc.pid, proc)
+
+
+def extract_revision(rev: str, workdir: Path) -> Path:
+    """``spark_stack`` as it was at git revision ``rev``, in a directory of its own."""
+    tree = workdir / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", rev, "spark_stack"], cwd=REPO, check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def install_litellm() -> Path | None:
@@ -336,6 +351,11 @@ async def run(args: argparse.Namespace) -> None:
         ours = start_ours(sim_port, workdir, proxy_cores)
         ours.bodies = {k: orjson.dumps(v) for k, v in bodies.items()}
         targets.append(ours)
+        if args.baseline:
+            tree = extract_revision(args.baseline, workdir)
+            before = start_ours(sim_port, workdir, proxy_cores, tree, f"ss@{args.baseline}")
+            before.bodies = dict(ours.bodies)
+            targets.append(before)
         if not args.no_litellm:
             binary = install_litellm()
             litellm = start_litellm(binary, sim_port, workdir, proxy_cores) if binary else None
@@ -362,7 +382,7 @@ async def run(args: argparse.Namespace) -> None:
                         await phase(session, target, kind, concurrency, count,
                                     results.setdefault(key, Sample()))
         tokens = {t.name: await count_tokens_p50(t, bodies["78KB"], 20 if args.quick else 50)
-                  for t in targets if t.name not in ("direct", "tcp-relay")}
+                  for t in targets if t.start_s is not None}
         report(targets, results, tokens)
     finally:
         for target in targets:
@@ -414,6 +434,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--no-litellm", action="store_true", help="skip LiteLLM")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the proxy as of this git revision (A/B in one run)")
     asyncio.run(run(parser.parse_args()))
 
 
