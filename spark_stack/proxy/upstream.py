@@ -186,7 +186,9 @@ class _Target:
 
     def __init__(self, upstream: Upstream) -> None:
         url = URL(upstream.base_url.rstrip("/") + "/chat/completions")
-        self.host = url.raw_host or "127.0.0.1"
+        if not url.raw_host:
+            raise UpstreamConnectionError(f"no host in {upstream.base_url!r}")
+        self.host = url.raw_host
         self.port = url.port or 80
         host = f"[{self.host}]" if ":" in self.host else self.host
         lines = [
@@ -196,6 +198,8 @@ class _Target:
         ]
         if upstream.api_key:
             lines.append(f"Authorization: Bearer {upstream.api_key}")
+        if any("\r" in line or "\n" in line for line in lines):
+            raise ValueError(f"upstream {upstream.name}: line break in its URL or API key")
         self.head = ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
         self.idle: list[_Connection] = []
 
