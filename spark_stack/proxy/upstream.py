@@ -158,7 +158,7 @@ class RawResponse:
 
     def __init__(self, connection: _Connection, pool: list[_Connection]) -> None:
         self._connection = connection
-        self._pool = pool
+        self._pool: list[_Connection] | None = pool
         self.status = connection.status
         self.content = self
 
@@ -171,11 +171,12 @@ class RawResponse:
     def release(self) -> None:
         """Back to the pool when the response was read to its end, else closed: a backend
         that sees its client go away aborts the generation."""
-        connection = self._connection
-        if connection.closed:
+        connection, pool = self._connection, self._pool
+        if pool is None or connection.closed:
             return
+        self._pool = None  # released once: a connection must never be pooled twice
         if connection.complete and connection.keep_alive:
-            self._pool.append(connection)
+            pool.append(connection)
         else:
             connection.close()
 

@@ -322,3 +322,21 @@ def test_a_large_answer_to_a_slow_reader_arrives_whole() -> None:
             assert len(await read_all(response)) == len(piece) * count
 
     assert serve(handler, check) == 1
+
+
+def test_releasing_twice_pools_the_connection_once() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def check(upstream: Upstream, client: UpstreamClient) -> None:
+        response = await client.post_chat(upstream, b"{}")
+        assert await read_all(response) == b"ok"
+        response.release()
+        # Two requests at once need two connections, not the same one twice.
+        both = await asyncio.gather(*(client.post_chat(upstream, b"{}") for _ in range(2)))
+        assert [await read_all(r) for r in both] == [b"ok", b"ok"]
+
+    assert serve(handler, check) == 2
