@@ -49,9 +49,14 @@ def _python_literal(text: str) -> str | None:
     if not text.startswith("{"):
         return None
     import ast  # only on this rare path: keeps the proxy's start-up small
+    import warnings
 
     try:
-        value = ast.literal_eval(text)
+        # Model output may hold escapes Python deprecates ("\ "): that is the model's text,
+        # not our code, so the compiler's warning would only be noise in the proxy's log.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+            value = ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
     if not isinstance(value, dict):
