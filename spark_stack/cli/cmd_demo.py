@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -200,18 +201,19 @@ def _next_steps(
     out: Console, loaded: LoadedStack, stack_arg: str, launcher_path: Path, *, stopped: bool
 ) -> None:
     flag = f"-s {shlex.quote(stack_arg)}"
+    program = _program_name()
     out.print("\n[bold green]the demo works.[/]", markup=True)
     if stopped:
-        out.print(f"  start it again: spark-stack demo   (or spark-stack {flag} up)",
+        out.print(f"  start it again: {program} demo   (or {program} {flag} up)",
                   markup=False)
         return
     on_path = shutil.which(launcher_path.name) == str(launcher_path)
     launcher = launcher_path.name if on_path else str(launcher_path)
     commands = [
-        (f"spark-stack {flag} status", "what runs and whether it is healthy"),
+        (f"{program} {flag} status", "what runs and whether it is healthy"),
         (f"{launcher} -p {shlex.quote(PROXY_PROMPT)}", "Claude Code on the demo stack"),
-        (f"spark-stack {flag} claude", "the same, started through spark-stack"),
-        (f"spark-stack {flag} down", "stop it"),
+        (f"{program} {flag} claude", "the same, started through spark-stack"),
+        (f"{program} {flag} down", "stop it"),
     ]
     width = max(len(command) for command, _ in commands)
     out.print("The demo stack keeps running. Next:", markup=False)
@@ -220,6 +222,19 @@ def _next_steps(
     if not on_path:
         out.print(f"  (add {launcher_path.parent} to PATH to type {launcher_path.name})",
                   markup=False)
+
+
+def _program_name() -> str:
+    """How the user can type spark-stack again: plain when on PATH, else the path they ran
+    (the README's quickstart runs `.venv/bin/spark-stack`, which is not on PATH)."""
+    found = shutil.which("spark-stack")
+    invoked = Path(sys.argv[0])
+    if invoked.name != "spark-stack" or (found and Path(found).resolve() == invoked.resolve()):
+        return "spark-stack"
+    try:
+        return str(invoked.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(invoked)
 
 
 def _one_line(text: str) -> str:
