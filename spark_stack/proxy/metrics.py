@@ -46,15 +46,20 @@ class RouteMetrics:
 
 
 class Metrics:
-    """Per-upstream request, error and token counters; TTFT and duration histograms."""
+    """Per-route request, error and token counters; TTFT and duration histograms.
+
+    A route is the routing-table entry that matched (a model name or a glob such as
+    ``claude-*``), labelled with the upstream it sends to.
+    """
 
     def __init__(self) -> None:
-        self.routes: dict[str, RouteMetrics] = {}
+        self.routes: dict[tuple[str, str], RouteMetrics] = {}
 
-    def route(self, name: str) -> RouteMetrics:
-        found = self.routes.get(name)
+    def route(self, name: str, upstream: str) -> RouteMetrics:
+        key = (name, upstream)
+        found = self.routes.get(key)
         if found is None:
-            found = self.routes[name] = RouteMetrics()
+            found = self.routes[key] = RouteMetrics()
         return found
 
     def render(self) -> str:
@@ -66,8 +71,8 @@ class Metrics:
             "# TYPE spark_proxy_ttft_seconds histogram",
             "# TYPE spark_proxy_duration_seconds histogram",
         ]
-        for name, route in sorted(self.routes.items()):
-            labels = f'route="{_escape(name)}"'
+        for (name, upstream), route in sorted(self.routes.items()):
+            labels = f'route="{_escape(name)}",upstream="{_escape(upstream)}"'
             lines.append(f"spark_proxy_requests_total{{{labels}}} {route.requests}")
             lines.append(f"spark_proxy_errors_total{{{labels}}} {route.errors}")
             lines.append(f"spark_proxy_input_tokens_total{{{labels}}} {route.input_tokens}")

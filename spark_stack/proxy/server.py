@@ -190,8 +190,11 @@ class ProxyApp:
         body = {"status": "ok" if healthy else "degraded", "proxy": "ok", "upstreams": report}
         await _respond(send, 200 if healthy else 503, orjson.dumps(body))
 
-    def _parse(self, raw: bytes) -> tuple[dict[str, Any], bytes | None, Upstream]:
-        """The body, its tools as JSON when it has some, and the upstream its model maps to."""
+    def _parse(
+        self, raw: bytes
+    ) -> tuple[dict[str, Any], bytes | None, tuple[Upstream, str]]:
+        """The body, its tools as JSON when it has some, and the upstream its model maps to
+        with the route that matched."""
         try:
             body, tools_json = self._bodies.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -203,7 +206,7 @@ class ProxyApp:
             raise invalid_request("model", "required, a non-empty string")
         if self.config.log_prompts:
             log.info("prompt %s", raw[:4000].decode("utf-8", "replace"))
-        return body, tools_json, self.router.resolve(model)
+        return body, tools_json, self.router.resolve_route(model)
 
     async def _count_tokens(self, receive: Receive, send: Send) -> None:
         raw = await _read_body(receive)
@@ -213,7 +216,7 @@ class ProxyApp:
         count = self._counted.get(key)
         headers = list(_JSON)
         if count is None:
-            body, tools_json, upstream = self._parse(raw)
+            body, tools_json, (upstream, _route) = self._parse(raw)
             tokenize_body = translate_for_tokenize(body, upstream, tools_json)
             client = await self.client()
             count = await _until_gone(receive, client.count_tokens(upstream, tokenize_body))
@@ -234,8 +237,8 @@ class ProxyApp:
         record = _Record()
         try:
             raw = await _read_body(receive)
-            body, tools_json, upstream = self._parse(raw)
-            record.model, record.upstream = body["model"], upstream.name
+            body, tools_json, (upstream, route) = self._parse(raw)
+            record.model, record.upstream, record.route = body["model"], upstream.name, route
             request = translate_request(body, upstream, tools_json)
             record.stream = bool(request.get("stream"))
             relay = self._relay(body, request, len(raw), upstream, send, record, started)
@@ -368,7 +371,7 @@ class ProxyApp:
 
     def _account(self, record: _Record, started: float) -> None:
         duration = time.perf_counter() - started
-        route = self.metrics.route(record.upstream or "-")
+        route = self.metrics.route(record.route or "-", record.upstream or "-")
         route.requests += 1
         if record.status >= 400 or record.failed:
             route.errors += 1
@@ -381,7 +384,8 @@ class ProxyApp:
         # Written directly: a logging.LogRecord per request costs more than the translation.
         sys.stderr.write(
             f"{time.strftime('%Y-%m-%d %H:%M:%S')} spark_stack.proxy POST /v1/messages "
-            f"model={record.model!r} upstream={record.upstream or '-'} stream={record.stream} "
+            f"model={record.model!r} route={record.route or '-'!r} "
+            f"upstream={record.upstream or '-'} stream={record.stream} "
             f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
             f"dur_ms={duration * 1000:.1f} in={record.input_tokens} out={record.output_tokens}\n"
         )
@@ -390,11 +394,12 @@ class ProxyApp:
 class _Record:
     """What the per-request log line and the metrics need."""
 
-    __slots__ = ("model", "upstream", "stream", "status", "failed", "ttft", "input_tokens",
-                 "output_tokens")
+    __slots__ = ("model", "route", "upstream", "stream", "status", "failed", "ttft",
+                 "input_tokens", "output_tokens")
 
     def __init__(self) -> None:
         self.model = "-"
+        self.route = ""
         self.upstream = ""
         self.stream = False
         self.status = 200

@@ -288,8 +288,9 @@ def test_models_health_metrics(proxy: tuple[str, Path], client: anthropic.Anthro
     assert report["upstreams"]["qwen"]["ok"] is True
     assert report["upstreams"]["down"]["ok"] is False
     metrics = httpx.get(proxy[0] + "/metrics", headers=headers).text
-    assert re.search(r'spark_proxy_requests_total\{route="qwen"\} [1-9]', metrics)
-    assert 'spark_proxy_ttft_seconds_bucket{route="qwen",le="+Inf"}' in metrics
+    assert re.search(r'spark_proxy_requests_total\{route="[^"]+",upstream="qwen"\} [1-9]', metrics)
+    assert re.search(r'spark_proxy_ttft_seconds_bucket\{route="[^"]+",upstream="qwen",le="\+Inf"\}',
+                     metrics)
 
 
 def test_backend_dies_mid_stream_then_proxy_keeps_serving(client: anthropic.Anthropic) -> None:

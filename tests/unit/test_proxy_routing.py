@@ -76,3 +76,30 @@ def test_shared_served_name_goes_to_the_first_upstream() -> None:
     config = ProxyConfig(upstreams={"big": BIG, "twin": twin}, routes=[])
     assert Router(config).resolve("qwen3.6-35b").name == "big"
     assert Router(config).resolve("twin").name == "twin"
+
+
+@pytest.mark.parametrize(
+    ("model", "route"),
+    [
+        ("claude-opus-4-5", "claude-opus-4-5"),
+        ("claude-3-5-haiku-latest", "claude-*haiku*"),
+        ("claude-sonnet-4-5-20250929", "claude-*"),
+        ("small", "small"),
+        ("qwen3-4b", "qwen3-4b"),
+    ],
+)
+def test_resolve_route_names_the_entry_that_matched(model: str, route: str) -> None:
+    router = Router(CONFIG)
+    assert router.resolve_route(model)[1] == route
+    assert router.resolve_route(model)[1] == route  # the memoised answer too
+
+
+def test_metrics_are_labelled_by_route_and_upstream() -> None:
+    from spark_stack.proxy.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.route("claude-*", "big").requests += 2
+    metrics.route("small", "small").requests += 1
+    text = metrics.render()
+    assert 'spark_proxy_requests_total{route="claude-*",upstream="big"} 2' in text
+    assert 'spark_proxy_requests_total{route="small",upstream="small"} 1' in text
