@@ -9,7 +9,6 @@ Re-record after a pin bump: ``.venv/bin/python scripts/record_claude_code.py``
 from __future__ import annotations
 
 import copy
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from spark_stack.proxy.translate_request import (
 )
 from spark_stack.simulator import start_in_thread
 from tests.e2e.conftest import pinned_claude_version
+from tests.helpers import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude_code"
 SCHEMA = "https://json-schema.org/draft/2020-12/schema"
@@ -158,12 +158,6 @@ def test_max_tokens_is_clamped_to_the_context_left() -> None:
 
 
 # --- over real sockets: the recorded requests replayed to the proxy → the vLLM simulator -----
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

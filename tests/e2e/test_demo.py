@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from spark_stack.stack.loader import builtin_stack_path
+from tests.helpers import free_port
 
 DEMO_PROXY = "http://127.0.0.1:4111"
 INSTALL = "npm install -g @anthropic-ai/claude-code"
@@ -44,12 +45,6 @@ def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     }
     yield env
     spark_stack(env, "-s", "demo", "down")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

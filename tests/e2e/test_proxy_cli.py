@@ -13,12 +13,7 @@ import httpx
 
 from spark_stack.cli import main
 from spark_stack.proxy.config import ProxyConfig, Upstream
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers import free_port
 
 
 def write_config(tmp_path: Path, **extra: object) -> Path:

@@ -4,7 +4,6 @@ process) → the vLLM simulator, over real loopback sockets."""
 from __future__ import annotations
 
 import re
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +19,11 @@ from spark_stack.proxy.config import ProxyConfig, Route, Upstream
 from spark_stack.proxy.daemon import proxy_status, start_background, stop_background
 from spark_stack.simulator import start_in_thread
 from tests.e2e.test_proxy_claude_code import claude_code_body
+from tests.helpers import free_port
 
 MAX_LEN = 32768
 SERVED = "qwen3.6-sim"
 TOKEN = "proxy-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

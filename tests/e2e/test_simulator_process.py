@@ -17,15 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 FLAGS_FILE = REPO / "spark_stack/vllm/data/vllm-flags-0.28.0.json"
 MODEL = "Qwen/Qwen3.6-35B-A3B"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sim_env(**extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from spark_stack.simulator import SimHandle, start_in_thread
 from spark_stack.simulator.tokenizer import count_tokens
 from spark_stack.smoke import Endpoints, ModelTarget, endpoints_from_proxy_config
 from spark_stack.stack.loader import load_stack_text
+from tests.helpers import free_port
 
 
 def test_parse_sizes() -> None:
@@ -90,12 +90,6 @@ def test_calibrate_falls_back_without_a_tokenizer() -> None:
         assert calibrate(client, model) == 8.0  # the 8,000-character sample
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def stack_behind_proxy(
     tmp_path_factory: pytest.TempPathFactory,
@@ -107,7 +101,7 @@ def stack_behind_proxy(
         env={"VLLM_SIM_STARTUP_SECONDS": "0"},
     ) as sim:
         config = ProxyConfig(
-            port=_free_port(), token="t0k",
+            port=free_port(), token="t0k",
             upstreams={"qwen": Upstream("qwen", f"{sim.url}/v1", "qwen36")},
         )
         state = tmp_path_factory.mktemp("bench-proxy")

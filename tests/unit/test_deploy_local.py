@@ -4,7 +4,6 @@ the proxy config built from a stack, and the simulator kind run as a real local 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from spark_stack.deploy.proxy_config import Endpoint, build_proxy_config
 from spark_stack.errors import NotHealthy
 from spark_stack.proxy.config import ProxyConfig, Route
 from spark_stack.stack.loader import load_stack_text
+from tests.helpers import free_port
 
 
 def _shell(script: str, home: Path, **kwargs: object) -> subprocess.Popen[str]:
@@ -107,16 +107,10 @@ def test_models_without_an_endpoint_are_left_out() -> None:
     assert Route("*", "ext") in config.routes and Route("claude-haiku-*", "ext") in config.routes
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_simulator_kind_runs_as_a_local_process_kept_when_unchanged(
     spark_stack_home: Path, fake_home: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     text = f"""
 name: simtest
 models:
@@ -125,7 +119,7 @@ models:
     port: {port}
     startup_seconds: 0.2
 proxy:
-  listen: 127.0.0.1:{_free_port()}
+  listen: 127.0.0.1:{free_port()}
 """
     stack = load_stack_text(text, lint=False).stack
     options = engine.UpOptions(start_proxy=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from spark_stack.deploy.readiness import (
 )
 from spark_stack.simulator.config import SimConfig
 from spark_stack.simulator.vlog import startup_phases
+from tests.helpers import free_port
 
 FLAGS_0_28 = Path(__file__).resolve().parents[2] / "spark_stack/vllm/data/vllm-flags-0.28.0.json"
 
@@ -50,15 +50,9 @@ def test_the_test_answer_must_be_the_number() -> None:
     assert not answer_is_right("!!!!!!!!")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def simulator(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "sim.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +16,9 @@ import pytest
 from spark_stack.cli import main
 from spark_stack.deploy.status import HOST_KEYS, MODEL_KEYS, exit_code, status
 from spark_stack.stack.loader import load_stack
+from tests.helpers import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _documented() -> dict[str, Any]:
@@ -41,8 +35,8 @@ def sim_stack(tmp_path: Path, fake_home: Path) -> Iterator[Path]:
     path.write_text(
         "name: stat\n"
         "models:\n"
-        f"  - {{name: sim, kind: simulator, port: {_free_port()}, startup_seconds: 0}}\n"
-        f"proxy: {{listen: '127.0.0.1:{_free_port()}'}}\n"
+        f"  - {{name: sim, kind: simulator, port: {free_port()}, startup_seconds: 0}}\n"
+        f"proxy: {{listen: '127.0.0.1:{free_port()}'}}\n"
     )
     yield path
     main(["-s", str(path), "down"])
@@ -52,7 +46,7 @@ def test_unreachable_host_keeps_the_documented_shape(tmp_path: Path, fake_home: 
     path = tmp_path / "spark-stack.yaml"
     path.write_text(
         "name: gone\n"
-        f"host: {{address: 127.0.0.1, port: {_free_port()}}}\n"  # nothing listens there
+        f"host: {{address: 127.0.0.1, port: {free_port()}}}\n"  # nothing listens there
         "models:\n"
         "  - {name: qwen, model: Qwen/Qwen3-0.6B, image: 'vllm/vllm-openai:v0.28.0'}\n"
     )

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spark_stack.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -24,8 +18,8 @@ def stack_file(tmp_path: Path, fake_home: Path) -> Iterator[Path]:
     path.write_text(
         "name: downer\n"
         "models:\n"
-        f"  - {{name: sim, kind: simulator, port: {_free_port()}, startup_seconds: 0}}\n"
-        f"proxy: {{listen: '127.0.0.1:{_free_port()}'}}\n"
+        f"  - {{name: sim, kind: simulator, port: {free_port()}, startup_seconds: 0}}\n"
+        f"proxy: {{listen: '127.0.0.1:{free_port()}'}}\n"
     )
     yield path
     main(["-s", str(path), "down"])

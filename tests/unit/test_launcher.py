@@ -18,6 +18,7 @@ import pytest
 from spark_stack import launcher
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
+from tests.helpers import free_port
 
 SENTINEL = "tok-SENTINEL-9f3a1c"
 # The launcher probes with curl, else python3, else bash's /dev/tcp (with or without timeout).
@@ -67,14 +68,6 @@ def write_token(stack_name: str, text: str) -> None:
     path = launcher.token_file(stack_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture()

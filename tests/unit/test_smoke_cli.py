@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,14 +12,9 @@ from spark_stack.cli import main
 from spark_stack.deploy.local import stop_simulator
 from spark_stack.smoke.pipeline import stack_is_up
 from spark_stack.stack.loader import load_stack
+from tests.helpers import free_port
 
 CHECKS = ["direct_completion", "completion", "tool_round_trip", "count_tokens", "thinking"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -29,8 +23,8 @@ def stack_file(tmp_path: Path, fake_home: Path) -> Iterator[Path]:
     path.write_text(
         "name: clismoke\n"
         "models:\n"
-        f"  - {{name: sim, kind: simulator, port: {_free_port()}, startup_seconds: 0}}\n"
-        f"proxy: {{listen: '127.0.0.1:{_free_port()}'}}\n"
+        f"  - {{name: sim, kind: simulator, port: {free_port()}, startup_seconds: 0}}\n"
+        f"proxy: {{listen: '127.0.0.1:{free_port()}'}}\n"
     )
     yield path
     main(["-s", str(path), "down"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from spark_stack.simulator import SimHandle, start_in_thread
 from spark_stack.smoke import Endpoints, ModelTarget, endpoints_from_proxy_config, run_smoke
 from spark_stack.smoke.checks import KNOWN_PROMPT
 from spark_stack.stack.loader import LoadedStack, load_stack_text
+from tests.helpers import free_port
 
 QWEN_FLAGS = [
     "--reasoning-parser", "qwen3", "--tool-call-parser", "qwen3_coder",
@@ -30,12 +30,6 @@ models:
 proxy:
   routes: {"claude-*": qwen}
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _sim(*flags: str) -> SimHandle:
@@ -57,7 +51,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyCon
         "--served-model-name", "plain-model"
     ) as plain:
         config = ProxyConfig(
-            port=_free_port(),
+            port=free_port(),
             token="proxy-secret",
             upstreams={
                 "qwen": Upstream("qwen", f"{qwen.url}/v1", "qwen36"),
@@ -139,7 +133,7 @@ def test_upstream_stopped_fails_with_overloaded_and_connect_errors(
 ) -> None:
     with _sim(*QWEN_FLAGS, "--served-model-name", "qwen36") as sim:
         url = f"{sim.url}/v1"
-    config = ProxyConfig(port=_free_port(), upstreams={"qwen": Upstream("qwen", url, "qwen36")})
+    config = ProxyConfig(port=free_port(), upstreams={"qwen": Upstream("qwen", url, "qwen36")})
     start_background(config, tmp_path)
     try:
         report = run_smoke(loaded, endpoints_from_proxy_config(loaded.stack, config))

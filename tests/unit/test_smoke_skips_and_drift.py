@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +10,7 @@ import pytest
 
 from spark_stack.cli import main
 from spark_stack.smoke.report import DRIFT_HINT
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.helpers import free_port
 
 
 def _write(path: Path, ports: tuple[int, int], extra: str = "") -> None:
@@ -31,7 +25,7 @@ def _write(path: Path, ports: tuple[int, int], extra: str = "") -> None:
 @pytest.fixture
 def stack_file(tmp_path: Path, fake_home: Path) -> Iterator[Path]:
     path = tmp_path / "spark-stack.yaml"
-    _write(path, (_free_port(), _free_port()))
+    _write(path, (free_port(), free_port()))
     yield path
     main(["-s", str(path), "down"])
 
@@ -40,7 +34,7 @@ def test_checks_without_a_parser_are_reported_as_skipped(
     tmp_path: Path, fake_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "plain.yaml"
-    _write(path, (_free_port(), _free_port()),
+    _write(path, (free_port(), free_port()),
            ", tool_call_parser: null, reasoning_parser: null")
     try:
         assert main(["-s", str(path), "smoke", "--json"]) == 0
