@@ -77,17 +77,21 @@ def proxy_answers(url: str = DEMO_PROXY) -> bool:
 
 
 def test_demo_ends_with_a_real_claude_code_answer_and_keeps_running(
-    demo_env: dict[str, str], claude_bin: Path
+    demo_env: dict[str, str], demo_copy: tuple[Path, int], claude_bin: Path
 ) -> None:
+    # The demo stack on free ports: a demo left running by the README's first command (on
+    # 4111/8811) must not make the test command fail.
+    stack_file, proxy_port = demo_copy
     env = {**demo_env, "SPARK_STACK_CLAUDE_BIN": str(claude_bin)}
-    done = spark_stack(env, "demo")
+    done = spark_stack(env, "demo", "--stack", str(stack_file))
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     for step in range(1, 6):
         assert f"[{step}/5]" in out
     assert "answer: 204" in out  # the Anthropic-format request through the proxy
     assert "Claude Code answered: The command printed: hello from Claude Code" in out
-    assert "spark-stack -s demo status" in out and "spark-stack -s demo down" in out
+    assert f"spark-stack -s {stack_file} status" in out
+    assert f"spark-stack -s {stack_file} down" in out
     # It keeps running: the launcher it wrote works from a fresh shell, and status is healthy.
     launcher = Path(demo_env["HOME"]) / ".local" / "bin" / "claude-demo"
     assert str(launcher) in out
@@ -101,11 +105,11 @@ def test_demo_ends_with_a_real_claude_code_answer_and_keeps_running(
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["result"] == "204"
-    status = spark_stack(env, "-s", "demo", "status", "--json")
+    status = spark_stack(env, "-s", str(stack_file), "status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
-    down = spark_stack(env, "-s", "demo", "down")
+    down = spark_stack(env, "-s", str(stack_file), "down")
     assert down.returncode == 0
-    assert not proxy_answers()
+    assert not proxy_answers(f"http://127.0.0.1:{proxy_port}")
 
 
 def test_demo_without_claude_says_how_to_install_and_down_stops_it(
