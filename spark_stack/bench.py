@@ -146,19 +146,6 @@ class Job:
     text: str
 
 
-def direct_body(model: ModelTarget, text: str, max_tokens: int) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": model.served_name,
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": max_tokens,
-        "temperature": 0,
-    }
-    if model.reasoning:
-        # The proxy turns thinking off when Claude Code does not ask for it: match it.
-        body["chat_template_kwargs"] = {"enable_thinking": False}
-    return body
-
-
 def proxy_body(model: ModelTarget, text: str, max_tokens: int) -> dict[str, Any]:
     return {
         "model": model.name,
@@ -275,7 +262,7 @@ def _call(
     client: httpx.Client, ends: Endpoints, model: ModelTarget, job: Job, max_tokens: int
 ) -> CallResult:
     if job.path == "direct":
-        body = direct_body(model, job.text, max_tokens)
+        body = model.direct_chat_body(job.text, max_tokens)
         return openai_stream_call(client, model.base_url, model.api_key, body)
     body = proxy_body(model, job.text, max_tokens)
     return anthropic_call(client, ends.proxy_url, ends.proxy_token, body)

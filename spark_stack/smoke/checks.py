@@ -97,14 +97,7 @@ def _answer_problem(text: str) -> str | None:
 
 def direct_completion(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> CheckResult:
     """The known-answer prompt straight to vLLM (OpenAI chat completions), streamed."""
-    body: dict[str, Any] = {
-        "model": model.served_name,
-        "messages": [{"role": "user", "content": KNOWN_PROMPT}],
-        "max_tokens": ANSWER_MAX_TOKENS,
-        "temperature": 0,
-    }
-    if model.reasoning:
-        body["chat_template_kwargs"] = {"enable_thinking": False}
+    body = model.direct_chat_body(KNOWN_PROMPT, ANSWER_MAX_TOKENS)
     call = openai_stream_call(client, model.base_url, model.api_key, body)
     return _verdict(
         "direct_completion", model, "direct", call, _answer_problem(call.text),

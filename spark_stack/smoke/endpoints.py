@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..proxy.config import ProxyConfig
 from ..stack import schema
@@ -28,6 +29,19 @@ class ModelTarget:
     image_digest: str | None = None
     image_id: str | None = None
     drift_fields: tuple[str, ...] = ()  # how what runs differs from the stack file
+
+    def direct_chat_body(self, text: str, max_tokens: int) -> dict[str, Any]:
+        """An OpenAI chat request straight to vLLM, comparable with one through the proxy."""
+        body: dict[str, Any] = {
+            "model": self.served_name,
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens,
+            "temperature": 0,
+        }
+        if self.reasoning:
+            # The proxy turns thinking off when the client does not ask for it: match it.
+            body["chat_template_kwargs"] = {"enable_thinking": False}
+        return body
 
 
 @dataclass(frozen=True)
