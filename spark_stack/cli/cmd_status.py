@@ -110,10 +110,14 @@ def _render(report: dict[str, Any]) -> Group:
                 f"  GPU {gpu['index']} {gpu['name']}: "
                 f"{gpu['memory_used_mib']}/{gpu['memory_total_mib']} MiB, "
                 f"{gpu['utilization_percent']}% busy"))
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("model", "state", "health", "uptime", "restarts", "served name",
-                   "endpoint", "image", "drift"):
-        table.add_column(column, overflow="fold")
+    # Short columns in the table, long values (names, URLs, images) on a line of their own:
+    # readable in an 80-column terminal.
+    table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
+    table.add_column("model", no_wrap=True)
+    for column in ("state", "health", "uptime", "restarts"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("drift", overflow="fold")
+    details: list[Any] = []
     for model in report["models"]:
         restarts = model["restarts"]
         table.add_row(
@@ -122,12 +126,15 @@ def _render(report: dict[str, Any]) -> Group:
             "[green]ok[/]" if model["healthy"] else "[red]no[/]",
             _duration(model["uptime_seconds"]),
             "-" if restarts is None else str(restarts),
-            escape(str(model["served_name"] or "")),
-            escape(str(model["endpoint"] or "")),
-            escape(str(model["image"] or "")),
             escape(", ".join(model["drift_fields"] or [])) or "-",
         )
+        served = f"serves '{model['served_name']}'" if model["served_name"] else "serves ?"
+        detail = f"  {model['name']}: {served} at {model['endpoint'] or '-'}"
+        if model["image"]:
+            detail += f"\n    image {model['image']}"
+        details.append(Text(detail))
     lines.append(table)
+    lines.extend(details)
     proxy = report["proxy"]
     if proxy["running"]:
         health = "[green]healthy[/]" if proxy["healthy"] else "[red]not answering[/]"

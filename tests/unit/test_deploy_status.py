@@ -118,3 +118,18 @@ def test_watch_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--watch" in out and "--interval" in out and "--count" not in out
+
+
+def test_human_status_fits_an_80_column_terminal(
+    sim_stack: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["-s", str(sim_stack), "up"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["-s", str(sim_stack), "status"]) == 0
+    out = capsys.readouterr().out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    # Long values stay whole on a line of their own, never folded across table cells.
+    endpoint = re.search(r"at (http://127\.0\.0\.1:\d+/v1)", out)
+    assert endpoint is not None
+    assert re.search(r"^sim\s+running\s+ok\s+\d+m\d\ds\s+-\s+-\s*$", out, re.M)
