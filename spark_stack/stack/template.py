@@ -36,7 +36,7 @@ def stack_template(preset: str, host: str | None = None, name: str = "spark") ->
         body = _simulator_model(model)
     else:
         body = _host_block(host or DEFAULT_HOST) + _container_model(preset, model)
-    return _HEADER.format(preset=preset) + f"name: {name}\n\n" + body + _tail(model)
+    return _HEADER.format(preset=preset) + f"name: {name}\n\n" + body + _tail(model, name)
 
 
 _HEADER = """\
@@ -97,7 +97,7 @@ models:
 """
 
 
-def _tail(model: str) -> str:
+def _tail(model: str, name: str) -> str:
     return f"""\
 proxy:
   listen: {DEFAULT_LISTEN}          # where Claude Code connects
@@ -105,7 +105,7 @@ proxy:
     "*": {model}                   # every Claude model name goes to this model
 
 claude:
-  # launcher: ~/.local/bin/claude-local
+  # launcher: ~/.local/bin/claude-{name}   # the default
   models:
     opus: {model}
     sonnet: {model}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from spark_stack.cli import main
+from spark_stack.launcher import default_launcher_path
 from spark_stack.stack.loader import load_stack
 from spark_stack.stack.template import template_choices
 
@@ -59,3 +61,21 @@ def test_init_unknown_preset_suggests_one(
     assert main(["init", "--preset", "qwen3.5-72b", str(tmp_path / "s.yaml")]) == 2
     assert "did you mean 'qwen3.5-27b'?" in capsys.readouterr().err
     assert not (tmp_path / "s.yaml").exists()
+
+
+@pytest.mark.parametrize("preset", template_choices())
+def test_init_commented_keys_are_valid_when_uncommented(
+    preset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "lab.yaml"
+    assert main(["init", "--preset", preset, str(path)]) == 0
+    # Only indented "# key: value" lines are settings; the header's comments are prose.
+    text = re.sub(r"(?m)^(\s+)# (?= *[A-Za-z_]+:)", r"\1", path.read_text())
+    path.write_text(text)
+    stack = load_stack(path).stack
+    assert main(["-s", str(path), "validate"]) == 0
+    # The launcher line shows the default, so uncommenting it changes nothing.
+    assert stack.claude.launcher == "~/.local/bin/claude-lab"
+    assert default_launcher_path(stack) == tmp_path / ".local" / "bin" / "claude-lab"
