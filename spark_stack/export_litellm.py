@@ -14,6 +14,7 @@ The source document's ``litellm_config.yaml``, made correct for current LiteLLM:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,10 @@ from .stack.secrets import is_reference, referenced_names
 
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 PREFIX = "hosted_vllm/"
+
+
+# Maps a host address as written in the stack file to the name LiteLLM should dial.
+HostName = Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,13 @@ def _env_reference(value: str) -> str:
     return f"os.environ/{referenced_names(value)[0]}"
 
 
-def litellm_model(stack: schema.Stack, model: schema.ModelConfig) -> LiteLLMModel:
+def as_written(address: str) -> str:
+    return address
+
+
+def litellm_model(
+    stack: schema.Stack, model: schema.ModelConfig, hostname: HostName = as_written
+) -> LiteLLMModel:
     """The LiteLLM view of one model: its served name, endpoint and key reference."""
     if isinstance(model, schema.RemoteModel):
         key = "none" if model.api_key in (None, "none") else _env_reference(model.api_key)
@@ -72,7 +83,9 @@ def litellm_model(stack: schema.Stack, model: schema.ModelConfig) -> LiteLLMMode
         return LiteLLMModel(
             model.name, served, f"http://127.0.0.1:{model.port}/v1", key, note
         )
-    address = f"[{host.address}]" if ":" in host.address else host.address
+    # An ~/.ssh/config alias means nothing to LiteLLM: dial the HostName it stands for.
+    resolved = hostname(host.address)
+    address = f"[{resolved}]" if ":" in resolved else resolved
     return LiteLLMModel(model.name, served, f"http://{address}:{model.port}/v1", key)
 
 
@@ -103,9 +116,9 @@ def model_names(stack: schema.Stack) -> list[tuple[str, str]]:
     return pairs
 
 
-def litellm_config(stack: schema.Stack) -> dict[str, Any]:
-    """The ``litellm_config.yaml`` content as plain data."""
-    by_name = {m.name: litellm_model(stack, m) for m in stack.models}
+def litellm_config(stack: schema.Stack, hostname: HostName = as_written) -> dict[str, Any]:
+    """The ``litellm_config.yaml`` content as plain data (``hostname`` maps host addresses)."""
+    by_name = {m.name: litellm_model(stack, m, hostname) for m in stack.models}
     entries = []
     for model_name, target in model_names(stack):
         model = by_name[target]
@@ -162,8 +175,8 @@ def _header(stack: schema.Stack, config: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_litellm_config(stack: schema.Stack) -> str:
+def render_litellm_config(stack: schema.Stack, hostname: HostName = as_written) -> str:
     """The YAML text of ``litellm_config.yaml``, with a header saying how to run it."""
-    config = litellm_config(stack)
+    config = litellm_config(stack, hostname)
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=100)
     return "\n".join(_header(stack, config)) + "\n" + body

@@ -24,10 +24,14 @@ def litellm(
     stack: StackOption = None,
 ) -> None:
     """A litellm_config.yaml equivalent of the stack (hosted_vllm/ models, keys by env)."""
+    from ..deploy.ssh import read_ssh_config, resolve_target
     from ..export_litellm import render_litellm_config
     from ..paths import write_atomic
 
-    text = render_litellm_config(load(stack).stack)
+    ssh_config = read_ssh_config()
+    text = render_litellm_config(
+        load(stack).stack, lambda address: resolve_target(address, ssh_config).hostname
+    )
     if output is None:
         sys.stdout.write(text)
         return

@@ -179,3 +179,17 @@ def test_cli_writes_file_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixtur
     capsys.readouterr()
     assert main(["-s", str(stack_file), "export", "litellm"]) == 0
     assert capsys.readouterr().out == expected
+
+
+def test_cli_dials_the_hostname_an_ssh_config_alias_stands_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text("Host gb10\n    HostName 10.213.0.2\n    User me\n")
+    stack_file = tmp_path / "alias.yaml"
+    stack_file.write_text(SEED.replace("address: 192.168.68.155", "address: gb10"))
+    assert main(["-s", str(stack_file), "export", "litellm"]) == 0
+    config = yaml.safe_load(capsys.readouterr().out)
+    bases = {entry["litellm_params"]["api_base"] for entry in config["model_list"]}
+    assert bases == {"http://10.213.0.2:8888/v1", "http://10.213.0.2:8889/v1"}
