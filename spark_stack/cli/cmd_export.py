@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +31,9 @@ def litellm(
 
     ssh_config = read_ssh_config()
     text = render_litellm_config(
-        load(stack).stack, lambda address: resolve_target(address, ssh_config).hostname
+        load(stack).stack,
+        lambda address: resolve_target(address, ssh_config).hostname,
+        shlex.quote(relpath(output)) if output is not None else "litellm_config.yaml",
     )
     if output is None:
         sys.stdout.write(text)

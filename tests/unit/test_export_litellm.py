@@ -168,13 +168,17 @@ def test_routes_litellm_cannot_match_are_refused() -> None:
         litellm_config(stack)
 
 
-def test_cli_writes_file_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_writes_file_and_stdout(
+    tmp_path: Path, fake_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     stack_file = tmp_path / "seed.yaml"
     stack_file.write_text(SEED)
     out = tmp_path / "litellm_config.yaml"
     assert main(["-s", str(stack_file), "export", "litellm", "-o", str(out)]) == 0
     expected = render_litellm_config(load_stack_text(SEED).stack)
-    assert out.read_text() == expected
+    assert out.read_text() == expected.replace(
+        "--config litellm_config.yaml", f"--config {out}"
+    )
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
     capsys.readouterr()
     assert main(["-s", str(stack_file), "export", "litellm"]) == 0
@@ -193,3 +197,13 @@ def test_cli_dials_the_hostname_an_ssh_config_alias_stands_for(
     config = yaml.safe_load(capsys.readouterr().out)
     bases = {entry["litellm_params"]["api_base"] for entry in config["model_list"]}
     assert bases == {"http://10.213.0.2:8888/v1", "http://10.213.0.2:8889/v1"}
+
+
+def test_the_header_names_the_file_written(
+    tmp_path: Path, fake_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack_file = tmp_path / "seed.yaml"
+    stack_file.write_text(SEED)
+    out = tmp_path / "my litellm.yaml"
+    assert main(["-s", str(stack_file), "export", "litellm", "-o", str(out)]) == 0
+    assert f"# Run: litellm --config '{out}' --port 4000" in out.read_text()
