@@ -54,12 +54,9 @@ class LauncherVar:
 
 def proxy_base_url(stack: schema.Stack) -> str:
     """The URL Claude Code uses to reach the proxy (a wildcard bind is reached on loopback)."""
-    host = stack.proxy.host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{stack.proxy.port}"
+    from .proxy.config import dial_host
+
+    return f"http://{dial_host(stack.proxy.host)}:{stack.proxy.port}"
 
 
 def default_launcher_path(stack: schema.Stack) -> Path:

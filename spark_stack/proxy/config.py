@@ -17,6 +17,13 @@ ThinkingFamily = Literal["qwen3", "none"]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+def dial_host(listen_host: str) -> str:
+    """The host to put in a URL to reach a server bound to ``listen_host``: a wildcard bind is
+    reached on loopback, and an IPv6 address is bracketed."""
+    host = "127.0.0.1" if listen_host in ("0.0.0.0", "::", "") else listen_host
+    return f"[{host}]" if ":" in host else host
+
+
 class ConfigError(ValueError):
     """A proxy config file or dict is malformed."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from spark_stack.errors import ProxyStartError
 from spark_stack.paths import write_atomic, write_private
 from spark_stack.processes import terminate
-from spark_stack.proxy.config import ProxyConfig
+from spark_stack.proxy.config import ProxyConfig, dial_host
 
 CONFIG_FILE = "proxy.json"
 PID_FILE = "proxy.pid"
@@ -100,7 +100,7 @@ def proxy_status(state_dir: Path) -> ProxyStatus:
     except (OSError, ValueError):
         return ProxyStatus(True, pid, None, False, log_path)
     answer = _health_answers(config)
-    url = f"http://{_url_host(config.host)}:{config.port}"
+    url = f"http://{dial_host(config.host)}:{config.port}"
     return ProxyStatus(True, pid, url, answer is not None, log_path, answer == 200)
 
 
@@ -121,15 +121,9 @@ def _running_pid(state_dir: Path) -> int | None:
     return pid if b"spark_stack.proxy" in cmdline else None
 
 
-def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::"):
-        return "127.0.0.1"
-    return f"[{host}]" if ":" in host else host
-
-
 def _health_answers(config: ProxyConfig) -> int | None:
     """The HTTP status of ``GET /health``, or None if nothing answers."""
-    connection = http.client.HTTPConnection(_url_host(config.host).strip("[]"), config.port,
+    connection = http.client.HTTPConnection(dial_host(config.host).strip("[]"), config.port,
                                             timeout=5)
     headers = {"x-api-key": config.token} if config.token else {}
     try:

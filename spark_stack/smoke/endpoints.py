@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..proxy.config import ProxyConfig
+from ..proxy.config import ProxyConfig, dial_host
 from ..stack import schema
 
 
@@ -106,10 +106,7 @@ def endpoints_from_proxy_config(
                 drift_fields=info.drift_fields,
             )
         )
-    host = config.host if config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    proxy_url = f"http://{host}:{config.port}"
+    proxy_url = f"http://{dial_host(config.host)}:{config.port}"
     return Endpoints(proxy_url, config.token, tuple(targets), stack_host(stack))
 
 

@@ -103,3 +103,13 @@ def test_metrics_are_labelled_by_route_and_upstream() -> None:
     text = metrics.render()
     assert 'spark_proxy_requests_total{route="claude-*",upstream="big"} 2' in text
     assert 'spark_proxy_requests_total{route="small",upstream="small"} 1' in text
+
+
+@pytest.mark.parametrize(
+    ("listen", "dial"),
+    [("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"), ("127.0.0.2", "127.0.0.2"), ("::1", "[::1]")],
+)
+def test_dial_host_reaches_a_wildcard_bind_on_loopback(listen: str, dial: str) -> None:
+    from spark_stack.proxy.config import dial_host
+
+    assert dial_host(listen) == dial
