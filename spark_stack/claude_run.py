@@ -58,13 +58,15 @@ class Health:
         return bad
 
 
-def auth_headers(token: str | None) -> dict[str, str]:
+def proxy_auth_headers(token: str | None) -> dict[str, str]:
+    """How a client presents the proxy token."""
     return {"x-api-key": token} if token else {}
 
 
 def proxy_health(base_url: str, token: str | None, timeout: float = HEALTH_TIMEOUT) -> Health:
     try:
-        response = httpx.get(f"{base_url}/health", headers=auth_headers(token), timeout=timeout)
+        response = httpx.get(f"{base_url}/health", headers=proxy_auth_headers(token),
+                             timeout=timeout)
     except httpx.HTTPError:
         return Health(None, {})
     try:
@@ -96,30 +98,25 @@ def require_healthy(health: Health, base_url: str) -> None:
     )
 
 
-def ensure_proxy(stack: schema.Stack, *, up_hint: str = "spark-stack up") -> str | None:
+def restart_proxy(stack: schema.Stack, *, up_hint: str = "spark-stack up") -> str | None:
     """Make sure the stack's proxy answers, restarting it from its last config; the token.
 
     The config is the one ``up`` handed the proxy, so a restart serves what ``up`` deployed.
     """
     from .proxy import daemon
-    from .proxy.config import ConfigError, ProxyConfig
 
     token = read_proxy_token(stack)
     base_url = proxy_base_url(stack)
     if proxy_health(base_url, token).answers:
         return token
     state = paths.proxy_state_dir(stack.name)
-    try:
-        config = ProxyConfig.from_json((state / daemon.CONFIG_FILE).read_bytes())
-    except FileNotFoundError:
+    config = daemon.read_config(state)
+    if config is None:
         raise NotHealthy(
-            f"the proxy of stack '{stack.name}' is not running and `up` never started it",
+            f"the proxy of stack '{stack.name}' is not running and `up` never started it "
+            f"(or its config {state / daemon.CONFIG_FILE} is unreadable)",
             fix=f"run `{up_hint}`",
-        ) from None
-    except (OSError, ConfigError) as exc:
-        raise NotHealthy(
-            f"cannot restart the proxy of stack '{stack.name}': {exc}", fix=f"run `{up_hint}`"
-        ) from None
+        )
     daemon.start_background(config, state)
     return token
 

@@ -8,30 +8,25 @@ The source document's ``litellm_config.yaml``, made correct for current LiteLLM:
 - ``api_base`` per model: one vLLM server serves one model, each on its own port.
 - Keys only as ``os.environ/NAME`` references (LiteLLM resolves them at start), never values.
 - A master key, by reference: LiteLLM's proxy refuses to start without one.
-- One entry per name the spark-stack proxy routes: each route (LiteLLM matches ``*`` wildcards
-  in ``model_name``) and each model's own names, which the Claude aliases point at.
+- One entry per rule of the deployment's routing table, in the proxy's order: routes (LiteLLM
+  matches ``*`` wildcards in ``model_name``), each model's own names, the catch-all ``*``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shlex
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from .deployment import Deployment, ModelDeployment
 from .errors import UsageError
-from .launcher import proxy_base_url
-from .spec import served_name
 from .stack import schema
 from .stack.secrets import is_reference, referenced_names
 
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 PREFIX = "hosted_vllm/"
-
-
-# Maps a host address as written in the stack file to the name LiteLLM should dial.
-HostName = Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -51,42 +46,39 @@ def api_key_env_name(model_name: str) -> str:
     return f"SPARK_STACK_KEY_{cleaned}"
 
 
-def _env_reference(value: str) -> str:
-    return f"os.environ/{referenced_names(value)[0]}"
+def _key_reference(model: ModelDeployment) -> str:
+    if model.key.mode == "none":
+        return "none"
+    if model.key.mode == "auto":
+        return f"os.environ/{api_key_env_name(model.name)}"
+    return f"os.environ/{model.key.env_name}"
 
 
-def as_written(address: str) -> str:
-    return address
+def litellm_models(deployment: Deployment) -> dict[str, LiteLLMModel]:
+    """The LiteLLM view of each model; models behind SSH tunnels get distinct local ports."""
+    used: set[int] = set()
+    out: dict[str, LiteLLMModel] = {}
+    for model in deployment.models:
+        key = _key_reference(model)
+        if not model.via_tunnel:
+            out[model.name] = LiteLLMModel(model.name, model.served_name, model.endpoint, key)
+            continue
+        assert model.host is not None and model.port is not None
+        local = model.port
+        while local in used:
+            local += 1
+        used.add(local)
+        note = f"tunnel: {tunnel_command(model.host, local, model.port)}"
+        out[model.name] = LiteLLMModel(model.name, model.served_name,
+                                       f"http://127.0.0.1:{local}/v1", key, note)
+    return out
 
 
-def litellm_model(
-    stack: schema.Stack, model: schema.ModelConfig, hostname: HostName = as_written
-) -> LiteLLMModel:
-    """The LiteLLM view of one model: its served name, endpoint and key reference."""
-    if isinstance(model, schema.RemoteModel):
-        key = "none" if model.api_key in (None, "none") else _env_reference(model.api_key)
-        return LiteLLMModel(model.name, model.served_name or model.name, model.url, key)
-    served = served_name(model)
-    if isinstance(model, schema.SimulatorModel):
-        return LiteLLMModel(model.name, served, f"http://127.0.0.1:{model.port}/v1", "none")
-    if model.api_key == "none":
-        key = "none"
-    elif model.api_key == "auto":
-        key = f"os.environ/{api_key_env_name(model.name)}"
-    else:
-        key = _env_reference(model.api_key)
-    host = stack.host_for(model)
-    if model.bind == "loopback" or host is None:
-        # Bound to the host's loopback: LiteLLM reaches it through an SSH tunnel.
-        target = host.address if host else "the host"
-        note = f"tunnel: ssh -N -L {model.port}:127.0.0.1:{model.port} {target}"
-        return LiteLLMModel(
-            model.name, served, f"http://127.0.0.1:{model.port}/v1", key, note
-        )
-    # An ~/.ssh/config alias means nothing to LiteLLM: dial the HostName it stands for.
-    resolved = hostname(host.address)
-    address = f"[{resolved}]" if ":" in resolved else resolved
-    return LiteLLMModel(model.name, served, f"http://{address}:{model.port}/v1", key)
+def tunnel_command(host: schema.HostConfig, local_port: int, remote_port: int) -> str:
+    """The ``ssh -L`` line that reaches a loopback-bound model (user and port kept)."""
+    target = f"{host.user}@{host.address}" if host.user else host.address
+    port = f" -p {host.port}" if host.port else ""
+    return f"ssh -N{port} -L {local_port}:127.0.0.1:{remote_port} {shlex.quote(target)}"
 
 
 def _check_pattern(pattern: str) -> None:
@@ -97,34 +89,17 @@ def _check_pattern(pattern: str) -> None:
         )
 
 
-def model_names(stack: schema.Stack) -> list[tuple[str, str]]:
-    """(model_name for LiteLLM, stack model) pairs: routes first, then each model's own names."""
-    pairs: list[tuple[str, str]] = []
-    seen: set[str] = set()
-
-    def add(name: str, target: str) -> None:
-        if name not in seen:
-            seen.add(name)
-            pairs.append((name, target))
-
-    for pattern, target in stack.proxy.routes.items():
-        _check_pattern(pattern)
-        add(pattern, target)
-    for model in stack.models:
-        add(model.name, model.name)
-        add(litellm_model(stack, model).served_name, model.name)
-    return pairs
-
-
-def litellm_config(stack: schema.Stack, hostname: HostName = as_written) -> dict[str, Any]:
-    """The ``litellm_config.yaml`` content as plain data (``hostname`` maps host addresses)."""
-    by_name = {m.name: litellm_model(stack, m, hostname) for m in stack.models}
+def litellm_config(deployment: Deployment, master_env: str | None = None) -> dict[str, Any]:
+    """The ``litellm_config.yaml`` content as plain data: one entry per routing rule, in the
+    order the spark-stack proxy tries them (spark_stack.routing)."""
+    by_name = litellm_models(deployment)
     entries = []
-    for model_name, target in model_names(stack):
-        model = by_name[target]
+    for rule in deployment.routes:
+        _check_pattern(rule.pattern)
+        model = by_name[rule.model]
         entries.append(
             {
-                "model_name": model_name,
+                "model_name": rule.pattern,
                 "litellm_params": {
                     "model": PREFIX + model.served_name,
                     "api_base": model.api_base,
@@ -132,16 +107,15 @@ def litellm_config(stack: schema.Stack, hostname: HostName = as_written) -> dict
                 },
             }
         )
-    token = stack.proxy.token
-    master = referenced_names(token)[0] if token and is_reference(token) else MASTER_KEY_ENV
     return {
         "model_list": entries,
         "litellm_settings": {"drop_params": True},
-        "general_settings": {"master_key": f"os.environ/{master}"},
+        "general_settings": {"master_key": f"os.environ/{master_env or MASTER_KEY_ENV}"},
     }
 
 
-def _header(stack: schema.Stack, config: dict[str, Any], config_path: str) -> list[str]:
+def _header(stack: schema.Stack, deployment: Deployment, config: dict[str, Any],
+            config_path: str) -> list[str]:
     master = str(config["general_settings"]["master_key"]).removeprefix("os.environ/")
     keys = sorted(
         {
@@ -166,21 +140,19 @@ def _header(stack: schema.Stack, config: dict[str, Any], config_path: str) -> li
             + ")"
         )
     notes = [
-        f"# {m.name}: {note}"
-        for m in stack.models
-        if (note := litellm_model(stack, m).note) is not None
+        f"# {m.name}: {m.note}" for m in litellm_models(deployment).values() if m.note is not None
     ]
     lines += notes
-    lines.append(f"# Claude Code: ANTHROPIC_BASE_URL={proxy_base_url(stack)}")
+    lines.append(f"# Claude Code: ANTHROPIC_BASE_URL={deployment.proxy.url}")
     return lines
 
 
 def render_litellm_config(
-    stack: schema.Stack,
-    hostname: HostName = as_written,
-    config_path: str = "litellm_config.yaml",
+    stack: schema.Stack, deployment: Deployment, config_path: str = "litellm_config.yaml"
 ) -> str:
     """The YAML text of the config, with a header saying how to run it from ``config_path``."""
-    config = litellm_config(stack, hostname)
+    token = stack.proxy.token
+    master = referenced_names(token)[0] if token and is_reference(token) else None
+    config = litellm_config(deployment, master)
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=100)
-    return "\n".join(_header(stack, config, config_path)) + "\n" + body
+    return "\n".join(_header(stack, deployment, config, config_path)) + "\n" + body

@@ -1,4 +1,4 @@
-"""The offline plan: what `up` would run, derived from the stack alone (pure, no I/O).
+"""The offline plan: what `up` would run, rendered from the resolved deployment (pure).
 
 :func:`plan_document` returns plain data — per model the container spec as a ``docker run``
 line and the vLLM argv, the proxy's routing table, the Claude Code launcher and its
@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .deployment import Deployment, KeySource, ModelDeployment
 from .errors import Problem
-from .launcher import default_launcher_path, launcher_environment
-from .spec import API_KEY_ENV, docker_run_command, render_container
+from .spec import API_KEY_ENV, docker_run_command
 from .stack import schema
-from .stack.loader import LoadedStack
+from .stack.loaded import LoadedStack
 from .stack.secrets import MASK, mask
 from .vllm.flags import version_for_image
 
@@ -47,7 +47,7 @@ class RouteRow:
     model: str
     served_name: str
     upstream: str
-    source: str  # "route", "model name" or "served name"
+    source: str  # the rule's origin: "route", "model name", "served name" or "catch-all"
 
 
 @dataclass(frozen=True)
@@ -85,78 +85,60 @@ def problem_json(problem: Problem) -> dict[str, Any]:
     }
 
 
-def plan_document(loaded: LoadedStack) -> PlanDocument:
+def plan_document(loaded: LoadedStack, deployment: Deployment) -> PlanDocument:
+    """The plan of ``deployment`` (resolved from ``loaded``), secrets masked."""
     stack = loaded.stack
-    models = [_model_plan(stack, model) for model in stack.models]
-    token = stack.proxy.token
-    launcher = LauncherPlan(
-        str(default_launcher_path(stack)),
-        [(var.name, var.shown()) for var in launcher_environment(stack)],
-    )
+    models = [_model_plan(model) for model in deployment.models]
+    token = deployment.proxy.token
     return PlanDocument(
         stack=stack.name,
         file=loaded.filename,
         models=models,
         proxy_listen=stack.proxy.listen,
         proxy_token=_secret_mode(token) if token else "none",
-        routes=routing_table(stack, models),
-        launcher=launcher,
+        routes=routing_table(deployment),
+        launcher=LauncherPlan(str(deployment.launcher_path),
+                              [(var.name, var.shown()) for var in deployment.launcher_env]),
         warnings=list(loaded.warnings),
     )
 
 
-def routing_table(stack: schema.Stack, models: list[ModelPlan]) -> list[RouteRow]:
-    """Explicit routes in file order, then each model's own name and served name."""
-    by_name = {plan.name: plan for plan in models}
-    rows = [
-        _row(pattern, by_name[target], "route")
-        for pattern, target in stack.proxy.routes.items()
-        if target in by_name
+def routing_table(deployment: Deployment) -> list[RouteRow]:
+    """Every rule the proxy applies, in the order it tries them (spark_stack.routing)."""
+    by_name = {m.name: m for m in deployment.models}
+    return [
+        RouteRow(rule.pattern, rule.model, by_name[rule.model].served_name,
+                 by_name[rule.model].endpoint, rule.origin)
+        for rule in deployment.routes
     ]
-    for plan in models:
-        rows.append(_row(plan.name, plan, "model name"))
-        if plan.served_name != plan.name:
-            rows.append(_row(plan.served_name, plan, "served name"))
-    return rows
 
 
-def _row(pattern: str, plan: ModelPlan, source: str) -> RouteRow:
-    return RouteRow(pattern, plan.name, plan.served_name, plan.upstream, source)
-
-
-def _model_plan(stack: schema.Stack, model: schema.ModelConfig) -> ModelPlan:
-    if isinstance(model, schema.RemoteModel):
-        return ModelPlan(
-            name=model.name,
-            kind=model.kind,
-            served_name=model.served_name or model.name,
-            upstream=model.url,
-            api_key=_secret_mode(model.api_key) if model.api_key else "none",
-        )
-    if isinstance(model, schema.SimulatorModel):
-        return ModelPlan(
-            name=model.name,
-            kind=model.kind,
-            served_name=model.served_name or model.model,
-            upstream=f"http://127.0.0.1:{model.port}/v1",
-            host="this machine (built-in vLLM simulator)",
-        )
-    host = stack.host_for(model)
-    spec = render_container(stack, model)
-    address = host.address if host else "?"
+def _model_plan(model: ModelDeployment) -> ModelPlan:
+    if model.kind == "remote":
+        return ModelPlan(name=model.name, kind=model.kind, served_name=model.served_name,
+                         upstream=model.endpoint, api_key=_key_text(model.key))
+    if model.kind == "simulator":
+        return ModelPlan(name=model.name, kind=model.kind, served_name=model.served_name,
+                         upstream=model.endpoint,
+                         host="this machine (built-in vLLM simulator)")
+    spec = model.container
+    assert spec is not None
+    upstream = model.endpoint
+    if model.via_tunnel:
+        upstream = f"{upstream} on the host, through an SSH tunnel (bind: loopback)"
     return ModelPlan(
         name=model.name,
         kind=model.kind,
-        served_name=spec.served_name,
-        upstream=f"http://{address}:{spec.host_port}/v1",
-        host=_host_text(host),
+        served_name=model.served_name,
+        upstream=upstream,
+        host=_host_text(model.host),
         image=spec.image,
         vllm_flags_version=version_for_image(spec.image).version,
         container=spec.name,
         docker_run=docker_run_command(spec),
         vllm_argv=list(spec.command),
         env={var.name: var.shown() for var in spec.env},
-        api_key=_container_key(spec.api_key),
+        api_key=_container_key(model.key),
         spec_hash=spec.spec_hash,
     )
 
@@ -168,10 +150,16 @@ def _host_text(host: schema.HostConfig | None) -> str | None:
     return f"{text}:{host.port}" if host.port else text
 
 
-def _container_key(api_key: str) -> str:
-    if api_key == "none":
+def _key_text(key: KeySource) -> str:
+    if key.mode == "none":
+        return "none"
+    return _secret_mode(key.reference or key.mode)
+
+
+def _container_key(key: KeySource) -> str:
+    if key.mode == "none":
         return "none (no key: anyone who reaches the port can use it)"
-    return f"{_secret_mode(api_key)}, passed as {API_KEY_ENV} (never in argv)"
+    return f"{_key_text(key)}, passed as {API_KEY_ENV} (never in argv)"
 
 
 def _secret_mode(value: str) -> str:

@@ -1,5 +1,7 @@
 """Desired state, rendered: the container spec of each managed model (pure, no I/O).
 
+The argv itself comes from :mod:`spark_stack.stack.argv`.
+
 ``render_container`` turns a validated :class:`~spark_stack.stack.schema.ContainerModel` into a
 :class:`ContainerSpec`: image, the vLLM argv (what follows the image's ``vllm serve``
 entrypoint), environment (secrets by reference only), ports, mounts, labels and a hash of the
@@ -15,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from .stack import schema
+from .stack.argv import CONTAINER_PORT, served_name, vllm_argv
 from .stack.secrets import has_reference, mask
-from .vllm.flags import dedupe, flag_set_for_image
 
 LABEL_PREFIX = "io.spark-stack"
 LABEL_MANAGED_BY = f"{LABEL_PREFIX}.managed-by"
@@ -24,7 +26,6 @@ LABEL_STACK = f"{LABEL_PREFIX}.stack"
 LABEL_MODEL = f"{LABEL_PREFIX}.model"
 LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
 MANAGED_BY = "spark-stack"
-CONTAINER_PORT = 8000
 API_KEY_ENV = "VLLM_API_KEY"  # vLLM reads its API key from here: keeps it out of argv
 CACHE_TARGETS = {
     "huggingface": "/root/.cache/huggingface",
@@ -95,87 +96,6 @@ class ContainerSpec:
 
 def container_name(stack: str, model: str) -> str:
     return f"spark-stack-{stack}-{model}"
-
-
-def served_name(model: schema.ContainerModel | schema.SimulatorModel) -> str:
-    return model.served_name or model.model or model.name
-
-
-@dataclass(frozen=True)
-class ArgSource:
-    """Where one argv token comes from: a model field, or item ``item`` of ``extra_args``."""
-
-    field: str
-    item: int | None = None
-
-
-# Flags spark-stack renders from a dedicated field; in extra_args they are refused.
-FIELD_FLAGS = {
-    "--model": "model",
-    "--served-model-name": "served_name",
-    "--host": "bind",
-    "--port": "port",
-    "--dtype": "dtype",
-    "--gpu-memory-utilization": "gpu_memory_utilization",
-    "--max-model-len": "max_model_len",
-    "--enable-auto-tool-choice": "enable_auto_tool_choice",
-    "--tool-call-parser": "tool_call_parser",
-    "--reasoning-parser": "reasoning_parser",
-    "--moe-backend": "moe_backend",
-    "--attention-backend": "attention_backend",
-    "--kv-cache-dtype": "kv_cache_dtype",
-    "--load-format": "load_format",
-    "--speculative-config": "speculative",
-}
-
-
-def vllm_argv_sources(model: schema.ContainerModel) -> list[tuple[str, ArgSource]]:
-    """The arguments after ``vllm serve``, each with its source, before de-duplication.
-
-    The order follows the common recipes (and the source document's command).
-    """
-    if model.model is None:
-        raise ValueError(f"model {model.name!r} has no 'model' (HF repo)")
-    out: list[tuple[str, ArgSource]] = []
-
-    def add(field_name: str, *tokens: str) -> None:
-        out.extend((token, ArgSource(field_name)) for token in tokens)
-
-    add("model", model.model)
-    add("served_name", "--served-model-name", served_name(model))
-    add("bind", "--host", "0.0.0.0")
-    add("port", "--port", str(CONTAINER_PORT))
-    if model.dtype:
-        add("dtype", "--dtype", model.dtype)
-    if model.gpu_memory_utilization is not None:
-        add("gpu_memory_utilization", "--gpu-memory-utilization",
-            _number(model.gpu_memory_utilization))
-    if model.max_model_len is not None:
-        add("max_model_len", "--max-model-len", str(model.max_model_len))
-    auto_tools = model.enable_auto_tool_choice
-    if auto_tools or (auto_tools is None and model.tool_call_parser):
-        add("enable_auto_tool_choice", "--enable-auto-tool-choice")
-    for field_name in ("tool_call_parser", "reasoning_parser", "moe_backend",
-                       "attention_backend", "kv_cache_dtype", "load_format"):
-        value = getattr(model, field_name)
-        if value:
-            add(field_name, "--" + field_name.replace("_", "-"), value)
-    if model.speculative is not None:
-        config: dict[str, object] = {
-            "method": model.speculative.method,
-            "num_speculative_tokens": model.speculative.num_tokens,
-        }
-        if model.speculative.moe_backend:
-            config["moe_backend"] = model.speculative.moe_backend
-        add("speculative", "--speculative-config", json.dumps(config, separators=(",", ":")))
-    out += [(arg, ArgSource("extra_args", i)) for i, arg in enumerate(model.extra_args)]
-    return out
-
-
-def vllm_argv(model: schema.ContainerModel) -> list[str]:
-    """The arguments after ``vllm serve``; a flag given twice keeps its last occurrence."""
-    tokens = [token for token, _ in vllm_argv_sources(model)]
-    return dedupe(tokens, flag_set_for_image(model.image))
 
 
 def render_container(stack: schema.Stack, model: schema.ContainerModel) -> ContainerSpec:
@@ -261,7 +181,3 @@ def _ulimit(name: str, value: int | str) -> tuple[str, int, int]:
         return (name, value, value)
     soft, _, hard = value.partition(":")
     return (name, int(soft), int(hard or soft))
-
-
-def _number(value: float) -> str:
-    return repr(value) if value != int(value) else str(int(value))

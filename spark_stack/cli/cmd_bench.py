@@ -40,6 +40,7 @@ def bench(
     prompt is unique, so vLLM's prefix cache never hides prefill. Exit 4 if a request fails.
     """
     from ..bench import parse_concurrency, parse_sizes, run_bench
+    from ..deploy.session import resolve_for_this_machine
     from ..errors import NotHealthy, UsageError
     from ..smoke.endpoints import Endpoints, running_endpoints
     from ..smoke.pipeline import stack_is_up
@@ -48,7 +49,7 @@ def bench(
     loaded = load(stack)
     size_list = parse_sizes(sizes)
     levels = parse_concurrency(concurrency)
-    ends = running_endpoints(loaded.stack)
+    ends = running_endpoints(resolve_for_this_machine(loaded.stack))
     if ends is None or not stack_is_up(loaded.stack):
         raise NotHealthy(
             f"stack '{loaded.stack.name}' is not up (its proxy is not running)",

@@ -82,12 +82,12 @@ def _write_settings(stack_obj: Stack, args: list[str]) -> None:
 
 def _run(stack_obj: Stack, args: list[str], up_hint: str) -> None:
     from ..claude_env import claude_environment, find_claude
-    from ..claude_run import ensure_proxy, exec_claude, proxy_health, require_healthy
+    from ..claude_run import exec_claude, proxy_health, require_healthy, restart_proxy
     from ..launcher import proxy_base_url
 
     claude_bin = find_claude()
     base_url = proxy_base_url(stack_obj)
-    token = ensure_proxy(stack_obj, up_hint=up_hint)
+    token = restart_proxy(stack_obj, up_hint=up_hint)
     require_healthy(proxy_health(base_url, token), base_url)
     env = {k: v for k, v in os.environ.items() if k not in UNSET_ENV}
     env.update(claude_environment(stack_obj, token))

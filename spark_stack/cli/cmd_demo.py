@@ -54,10 +54,11 @@ def demo(
     try:
         launcher_path = _up(out, loaded, stack)
         _step(out, 3, "what runs")
+        from ..deployment import resolve
         from ..render import plan_document
         from .cmd_plan import print_plan
 
-        print_plan(plan_document(loaded), out)
+        print_plan(plan_document(loaded, resolve(loaded.stack)), out)
         _step(out, 4, "a request through the proxy (Anthropic Messages wire format)")
         _ask_proxy(out, loaded)
         _step(out, 5, "Claude Code through the launcher")
@@ -73,9 +74,9 @@ def _step(out: Console, number: int, title: str) -> None:
 
 
 def _up(out: Console, loaded: LoadedStack, stack_arg: str) -> Path:
-    from ..deploy.engine import UpOptions, up
+    from ..deploy.up import UpOptions, up
     from ..errors import SparkStackError
-    from .cmd_up import RichReporter
+    from .progress import RichReporter
 
     _step(out, 2, f"spark-stack -s {stack_arg} up")
     result = up(loaded.stack, UpOptions(stack_file=stack_arg), RichReporter(out))
@@ -91,7 +92,7 @@ def _ask_proxy(out: Console, loaded: LoadedStack) -> None:
     import httpx
 
     from ..claude_env import read_proxy_token
-    from ..claude_run import auth_headers
+    from ..claude_run import proxy_auth_headers
     from ..errors import NotHealthy
     from ..launcher import proxy_base_url
 
@@ -103,7 +104,7 @@ def _ask_proxy(out: Console, loaded: LoadedStack) -> None:
         "max_tokens": 512,
         "messages": [{"role": "user", "content": PROXY_PROMPT}],
     }
-    headers = {"anthropic-version": "2023-06-01", **auth_headers(read_proxy_token(stack))}
+    headers = {"anthropic-version": "2023-06-01", **proxy_auth_headers(read_proxy_token(stack))}
     out.print(f"  POST {base_url}/v1/messages  model={model}  \"{PROXY_PROMPT}\"", markup=False)
     started = time.monotonic()
     try:
@@ -189,7 +190,7 @@ def _run_claude(out: Console, loaded: LoadedStack, launcher_path: Path) -> None:
 
 
 def _down(out: Console, loaded: LoadedStack) -> None:
-    from ..deploy.engine import down
+    from ..deploy.down import down
 
     out.print("\n[bold]tearing the demo stack down[/]", markup=True)
     result = down(loaded.stack)

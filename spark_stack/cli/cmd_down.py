@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from .cmd_up import RichReporter, TrustOption, WaitLockOption
 from .common import JsonOption, StackOption, console, load, print_json, use_json
+from .deploy_options import TrustOption, WaitLockOption
+from .progress import RichReporter
 
 
 def down(
@@ -25,8 +26,8 @@ def down(
 
     The launcher, the stack's secrets and the host's caches stay unless --purge.
     """
-    from ..deploy.engine import QuietReporter
-    from ..deploy.engine import down as run_down
+    from ..deploy.down import down as run_down
+    from ..deploy.report import QuietReporter
 
     use_json(json)
     loaded = load(stack)

@@ -25,14 +25,15 @@ def litellm(
     stack: StackOption = None,
 ) -> None:
     """A litellm_config.yaml equivalent of the stack (hosted_vllm/ models, keys by env)."""
-    from ..deploy.ssh import read_ssh_config, resolve_target
+    from ..deploy.session import resolve_for_this_machine
     from ..export_litellm import render_litellm_config
     from ..paths import write_atomic
 
-    ssh_config = read_ssh_config()
+    the_stack = load(stack).stack
     text = render_litellm_config(
-        load(stack).stack,
-        lambda address: resolve_target(address, ssh_config).hostname,
+        the_stack,
+        # An ~/.ssh/config alias means nothing to LiteLLM: it dials the HostName.
+        resolve_for_this_machine(the_stack),
         shlex.quote(relpath(output)) if output is not None else "litellm_config.yaml",
     )
     if output is None:

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from .cmd_up import TrustOption
 from .common import StackOption, load
+from .deploy_options import TrustOption
 
 
 def logs(
@@ -24,10 +24,12 @@ def logs(
 ) -> None:
     """Print the logs of the stack's models (containers and simulators)."""
     from ..deploy.logs import logs as read_logs
+    from ..deploy.session import resolve_for_this_machine
 
     loaded = load(stack)
     several = model is None and len(loaded.stack.models) > 1
-    for name, chunk in read_logs(loaded.stack, model, tail=tail, follow=follow,
+    deployment = resolve_for_this_machine(loaded.stack)
+    for name, chunk in read_logs(deployment, model, tail=tail, follow=follow,
                                  trust_host_key=trust_host_key):
         if several:
             sys.stdout.write(f"==> {name} <==\n")

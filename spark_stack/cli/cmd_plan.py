@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import JsonOption, StackOption, console, load, print_json, use_json
+from .common import (
+    JsonOption,
+    StackOption,
+    console,
+    load,
+    print_json,
+    set_exit,
+    use_json,
+)
+from .deploy_options import TrustOption
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -22,29 +31,63 @@ def plan(
     diff: Annotated[
         bool, typer.Option("--diff", help="Also compare with what runs on the host (SSH).")
     ] = False,
+    trust_host_key: TrustOption = False,
 ) -> None:
     """Show each model's docker run and vLLM flags, the proxy routes and the launcher."""
+    from ..deploy.session import resolve_for_this_machine
+    from ..errors import EXIT_UNREACHABLE
     from ..render import plan_document
 
     use_json(json)
     loaded = load(stack)
-    document = plan_document(loaded)
+    deployment = resolve_for_this_machine(loaded.stack)
+    document = plan_document(loaded, deployment)
     host_diff = None
     if diff:
         from ..deploy.plan_diff import host_diff as compare_with_host
 
-        host_diff = compare_with_host(loaded.stack)
+        host_diff = compare_with_host(deployment, trust_host_key=trust_host_key)
+    unreachable = [h for h in host_diff or [] if not h["reachable"]]
     if json:
         data = document.to_json()
         if host_diff is not None:
             data["host_diff"] = host_diff
         print_json(data)
-        return
-    print_plan(document, console())
-    if host_diff is not None:
-        from ..deploy.plan_diff import print_host_diff
+    else:
+        if unreachable:  # said first, so it is not lost below the plan
+            _print_unreachable(unreachable, console(stderr=True))
+        print_plan(document, console())
+        if host_diff is not None:
+            print_host_diff(host_diff, console())
+    if unreachable:
+        set_exit(EXIT_UNREACHABLE)
 
-        print_host_diff(host_diff, console())
+
+def _print_unreachable(entries: list[dict[str, Any]], out: Console) -> None:
+    from rich.markup import escape
+
+    for entry in entries:
+        out.print(f"[red]error:[/] host {escape(entry['host'])} ({escape(entry['address'])}) "
+                  f"is unreachable: {escape(str(entry['error']))}", markup=True)
+        if entry.get("fix"):
+            out.print(f"  fix: {escape(str(entry['fix']))}", markup=True)
+
+
+def print_host_diff(diff: list[dict[str, Any]], out: Console) -> None:
+    from rich.markup import escape
+
+    style = {"create": "green", "replace": "yellow", "remove": "red", "keep": "dim"}
+    for entry in diff:
+        out.print()
+        out.print(f"[bold]against host {escape(entry['host'])} ({escape(entry['address'])})[/]",
+                  markup=True)
+        if not entry["reachable"]:
+            out.print(f"  [red]unreachable[/]: {escape(str(entry['error']))}", markup=True)
+            continue
+        for action in entry["actions"]:
+            mark = {"create": "+", "replace": "~", "remove": "-", "keep": "="}[action["action"]]
+            out.print(f"  [{style[action['action']]}]{mark} {action['action']:<7}[/] "
+                      f"{escape(action['model'])}: {escape(action['reason'])}", markup=True)
 
 
 def print_plan(document: PlanDocument, out: Console) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .common import StackOption, load
+
+if TYPE_CHECKING:
+    from ..proxy.config import ProxyConfig
 
 
 def proxy(
@@ -30,23 +33,16 @@ def proxy(
 ) -> None:
     """Serve Anthropic's Messages API for Claude Code, translated to the stack's vLLM."""
     from ..errors import UsageError
-    from ..paths import stack_dir
     from ..proxy.config import ConfigError, ProxyConfig
-    from ..proxy.daemon import CONFIG_FILE
     from ..proxy.serve import run_proxy
 
-    path = config
-    if path is None:
-        path = stack_dir(load(stack, lint=False).stack.name) / CONFIG_FILE
-        if not path.is_file():
-            raise UsageError(
-                f"no proxy config for this stack yet ({path})",
-                fix="run `spark-stack up` first, or pass --config FILE.json",
-            )
-    try:
-        loaded = ProxyConfig.from_json(path.read_bytes())
-    except (OSError, ConfigError) as exc:
-        raise UsageError(f"cannot read the proxy config {path}: {exc}") from None
+    if config is None:
+        loaded = _config_of_stack(stack)
+    else:
+        try:
+            loaded = ProxyConfig.from_json(config.read_bytes())
+        except (OSError, ConfigError) as exc:
+            raise UsageError(f"cannot read the proxy config {config}: {exc}") from None
     overrides: dict[str, object] = {}
     if host is not None:
         overrides["host"] = host
@@ -59,6 +55,30 @@ def proxy(
                f"-> {', '.join(sorted(loaded.upstreams)) or 'no upstreams'} (Ctrl-C stops)",
                err=True)
     run_proxy(loaded)
+
+
+def _config_of_stack(stack: str | None) -> ProxyConfig:
+    """The config ``up`` wrote; for a stack with nothing to deploy (remote models and
+    simulators only), the one its file describes."""
+    from ..claude_env import client_token
+    from ..deploy.keys import model_keys
+    from ..deploy.session import resolve_for_this_machine
+    from ..errors import UsageError
+    from ..paths import proxy_state_dir
+    from ..proxy.daemon import CONFIG_FILE, read_config
+
+    the_stack = load(stack, lint=False).stack
+    state = proxy_state_dir(the_stack.name)
+    written = read_config(state)
+    if written is not None:
+        return written
+    if the_stack.container_models():
+        raise UsageError(
+            f"no proxy config for this stack yet ({state / CONFIG_FILE})",
+            fix="run `spark-stack up` first (it deploys the containers), or pass --config FILE",
+        )
+    deployment = resolve_for_this_machine(the_stack)
+    return deployment.proxy_config(model_keys(deployment), client_token(the_stack))
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from .common import JsonOption, StackOption, console, load, print_json, set_exit
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..deploy.engine import UpOptions
+    from ..deploy.up import UpOptions
     from ..smoke import CheckResult, SmokeReport
     from ..smoke.pipeline import SmokeOptions
     from ..stack.loader import LoadedStack
@@ -38,7 +38,7 @@ def smoke(
     not up is brought up first and taken down after (unless --keep). Exit 0 only when every
     check passes, else 4 (or the failed `up`'s own code).
     """
-    from ..deploy.engine import UpOptions
+    from ..deploy.up import UpOptions
     from ..smoke.pipeline import SmokeOptions
 
     use_json(json)
@@ -58,7 +58,7 @@ def smoke_after_up(loaded: LoadedStack, up_options: UpOptions, *, as_json: bool)
 
 def run_smoke_command(loaded: LoadedStack, options: SmokeOptions, *, as_json: bool) -> None:
     from ..smoke.pipeline import smoke_deployment
-    from .cmd_up import RichReporter
+    from .progress import RichReporter
 
     out = console(stderr=as_json)
     reporter = None if as_json else RichReporter(out)

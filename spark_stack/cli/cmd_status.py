@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .cmd_up import TrustOption
 from .common import JsonOption, StackOption, console, load, print_json, set_exit, use_json
+from .deploy_options import TrustOption
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -36,6 +36,7 @@ def status(
     count: CountOption = None,
 ) -> None:
     """Show what runs: per model state, uptime, restarts, health, endpoint, image, drift."""
+    from ..deploy.session import resolve_for_this_machine
     from ..deploy.status import exit_code
     from ..deploy.status import status as read_status
 
@@ -45,7 +46,7 @@ def status(
         _watch(loaded.stack, json=json, trust_host_key=trust_host_key, interval=interval,
                count=count)
         return
-    report = read_status(loaded.stack, trust_host_key=trust_host_key)
+    report = read_status(resolve_for_this_machine(loaded.stack), trust_host_key=trust_host_key)
     if json:
         print_json(report)
     else:
@@ -58,15 +59,17 @@ def _watch(stack: Stack, *, json: bool, trust_host_key: bool, interval: float,
     """Redraw (or print one JSON line) every ``interval`` s; Ctrl-C ends it with exit 0."""
     from rich.live import Live
 
+    from ..deploy.session import resolve_for_this_machine
     from ..deploy.status import exit_code
     from ..deploy.status import status as read_status
 
+    deployment = resolve_for_this_machine(stack)
     rounds = 0
     code = 0
     try:
         if json:
             while True:
-                report = read_status(stack, trust_host_key=trust_host_key)
+                report = read_status(deployment, trust_host_key=trust_host_key)
                 sys.stdout.write(json_lib.dumps(report, default=str) + "\n")
                 sys.stdout.flush()
                 code, rounds = exit_code(report), rounds + 1
@@ -76,7 +79,7 @@ def _watch(stack: Stack, *, json: bool, trust_host_key: bool, interval: float,
         else:
             with Live(console=console(), auto_refresh=False) as live:
                 while True:
-                    report = read_status(stack, trust_host_key=trust_host_key)
+                    report = read_status(deployment, trust_host_key=trust_host_key)
                     live.update(_render(report), refresh=True)
                     code, rounds = exit_code(report), rounds + 1
                     if count is not None and rounds >= count:

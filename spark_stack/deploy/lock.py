@@ -14,10 +14,8 @@ import shlex
 import socket
 import time
 
-import paramiko
-
 from ..errors import HostUnreachable, LockHeld
-from .ssh import SshConnection
+from .connector import Held, HostConnection
 
 LOCK_DIR = ".cache/spark-stack/locks"
 _READ_TIMEOUT_SLACK = 15.0
@@ -45,60 +43,43 @@ def describe_holder() -> str:
 class StackLock:
     """``with StackLock(conn, stack):`` — the stack is ours inside the block."""
 
-    def __init__(self, conn: SshConnection, stack: str, *, wait_seconds: float = 0.0) -> None:
+    def __init__(self, conn: HostConnection, stack: str, *, wait_seconds: float = 0.0) -> None:
         self.conn = conn
         self.stack = stack
         self.wait_seconds = wait_seconds
-        self._channel: paramiko.Channel | None = None
+        self._held: Held | None = None
 
     def acquire(self) -> None:
-        channel = self.conn.exec_channel(
-            lock_script(self.stack, describe_holder(), self.wait_seconds))
-        channel.settimeout(self.wait_seconds + _READ_TIMEOUT_SLACK)
-        reply = b""
+        held = self.conn.hold(lock_script(self.stack, describe_holder(), self.wait_seconds))
+        timeout = self.wait_seconds + _READ_TIMEOUT_SLACK
         try:
-            while b"\n" not in reply:
-                chunk = channel.recv(1024)
-                if not chunk:
-                    break
-                reply += chunk
-            if reply.startswith(b"HELD"):
-                # The side file's line follows once cat ran; wait for the channel to finish.
-                while chunk := channel.recv(1024):
-                    reply += chunk
-        except (TimeoutError, OSError) as exc:
-            channel.close()
+            reply = held.read_line(timeout)
+            # The holder's line follows once `cat` ran; wait for the command to finish.
+            holder = held.read_rest(timeout) if reply == "HELD" else ""
+        except TimeoutError as exc:
+            held.release()
             raise HostUnreachable(f"taking the lock for stack {self.stack!r} timed out") from exc
-        if reply.startswith(b"LOCKED"):
-            self._channel = channel
+        if reply == "LOCKED":
+            self._held = held
             return
-        channel.close()
-        if reply.startswith(b"HELD"):
-            holder = reply.decode(errors="replace").splitlines()[1:] or ["someone"]
+        held.release()
+        if reply == "HELD":
             raise LockHeld(
-                f"stack {self.stack!r} is locked by another `up`/`down`: {holder[0].strip()}",
+                f"stack {self.stack!r} is locked by another `up`/`down`: "
+                f"{(holder.strip().splitlines() or ['someone'])[0]}",
                 fix="wait for it to finish (or pass --wait-lock SECONDS); a crashed run "
                 "releases the lock by itself",
             )
         raise HostUnreachable(
             f"could not take the lock for stack {self.stack!r} on "
-            f"{self.conn.target.hostname}: {reply.decode(errors='replace').strip() or 'no answer'}",
+            f"{self.conn.display}: {reply.strip() or 'no answer'}",
             fix="the host needs `flock` (util-linux) and a writable ~/.cache",
         )
 
     def release(self) -> None:
-        if self._channel is None:
-            return
-        # EOF ends `cat`; waiting for its exit makes the release visible to the next run.
-        try:
-            self._channel.shutdown_write()
-            deadline = time.monotonic() + 2.0
-            while not self._channel.exit_status_ready() and time.monotonic() < deadline:
-                time.sleep(0.01)
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
-        self._channel.close()
-        self._channel = None
+        if self._held is not None:
+            self._held.release()
+            self._held = None
 
     def __enter__(self) -> StackLock:
         self.acquire()

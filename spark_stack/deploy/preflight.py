@@ -243,13 +243,9 @@ def run_checks(
             f"{len(facts.gpus)} GPU(s): {', '.join(g.name for g in facts.gpus)}"
             if facts.nvidia_ok else f"nvidia-smi finds no GPU on {host}: {detail}",
             "install the NVIDIA driver on the host (nvidia-smi must work), or set gpus: none")
-    host_arch = docker_arch(facts.arch)
     for image, arch in sorted(image_archs.items()):
-        if arch is None:
-            continue
-        add("arch", arch == host_arch,
-            f"image {image} is {arch}; the host is {host_arch}",
-            "use a multi-arch or arm64 image (vllm/vllm-openai v0.20+ tags are multi-arch)")
+        if arch is not None and "arch" not in skip:
+            results.append(arch_check(facts, image, arch))
     for spec in specs:
         missing_image = image_archs.get(spec.image, "") is None
         need_gib = MIN_FREE_DOCKER_GIB_NEW_IMAGE if missing_image else MIN_FREE_DOCKER_GIB
@@ -295,6 +291,15 @@ def run_checks(
                 "set env: {HF_TOKEN: '${HF_TOKEN}'} on the model and export HF_TOKEN, or run "
                 "`huggingface-cli login` on the host")
     return results
+
+
+def arch_check(facts: HostFacts, image: str, arch: str) -> CheckResult:
+    """Whether ``image`` (of docker architecture ``arch``) runs on the host."""
+    host_arch = docker_arch(facts.arch)
+    ok = arch == host_arch
+    return CheckResult("arch", ok, f"image {image} is {arch}; the host is {host_arch}",
+                       None if ok else "use a multi-arch or arm64 image (vllm/vllm-openai "
+                       "v0.20+ tags are multi-arch)")
 
 
 def _docker_fix(first_line: str) -> str:

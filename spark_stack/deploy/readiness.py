@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -74,7 +75,7 @@ class Failed:
     phase: str
 
 
-def auth_headers(api_key: str | None) -> dict[str, str]:
+def vllm_auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
@@ -85,7 +86,7 @@ class HttpProbe:
                  client: httpx.Client | None = None) -> None:
         self.root = base_url.rstrip("/").removesuffix("/v1")
         self.served_name = served_name
-        self.headers = auth_headers(api_key)
+        self.headers = vllm_auth_headers(api_key)
         self.client = client or httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
     def health(self) -> bool:
@@ -130,11 +131,22 @@ def answer_is_right(text: str) -> bool:
     return re.search(rf"\b{TEST_ANSWER}\b", text) is not None
 
 
+class Probe(Protocol):
+    """What readiness asks a server (:class:`HttpProbe` over HTTP)."""
+
+    served_name: str
+
+    def health(self) -> bool: ...
+    def models(self) -> list[str] | None: ...
+    def completion(self) -> str | None: ...
+    def close(self) -> None: ...
+
+
 def wait_ready(
     *,
     state: Callable[[], ProcessState],
     logs: Callable[[], list[str]],
-    probe: HttpProbe,
+    probe: Probe,
     timeout: float,
     on_phase: Callable[[str, float], None],
     clock: Callable[[], float] = time.monotonic,

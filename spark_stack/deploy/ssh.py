@@ -28,6 +28,7 @@ import paramiko
 
 from ..errors import AuthenticationError, HostKeyError, HostUnreachable, SparkStackError
 from ..stack.schema import HostConfig
+from .connector import Completed
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 15
@@ -231,20 +232,6 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
             handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
-@dataclass(frozen=True)
-class Completed:
-    """A finished remote command."""
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
 class SshConnection:
     """One live SSH connection (and its jump hosts) used for a whole command."""
 
@@ -253,6 +240,14 @@ class SshConnection:
         self.target = target
         self.client = client
         self._jumps = list(jumps)
+
+    @property
+    def display(self) -> str:
+        return self.target.display
+
+    @property
+    def hostname(self) -> str:
+        return self.target.hostname
 
     @property
     def transport(self) -> paramiko.Transport:
@@ -320,6 +315,19 @@ class SshConnection:
                 fix="is the model's port right, and does sshd allow TCP forwarding?",
             ) from exc
 
+    def hold(self, command: str) -> HeldCommand:
+        """Run ``command`` and keep it running until :meth:`HeldCommand.release` (a lock)."""
+        return HeldCommand(self.exec_channel(command))
+
+    def forward(self, remote_host: str, remote_port: int,
+                local_port: int = 0) -> tuple[Forwarder, int]:
+        """``127.0.0.1:local_port`` here (0: any free port) → ``remote_host:remote_port`` there."""
+        return forward_tcp(self, remote_host, remote_port, local_port)
+
+    def is_active(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
+
     def close(self) -> None:
         self.client.close()
         for jump in reversed(self._jumps):
@@ -330,6 +338,49 @@ class SshConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class HeldCommand:
+    """A remote command that runs while we hold its channel (its stdin stays open)."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self._channel = channel
+        self._buffer = b""
+
+    def read_line(self, timeout: float) -> str:
+        """The next line of its output ('' at its end); TimeoutError when none comes in time."""
+        self._channel.settimeout(timeout)
+        try:
+            while b"\n" not in self._buffer:
+                chunk = self._channel.recv(1024)
+                if not chunk:
+                    break
+                self._buffer += chunk
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise TimeoutError(str(exc)) from exc
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def read_rest(self, timeout: float) -> str:
+        self._channel.settimeout(timeout)
+        try:
+            while chunk := self._channel.recv(1024):
+                self._buffer += chunk
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        rest, self._buffer = self._buffer, b""
+        return rest.decode(errors="replace")
+
+    def release(self) -> None:
+        """End its stdin and wait (briefly) for it to exit, so the next holder sees it gone."""
+        try:
+            self._channel.shutdown_write()
+            deadline = time.monotonic() + 2.0
+            while not self._channel.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        self._channel.close()
 
 
 def connect(target: SshTarget, *, trust_host_key: bool = False,

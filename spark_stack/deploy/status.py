@@ -11,17 +11,16 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ..deployment import Deployment, ModelDeployment
 from ..errors import EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE, SparkStackError
 from ..paths import proxy_state_dir
 from ..proxy import daemon as proxy_daemon
-from ..spec import ContainerSpec, render_container
-from ..stack import schema
-from ..stack.secrets import is_reference, resolve
-from . import local, secrets_store
-from .actions import Observed
-from .engine import container_endpoint
+from ..spec import ContainerSpec
+from . import local
+from .actions import Observed, changed_fields
+from .connector import Connect, HostSession
+from .keys import READ, model_key
 from .readiness import HttpProbe
-from .session import HostSession, models_by_host, open_session
 
 
 def _uptime(started_at: str) -> float | None:
@@ -55,38 +54,43 @@ MODEL_KEYS = (
 )
 
 
-def status(stack: schema.Stack, *, trust_host_key: bool = False) -> dict[str, Any]:
+def status(deployment: Deployment, *, trust_host_key: bool = False,
+           connect: Connect | None = None) -> dict[str, Any]:
     """The stack's state as plain data (the ``status --json`` schema, see the README).
 
     Every host and model entry has the keys of ``HOST_KEYS``/``MODEL_KEYS`` whatever happens
     (``null`` for what could not be seen), so scripts can rely on one shape.
     """
-    report: dict[str, Any] = {"stack": stack.name, "healthy": True, "hosts": [], "models": []}
-    hosts = stack.all_hosts()
-    for key, models in models_by_host(stack).items():
-        host_entry = _host_entry(key, hosts[key].address)
+    if connect is None:
+        from .session import open_session
+
+        connect = open_session
+    stack = deployment.stack
+    report: dict[str, Any] = {"stack": stack, "healthy": True, "hosts": [], "models": []}
+    for key, models in deployment.containers_by_host().items():
+        host_entry = _host_entry(key, deployment.hosts[key].address)
         report["hosts"].append(host_entry)
         try:
-            session = open_session(key, hosts[key], trust_host_key=trust_host_key)
+            session = connect(key, deployment.hosts[key], trust_host_key)
         except SparkStackError as exc:
             host_entry["error"] = exc.message
-            report["models"] += [_model_entry(m, key, state="unknown") for m in models]
+            report["models"] += [_model_entry(m, state="unknown") for m in models]
             continue
         with session:
-            host_entry["reachable"] = True
-            host_entry["ssh"] = session.target.display
+            host_entry["ssh"] = session.display
             try:
-                host_entry["gpus"] = _gpus(session)
                 report["models"] += _host_models(stack, key, models, session)
+                host_entry["gpus"] = _gpus(session)
+                host_entry["reachable"] = True
             except SparkStackError as exc:  # e.g. the host's docker daemon does not answer
                 host_entry["error"] = exc.message
-                report["models"] += [_model_entry(m, key, state="unknown") for m in models]
-    for other in stack.models:
-        if isinstance(other, schema.SimulatorModel):
-            report["models"].append(_simulator_entry(stack, other))
-        elif isinstance(other, schema.RemoteModel):
-            report["models"].append(_remote_entry(other))
-    status_ = proxy_daemon.proxy_status(proxy_state_dir(stack.name))
+                report["models"] += [_model_entry(m, state="unknown") for m in models]
+    for model in deployment.models:
+        if model.kind == "simulator":
+            report["models"].append(_simulator_entry(stack, model))
+        elif model.kind == "remote":
+            report["models"].append(_remote_entry(stack, model))
+    status_ = proxy_daemon.proxy_status(proxy_state_dir(stack))
     report["proxy"] = {"running": status_.running, "pid": status_.pid, "url": status_.url,
                        "healthy": status_.healthy, "log_file": str(status_.log_file)}
     # The proxy is part of the stack: Claude Code reaches the models only through it.
@@ -109,31 +113,29 @@ def _host_entry(name: str, address: str) -> dict[str, Any]:
             "gpus": []}
 
 
-def _host_models(stack: schema.Stack, key: str, models: list[schema.ContainerModel],
+def _host_models(stack: str, key: str, models: list[ModelDeployment],
                  session: HostSession) -> list[dict[str, Any]]:
-    from .ssh import forward_tcp
-
     entries = []
-    observed = {o.model: o for o in session.docker.stack_containers(stack.name)}
+    observed = {o.model: o for o in session.docker.stack_containers(stack)}
     for model in models:
-        spec = render_container(stack, model)
+        spec = model.container
+        assert spec is not None
         found = observed.pop(model.name, None)
         if found is not None:  # the listing lacks restarts, start time, OOM
             found = session.docker.observed(found.id) or found
-        entry = _model_entry(model, key, state="missing" if found is None else found.state)
-        key_value = _status_api_key(stack, model)
-        endpoint = container_endpoint(session.target.hostname, spec, key_value)
-        entry["endpoint"] = endpoint.base_url
+        entry = _model_entry(model, state="missing" if found is None else found.state)
+        key_value = model_key(stack, model, READ)
+        entry["endpoint"] = model.endpoint
         if found is not None:
             entry.update(_container_entry(session, spec, found))
             if found.running:
-                base = endpoint.base_url
+                base = model.endpoint
                 forwarder = None
-                if spec.bind_address == "127.0.0.1":
-                    forwarder, port = forward_tcp(session.conn, "127.0.0.1", spec.host_port)
+                if model.via_tunnel:
+                    forwarder, port = session.conn.forward("127.0.0.1", spec.host_port)
                     base = f"http://127.0.0.1:{port}/v1"
                 try:
-                    entry.update(_check_http(base, spec.served_name, key_value))
+                    entry.update(_check_http(base, model.served_name, key_value))
                 finally:
                     if forwarder is not None:
                         forwarder.close()
@@ -149,28 +151,14 @@ def _host_models(stack: schema.Stack, key: str, models: list[schema.ContainerMod
     return entries
 
 
-def _status_api_key(stack: schema.Stack, model: schema.ContainerModel) -> str | None:
-    if model.api_key == "none":
-        return None
-    if model.api_key == "auto":
-        return secrets_store.read_secret(stack.name, secrets_store.api_key_name(model.name))
-    try:
-        return resolve(model.api_key)
-    except SparkStackError:
-        return None
-
-
-def _model_entry(model: schema.ModelConfig, host: str | None, *, state: str) -> dict[str, Any]:
-    from ..spec import served_name
-
+def _model_entry(model: ModelDeployment, *, state: str) -> dict[str, Any]:
     return {
         "name": model.name,
         "kind": model.kind,
-        "host": host,
+        "host": model.host_key,
         "state": state,
         "healthy": False,
-        "served_name": served_name(model) if not isinstance(model, schema.RemoteModel)
-        else (model.served_name or model.name),
+        "served_name": model.served_name,
         "endpoint": None,
         "uptime_seconds": None,
         "restarts": None,
@@ -191,8 +179,6 @@ def _model_entry(model: schema.ModelConfig, host: str | None, *, state: str) -> 
 
 def _container_entry(session: HostSession, spec: ContainerSpec, found: Observed
                      ) -> dict[str, Any]:
-    from .actions import changed_fields
-
     drift = found.spec_hash != spec.spec_hash
     fields = list(changed_fields(found.spec_json, spec)) if drift else []
     digest = None
@@ -238,31 +224,25 @@ def _num(text: str) -> float | None:
         return None
 
 
-def _simulator_entry(stack: schema.Stack, model: schema.SimulatorModel) -> dict[str, Any]:
-    files = local.simulator_files(stack.name, model.name)
-    pid = local.running_pid(files)
-    entry = _model_entry(model, None, state="running" if pid else "missing")
-    entry["endpoint"] = local.simulator_base_url(model)
+def _simulator_entry(stack: str, model: ModelDeployment) -> dict[str, Any]:
+    process = local.simulator_process(stack, model.name)
+    pid = process.running_pid()
+    entry = _model_entry(model, state="running" if pid else "missing")
+    entry["endpoint"] = model.endpoint
     entry["pid"] = pid
     if pid is not None:
-        entry.update(_check_http(local.simulator_base_url(model), entry["served_name"], None))
-        entry["drift"] = local.recorded_argv(files) != local.simulator_argv(model)
+        entry.update(_check_http(model.endpoint, model.served_name, None))
+        entry["drift"] = local.recorded_argv(process) != list(model.simulator_argv or ())
         entry["drift_fields"] = ["command"] if entry["drift"] else []
-        entry["uptime_seconds"] = max(0.0, time.time() - files.pid.stat().st_mtime)
+        entry["uptime_seconds"] = max(0.0, time.time() - process.pid_file.stat().st_mtime)
     entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"])
     return entry
 
 
-def _remote_entry(model: schema.RemoteModel) -> dict[str, Any]:
-    entry = _model_entry(model, None, state="external")
-    entry["endpoint"] = model.url
-    key = None
-    if model.api_key and model.api_key != "none" and is_reference(model.api_key):
-        try:
-            key = resolve(model.api_key)
-        except SparkStackError:
-            key = None
-    entry.update(_check_http(model.url, entry["served_name"], key))
+def _remote_entry(stack: str, model: ModelDeployment) -> dict[str, Any]:
+    entry = _model_entry(model, state="external")
+    entry["endpoint"] = model.endpoint
+    entry.update(_check_http(model.endpoint, model.served_name, model_key(stack, model, READ)))
     entry["state"] = "serving" if entry["health"] else "unreachable"
     entry["healthy"] = bool(entry["health"] and entry["models_listed"])
     return entry

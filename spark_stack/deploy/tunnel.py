@@ -3,8 +3,8 @@
 Such a model is not reachable from the LAN, so the proxy reaches it through a background
 process (``python -m spark_stack.deploy.tunnel CONFIG``) that holds an SSH connection and
 forwards ``127.0.0.1:<local port>`` here to ``127.0.0.1:<port>`` on the host, reconnecting
-after a drop. State per model in the stack's dir: ``tunnels/<model>.json`` (host, ports),
-``.pid`` and ``.log``.
+after a drop. State per model: a :class:`~spark_stack.managed.ManagedProcess` under the
+stack's ``tunnels/`` dir whose record is the :class:`TunnelConfig`.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import managed
 from ..errors import HostUnreachable, SparkStackError
-from ..paths import stack_dir, write_atomic
-from ..processes import pid_alive, terminate
+from ..managed import ManagedProcess
+from ..paths import stack_dir
 from ..stack.schema import HostConfig
-from .ssh import backoff, connect, forward_tcp, read_ssh_config, resolve_target
+from .ssh import backoff, connect, read_ssh_config, resolve_target
 
 START_TIMEOUT = 15.0
 
@@ -34,22 +34,15 @@ class TunnelConfig:
     local_port: int
 
 
-def tunnel_files(stack: str, model: str) -> tuple[Path, Path, Path]:
-    base = stack_dir(stack) / "tunnels"
-    base.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return base / f"{model}.json", base / f"{model}.pid", base / f"{model}.log"
+MODULE = "spark_stack.deploy.tunnel"
 
 
-def _running(pid_file: Path) -> int | None:
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if pid_alive(pid) and b"spark_stack.deploy.tunnel" in cmdline else None
+def tunnel_dir(stack: str) -> Path:
+    return stack_dir(stack) / "tunnels"
+
+
+def tunnel_process(stack: str, model: str) -> ManagedProcess:
+    return ManagedProcess(tunnel_dir(stack), model, MODULE)
 
 
 def _free_port() -> int:
@@ -68,53 +61,42 @@ def _accepts(port: int) -> bool:
 
 def ensure_tunnel(stack: str, model: str, host: HostConfig, remote_port: int) -> int:
     """The local port of a running tunnel to ``remote_port`` on ``host`` (started if needed)."""
-    config_file, pid_file, log_file = tunnel_files(stack, model)
+    process = tunnel_process(stack, model)
     wanted_host = host.model_dump()
-    pid = _running(pid_file)
-    if pid is not None:
+    if process.running_pid() is not None:
         try:
-            current = TunnelConfig(**json.loads(config_file.read_text()))
-        except (OSError, ValueError, TypeError):
+            current: TunnelConfig | None = TunnelConfig(**process.record())
+        except TypeError:
             current = None
         if current is not None and current.host == wanted_host \
                 and current.remote_port == remote_port and _accepts(current.local_port):
             return current.local_port
-        terminate(pid)
+        process.stop()
     config = TunnelConfig(wanted_host, remote_port, _free_port())
-    write_atomic(config_file, json.dumps(asdict(config)))
-    with open(log_file, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spark_stack.deploy.tunnel", str(config_file)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True)
-    write_atomic(pid_file, f"{process.pid}\n")
+    child = process.start([sys.executable, "-m", MODULE, str(process.record_file)],
+                          asdict(config))
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if child.poll() is not None:
             break
         if _accepts(config.local_port):
             return config.local_port
         time.sleep(0.05)
-    terminate(process.pid)
-    tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-    raise HostUnreachable(f"the SSH tunnel for model {model} did not start: {tail[0]}",
-                          fix=f"see {log_file}")
+    process.stop()
+    raise HostUnreachable(
+        f"the SSH tunnel for model {model} did not start: {process.log_tail(1)}",
+        fix=f"see {process.log_file}")
 
 
 def stop_tunnel(stack: str, model: str) -> bool:
-    config_file, pid_file, _ = tunnel_files(stack, model)
-    pid = _running(pid_file)
-    pid_file.unlink(missing_ok=True)
-    config_file.unlink(missing_ok=True)
-    if pid is None:
-        return False
-    terminate(pid)
-    return True
+    process = tunnel_process(stack, model)
+    stopped = process.stop()
+    process.forget()
+    return stopped
 
 
 def known_tunnels(stack: str) -> list[str]:
-    base = stack_dir(stack) / "tunnels"
-    return sorted(p.stem for p in base.glob("*.pid")) if base.is_dir() else []
+    return managed.known(tunnel_dir(stack))
 
 
 def serve(config: TunnelConfig) -> None:
@@ -131,12 +113,11 @@ def serve(config: TunnelConfig) -> None:
             attempt += 1
             continue
         attempt = 0
-        forwarder, _ = forward_tcp(conn, "127.0.0.1", config.remote_port, config.local_port)
+        forwarder, _ = conn.forward("127.0.0.1", config.remote_port, config.local_port)
         print(f"tunnel: 127.0.0.1:{config.local_port} -> {target.hostname}:"
               f"127.0.0.1:{config.remote_port}", flush=True)
         try:
-            while conn.client.get_transport() is not None \
-                    and conn.client.get_transport().is_active():  # type: ignore[union-attr]
+            while conn.is_active():
                 time.sleep(1.0)
         finally:
             forwarder.close()

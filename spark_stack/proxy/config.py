@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 import orjson
 
+from spark_stack.routing import ORIGINS, Origin
+
 ThinkingFamily = Literal["qwen3", "none"]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -48,10 +50,15 @@ class Upstream:
 
 @dataclass(frozen=True)
 class Route:
-    """Requests for models matching ``pattern`` (an exact name or a glob) go to an upstream."""
+    """Requests for models matching ``pattern`` (an exact name or a glob) go to an upstream.
+
+    ``origin`` says why the rule exists (:data:`spark_stack.routing.ORIGINS`); the order and
+    meaning of the rules are :mod:`spark_stack.routing`'s.
+    """
 
     pattern: str
     upstream_name: str
+    origin: Origin = "route"
 
 
 @dataclass(frozen=True)
@@ -89,7 +96,8 @@ class ProxyConfig:
                 key: _upstream(value) for key, value in dict(raw.get("upstreams", {})).items()
             }
             routes = [
-                Route(str(item["pattern"]), str(item["upstream_name"]))
+                Route(str(item["pattern"]), str(item["upstream_name"]),
+                      _origin(item.get("origin", "route")))
                 for item in raw.get("routes", [])
             ]
             config = cls(
@@ -108,6 +116,13 @@ class ProxyConfig:
                     f"route {route.pattern!r} names unknown upstream {route.upstream_name!r}"
                 )
         return config
+
+
+def _origin(value: Any) -> Origin:
+    for origin in ORIGINS:
+        if value == origin:
+            return origin
+    raise ValueError(f"route origin must be one of {', '.join(ORIGINS)}, not {value!r}")
 
 
 def _optional_str(value: Any) -> str | None:

@@ -1,6 +1,6 @@
 """What `smoke` and `bench` talk to: the proxy and each model's own OpenAI endpoint.
 
-Built from the stack file and the proxy config ``up`` wrote (it already holds each upstream's
+Built from the resolved deployment and the proxy config ``up`` wrote (it holds each upstream's
 URL as this machine reaches it, its key and the proxy token), so the checks go exactly where
 Claude Code's traffic goes.
 """
@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..deployment import Deployment
 from ..proxy.config import ProxyConfig, dial_host
-from ..stack import schema
 
 
 @dataclass(frozen=True)
@@ -64,42 +64,29 @@ class ImageInfo:
     drift_fields: tuple[str, ...] = ()  # from `status`: how what runs differs from the file
 
 
-def model_abilities(model: schema.ModelConfig) -> tuple[bool, bool]:
-    """(reasoning, tools) of a model as the stack serves it."""
-    if isinstance(model, schema.RemoteModel):
-        return model.thinking == "qwen3", True
-    return model.reasoning_parser is not None, model.tool_call_parser is not None
-
-
-def stack_host(stack: schema.Stack) -> str | None:
-    """The address of the host the stack deploys to (the first, when there are several)."""
-    hosts = stack.all_hosts()
-    return next(iter(hosts.values())).address if hosts else None
-
-
 def endpoints_from_proxy_config(
-    stack: schema.Stack,
+    deployment: Deployment,
     config: ProxyConfig,
     images: Mapping[str, ImageInfo] | None = None,
 ) -> Endpoints:
-    """Endpoints of a running stack from the proxy config ``up`` wrote for it."""
+    """Endpoints of a running stack from the proxy config ``up`` wrote for it: the same URLs,
+    keys and token Claude Code's traffic uses."""
     images = images or {}
     targets = []
-    for model in stack.models:
+    for model in deployment.models:
         upstream = config.upstreams.get(model.name)
         if upstream is None:
             continue
-        reasoning, tools = model_abilities(model)
         info = images.get(model.name, ImageInfo())
-        image = info.image or (model.image if isinstance(model, schema.ContainerModel) else None)
+        image = info.image or (model.container.image if model.container else None)
         targets.append(
             ModelTarget(
                 name=model.name,
                 served_name=upstream.served_name,
                 base_url=upstream.base_url,
                 api_key=upstream.api_key,
-                reasoning=reasoning,
-                tools=tools,
+                reasoning=model.reasoning,
+                tools=model.tools,
                 image=image,
                 image_digest=info.digest,
                 image_id=info.image_id,
@@ -107,19 +94,17 @@ def endpoints_from_proxy_config(
             )
         )
     proxy_url = f"http://{dial_host(config.host)}:{config.port}"
-    return Endpoints(proxy_url, config.token, tuple(targets), stack_host(stack))
+    hosts = list(deployment.hosts.values())
+    return Endpoints(proxy_url, config.token, tuple(targets),
+                     hosts[0].address if hosts else None)
 
 
 def running_endpoints(
-    stack: schema.Stack, images: Mapping[str, ImageInfo] | None = None
+    deployment: Deployment, images: Mapping[str, ImageInfo] | None = None
 ) -> Endpoints | None:
     """Endpoints of the stack as its last ``up`` left them; None when ``up`` never ran."""
     from ..paths import proxy_state_dir
-    from ..proxy.config import ConfigError
-    from ..proxy.daemon import CONFIG_FILE
+    from ..proxy.daemon import read_config
 
-    try:
-        config = ProxyConfig.from_json((proxy_state_dir(stack.name) / CONFIG_FILE).read_bytes())
-    except (FileNotFoundError, ConfigError):
-        return None
-    return endpoints_from_proxy_config(stack, config, images)
+    config = read_config(proxy_state_dir(deployment.stack))
+    return None if config is None else endpoints_from_proxy_config(deployment, config, images)

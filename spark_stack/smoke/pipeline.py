@@ -13,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..deploy.engine import QuietReporter, Reporter, UpOptions
+from ..deploy.report import QuietReporter, Reporter
+from ..deploy.up import UpOptions
+from ..deployment import Deployment
 from ..errors import SparkStackError
 from ..launcher import proxy_base_url
 from ..stack import schema
 from ..stack.loader import LoadedStack
 from .checks import CheckResult
-from .endpoints import Endpoints, ImageInfo, running_endpoints, stack_host
+from .endpoints import Endpoints, ImageInfo, running_endpoints
 from .report import SmokeReport
 from .run import DEFAULT_TIMEOUT_S, run_smoke
 
@@ -41,12 +43,12 @@ def stack_is_up(stack: schema.Stack) -> bool:
     return proxy_status(proxy_state_dir(stack.name)).running
 
 
-def image_infos(stack: schema.Stack, trust_host_key: bool) -> dict[str, ImageInfo]:
+def image_infos(deployment: Deployment, trust_host_key: bool) -> dict[str, ImageInfo]:
     """Image, digest and drift of each model, from ``status`` (empty when unreachable)."""
     from ..deploy.status import status
 
     try:
-        report = status(stack, trust_host_key=trust_host_key)
+        report = status(deployment, trust_host_key=trust_host_key)
     except SparkStackError:
         return {}
     return {
@@ -59,7 +61,8 @@ def image_infos(stack: schema.Stack, trust_host_key: bool) -> dict[str, ImageInf
 
 
 def _no_endpoints(stack: schema.Stack) -> Endpoints:
-    return Endpoints(proxy_base_url(stack), None, (), stack_host(stack))
+    hosts = list(stack.all_hosts().values())
+    return Endpoints(proxy_base_url(stack), None, (), hosts[0].address if hosts else None)
 
 
 def _step_failure(name: str, exc: SparkStackError, elapsed_ms: float) -> CheckResult:
@@ -75,7 +78,9 @@ def smoke_deployment(
     on_result: Callable[[CheckResult], None] | None = None,
 ) -> SmokeReport:
     """Up (when needed), every check, down (when this run brought the stack up)."""
-    from ..deploy import engine
+    from ..deploy.down import down
+    from ..deploy.session import resolve_for_this_machine
+    from ..deploy.up import up
 
     stack = loaded.stack
     reporter = reporter or QuietReporter()
@@ -84,7 +89,7 @@ def smoke_deployment(
     if brought_up:
         started = time.perf_counter()
         try:
-            engine.up(stack, options.up, reporter)
+            up(stack, options.up, reporter)
         except SparkStackError as exc:
             up_ms = (time.perf_counter() - started) * 1000
             failure = _step_failure("up", exc, up_ms)
@@ -96,8 +101,9 @@ def smoke_deployment(
             report.failure_exit_code = exc.exit_code
             return report
         up_ms = (time.perf_counter() - started) * 1000
-    images = image_infos(stack, options.up.trust_host_key)
-    endpoints = running_endpoints(stack, images)
+    deployment = resolve_for_this_machine(stack)
+    images = image_infos(deployment, options.up.trust_host_key)
+    endpoints = running_endpoints(deployment, images)
     if endpoints is None:
         report = SmokeReport(stack.name, _no_endpoints(stack))
         report.error = "the stack's proxy config is missing: `up` did not start the proxy"
@@ -107,7 +113,7 @@ def smoke_deployment(
     if brought_up and not options.keep and options.bring_up == "auto":
         started = time.perf_counter()
         try:
-            engine.down(stack, trust_host_key=options.up.trust_host_key, reporter=reporter)
+            down(stack, trust_host_key=options.up.trust_host_key, reporter=reporter)
         except SparkStackError as exc:
             failure = _step_failure("down", exc, (time.perf_counter() - started) * 1000)
             report.checks.append(failure)

@@ -12,8 +12,9 @@ from collections import defaultdict
 
 from ..errors import Problem
 from . import schema
+from .argv import served_name
 from .lint import LINTS
-from .loader import Check, LoadedStack, did_you_mean
+from .loaded import Check, LoadedStack, did_you_mean
 from .secrets import has_reference
 from .vllm_check import abbreviated_flags, extra_arg_path, flag_set_notes, vllm_flags
 
@@ -154,6 +155,50 @@ def routes_known(loaded: LoadedStack) -> list[Problem]:
     return problems
 
 
+def routing_conflicts(loaded: LoadedStack) -> list[Problem]:
+    """Names that would route two ways: a route shadowing a model's own name, two models
+    serving one name, a fallback to an unknown model (spark_stack.routing has the rules)."""
+    stack = loaded.stack
+    problems = []
+    owner: dict[str, tuple[str, int]] = {}  # a model's name or served name → (model, index)
+    for index, model in enumerate(stack.models):
+        owner.setdefault(model.name, (model.name, index))
+    for index, model in enumerate(stack.models):
+        served = served_name(model)
+        other = owner.get(served)
+        if other is not None and other[0] != model.name:
+            problems.append(loaded.problem(
+                f"model '{model.name}' serves the name '{served}', which already reaches model "
+                f"'{other[0]}' (models[{other[1]}]): a request for it could go to either",
+                _served_name_path(loaded, index),
+                fix="give one of them another served_name",
+            ))
+        owner.setdefault(served, (model.name, index))
+    for pattern, target in stack.proxy.routes.items():
+        found = owner.get(pattern)
+        if found is not None and found[0] != target:
+            problems.append(loaded.problem(
+                f"route '{pattern}' → '{target}' shadows model '{found[0]}', whose own name or "
+                "served name it is: a model's own names always reach it",
+                ("proxy", "routes", pattern),
+                fix=f"remove the route, or route another name to '{target}'",
+            ))
+    fallback = stack.proxy.fallback
+    names = [m.name for m in stack.models]
+    if fallback is not None and fallback != "none" and fallback not in names:
+        problems.append(loaded.problem(
+            f"proxy fallback '{fallback}' is not a model",
+            ("proxy", "fallback"),
+            fix=did_you_mean(fallback, [*names, "none"], "model"),
+        ))
+    return problems
+
+
+def _served_name_path(loaded: LoadedStack, index: int) -> tuple[str | int, ...]:
+    path: tuple[str | int, ...] = ("models", index, "served_name")
+    return path if path in loaded.positions.keys else ("models", index)
+
+
 def shared_gpu_memory(loaded: LoadedStack) -> list[Problem]:
     by_host: dict[str, list[tuple[int, schema.ContainerModel]]] = defaultdict(list)
     for index, model in enumerate(loaded.stack.models):
@@ -255,6 +300,7 @@ ERROR_CHECKS: list[Check] = [
     duplicate_ports,
     hosts_defined,
     routes_known,
+    routing_conflicts,
     shared_gpu_memory,
     context_long_enough,
     proxy_token_off_loopback,

@@ -12,7 +12,7 @@ import re
 from ..errors import Problem
 from ..vllm.flags import STALE_TAGS, image_vllm_version, split_image
 from . import schema
-from .loader import LoadedStack
+from .loaded import LoadedStack
 from .presets import RECOMMENDED_IMAGE
 from .vllm_check import field_path
 

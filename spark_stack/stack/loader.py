@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import difflib
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,33 +16,15 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import Problem, StackFileError
 from . import schema
+from .checks import ERROR_CHECKS, LINT_CHECKS
+from .loaded import LoadedStack, did_you_mean, located
 from .presets import PRESETS, apply_preset
 from .yamlpos import KeyPath, Positions, parse, render_path
 
+__all__ = ["LoadedStack", "did_you_mean", "load_stack", "load_stack_text", "located"]
+
 DEFAULT_STACK_FILE = "spark-stack.yaml"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "stacks"
-
-
-@dataclass
-class LoadedStack:
-    """A valid stack with where it came from and the lint warnings it raised."""
-
-    stack: schema.Stack
-    path: Path
-    positions: Positions
-    warnings: list[Problem] = field(default_factory=list)
-
-    @property
-    def filename(self) -> str:
-        return str(self.path)
-
-    def problem(self, message: str, key_path: KeyPath, *, fix: str | None = None) -> Problem:
-        """A problem located at ``key_path`` in this stack's file."""
-        return located(message, key_path, self.positions, self.filename, fix=fix)
-
-
-# Checks run on a schema-valid stack; each returns its problems (errors) — see checks.py.
-Check = Callable[[LoadedStack], list[Problem]]
 
 
 def builtin_stack_path(name: str) -> Path | None:
@@ -126,8 +106,6 @@ def load_stack_text(
     if stack is None:
         raise StackFileError(problems)
     loaded = LoadedStack(stack, path or Path(filename), positions)
-    from .checks import ERROR_CHECKS, LINT_CHECKS
-
     errors = [p for check in ERROR_CHECKS for p in check(loaded)]
     if problems:
         raise StackFileError(problems + _follow_ups_dropped(errors, problems, stand_ins))
@@ -238,21 +216,6 @@ def _follow_ups_dropped(
             continue
         kept.append(problem)
     return kept
-
-
-def located(
-    message: str, key_path: KeyPath, positions: Positions, filename: str, *, fix: str | None = None,
-    at_key: bool = False,
-) -> Problem:
-    pos = positions.of_key(key_path) if at_key else positions.of_value(key_path)
-    return Problem(
-        message,
-        file=filename,
-        line=pos.line if pos else None,
-        column=pos.column if pos else None,
-        key_path=render_path(key_path),
-        fix=fix,
-    )
 
 
 def _apply_presets(
@@ -440,9 +403,9 @@ def _allowed_keys(path: KeyPath, data: dict[str, Any]) -> list[str]:
     elif path[0] in ("host",) and len(path) == 1 or path[0] == "hosts" and len(path) == 2:
         model_class = schema.HostConfig
     elif path[0] == "proxy" and len(path) == 1:
-        model_class = schema.ProxyConfig
+        model_class = schema.ProxySection
     elif path[0] == "claude" and len(path) == 1:
-        model_class = schema.ClaudeConfig
+        model_class = schema.ClaudeSection
     elif path[0] == "models" and len(path) >= 2 and isinstance(path[1], int):
         raw = data.get("models", [])[path[1]]
         kind = schema._model_kind(raw)
@@ -463,14 +426,3 @@ def _allowed_keys(path: KeyPath, data: dict[str, Any]) -> list[str]:
         elif len(path) > 2:
             model_class = None
     return list(model_class.model_fields) if model_class else []
-
-
-def did_you_mean(word: str, options: list[str], what: str) -> str:
-    """A fix naming the closest option, else listing them."""
-    unique = sorted(set(options))
-    close = difflib.get_close_matches(word, unique, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean '{close[0]}'?"
-    if unique:
-        return f"remove it; known {what}s: {', '.join(unique)}"
-    return "remove it"

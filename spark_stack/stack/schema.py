@@ -191,12 +191,15 @@ ModelConfig = Annotated[
 MODEL_KINDS = ("container", "remote", "simulator")
 
 
-class ProxyConfig(StrictModel):
-    """The local translating proxy Claude Code talks to."""
+class ProxySection(StrictModel):
+    """The stack file's ``proxy:`` section: the local translating proxy Claude Code talks to."""
 
     listen: str = DEFAULT_LISTEN
     token: str | None = None
     routes: dict[str, str] = Field(default_factory=dict)
+    # Where a name no rule matches goes (the catch-all ``*``): a model, ``none`` (404), or
+    # unset = the first model (see spark_stack.routing).
+    fallback: str | None = None
     log_prompts: bool = False
 
     @field_validator("listen")
@@ -224,8 +227,8 @@ class ProxyConfig(StrictModel):
 ClaudeAlias = Literal["opus", "sonnet", "haiku"]
 
 
-class ClaudeConfig(StrictModel):
-    """How Claude Code is pointed at the proxy."""
+class ClaudeSection(StrictModel):
+    """The stack file's ``claude:`` section: how Claude Code is pointed at the proxy."""
 
     launcher: str | None = None
     models: dict[ClaudeAlias, str] = Field(default_factory=dict)
@@ -239,8 +242,8 @@ class Stack(StrictModel):
     host: HostConfig | None = None
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
     models: list[ModelConfig] = Field(min_length=1)
-    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
-    claude: ClaudeConfig = Field(default_factory=ClaudeConfig)
+    proxy: ProxySection = Field(default_factory=ProxySection)
+    claude: ClaudeSection = Field(default_factory=ClaudeSection)
 
     def all_hosts(self) -> dict[str, HostConfig]:
         """Named hosts; the single ``host:`` form is the host named ``default``."""

@@ -8,7 +8,6 @@ release) is a warning.
 from __future__ import annotations
 
 from ..errors import Problem
-from ..spec import FIELD_FLAGS, ArgSource, vllm_argv_sources
 from ..vllm.flags import (
     abbreviations,
     canonical_flag,
@@ -18,7 +17,8 @@ from ..vllm.flags import (
     version_for_image,
 )
 from . import schema
-from .loader import LoadedStack
+from .argv import FIELD_FLAGS, ArgSource, vllm_argv_sources
+from .loaded import LoadedStack
 from .presets import PRESETS
 from .yamlpos import KeyPath
 

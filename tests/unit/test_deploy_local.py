@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from spark_stack.deploy import engine, local, secrets_store
+from spark_stack.deploy import local, secrets_store
 from spark_stack.deploy import logs as deploy_logs
 from spark_stack.deploy import status as deploy_status
+from spark_stack.deploy.down import down
 from spark_stack.deploy.lock import lock_script
-from spark_stack.deploy.proxy_config import Endpoint, build_proxy_config
+from spark_stack.deploy.report import QuietReporter
+from spark_stack.deploy.up import UpOptions, up
+from spark_stack.deployment import resolve
+from spark_stack.routing import Rule
 from spark_stack.errors import NotHealthy
 from spark_stack.proxy.config import ProxyConfig, Route
 from spark_stack.stack.loader import load_stack_text
@@ -86,25 +90,27 @@ proxy:
 
 
 def test_the_proxy_config_routes_user_patterns_then_names_then_everything() -> None:
-    stack = load_stack_text(STACK, lint=False).stack
-    config = build_proxy_config(stack, {
-        "big": Endpoint("http://10.213.0.2:8000/v1", "k1"),
-        "ext": Endpoint("http://10.1.2.3:9000/v1", None)}, token="tok")
+    deployment = resolve(load_stack_text(STACK, lint=False).stack)
+    config = deployment.proxy_config({"big": "k1", "ext": None}, token="tok")
     assert (config.host, config.port, config.token) == ("127.0.0.1", 4999, "tok")
     big = config.upstreams["big"]
     assert (big.base_url, big.served_name, big.api_key, big.max_model_len, big.thinking) == (
-        "http://10.213.0.2:8000/v1", "qwen3.6", "k1", 65536, "qwen3")
+        "http://gb10:8000/v1", "qwen3.6", "k1", 65536, "qwen3")
     assert config.upstreams["ext"].thinking == "none"
-    assert config.routes == [Route("claude-haiku-*", "ext"), Route("qwen3.6", "big"),
-                             Route("big", "big"), Route("ext", "ext"), Route("*", "big")]
+    assert config.routes == [Route("claude-haiku-*", "ext", "route"),
+                             Route("big", "big", "model name"),
+                             Route("qwen3.6", "big", "served name"),
+                             Route("ext", "ext", "model name"),
+                             Route("*", "big", "catch-all")]
+    assert [Rule(r.pattern, r.upstream_name, r.origin) for r in config.routes] == list(
+        deployment.routes)
     assert ProxyConfig.from_json(config.to_json()) == config  # the daemon can read it back
 
 
-def test_models_without_an_endpoint_are_left_out() -> None:
-    stack = load_stack_text(STACK, lint=False).stack
-    config = build_proxy_config(stack, {"ext": Endpoint("http://10.1.2.3:9000/v1", None)}, None)
-    assert list(config.upstreams) == ["ext"]
-    assert Route("*", "ext") in config.routes and Route("claude-haiku-*", "ext") in config.routes
+def test_a_tunnel_endpoint_replaces_the_models_own() -> None:
+    deployment = resolve(load_stack_text(STACK, lint=False).stack)
+    config = deployment.proxy_config({}, None, {"big": "http://127.0.0.1:5555/v1"})
+    assert config.upstreams["big"].base_url == "http://127.0.0.1:5555/v1"
 
 
 def test_the_simulator_kind_runs_as_a_local_process_kept_when_unchanged(
@@ -122,27 +128,28 @@ proxy:
   listen: 127.0.0.1:{free_port()}
 """
     stack = load_stack_text(text, lint=False).stack
-    options = engine.UpOptions(start_proxy=False)
+    deployment = resolve(stack)
+    options = UpOptions(start_proxy=False)
     try:
-        first = engine.up(stack, options, engine.QuietReporter())
+        first = up(stack, options, QuietReporter())
         assert [(a.kind, a.model) for a in first.actions] == [("create", "sim")]
-        assert first.endpoints["sim"].base_url == f"http://127.0.0.1:{port}/v1"
-        files = local.simulator_files("simtest", "sim")
-        pid = local.running_pid(files)
-        assert pid is not None and files.log.stat().st_mode & 0o777 == 0o600
-        again = engine.up(stack, options, engine.QuietReporter())
+        assert first.endpoints["sim"] == f"http://127.0.0.1:{port}/v1"
+        process = local.simulator_process("simtest", "sim")
+        pid = process.running_pid()
+        assert pid is not None and process.log_file.stat().st_mode & 0o777 == 0o600
+        again = up(stack, options, QuietReporter())
         assert [a.kind for a in again.actions] == ["keep"]
-        assert local.running_pid(files) == pid
-        report = deploy_status.status(stack)
+        assert process.running_pid() == pid
+        report = deploy_status.status(deployment)
         assert report["models"][0]["healthy"] is True and report["models"][0]["pid"] == pid
-        chunks = deploy_logs.logs(stack, "sim", tail=None, follow=False)
+        chunks = deploy_logs.logs(deployment, "sim", tail=None, follow=False)
         logs = "".join(chunk for _, chunk in chunks)
         assert "Application startup complete" in logs
     finally:
-        result = engine.down(stack)
+        result = down(stack)
     assert result.stopped_local == ["sim"]
-    assert local.running_pid(files) is None
-    assert deploy_status.status(stack)["healthy"] is False
+    assert process.running_pid() is None
+    assert deploy_status.status(deployment)["healthy"] is False
+    other = resolve(load_stack_text(text.replace("simtest", "other"), lint=False).stack)
     with pytest.raises(NotHealthy):
-        list(deploy_logs.logs(load_stack_text(text.replace("simtest", "other"), lint=False).stack,
-                         "sim", tail=None, follow=False))
+        list(deploy_logs.logs(other, "sim", tail=None, follow=False))

@@ -40,7 +40,7 @@ def make_stack(port: int = 4000, *, token: str | None = "auto", **claude: object
     text = "\n".join(lines) + "\n"
     stack = load_stack_text(text, lint=False).stack
     if claude:
-        stack = stack.model_copy(update={"claude": schema.ClaudeConfig(**claude)})  # type: ignore[arg-type]
+        stack = stack.model_copy(update={"claude": schema.ClaudeSection(**claude)})  # type: ignore[arg-type]
     return stack
 
 
@@ -134,8 +134,8 @@ def test_without_a_proxy_token_the_placeholder_is_exported(tmp_path: Path) -> No
 
 def test_wildcard_and_ipv6_binds_are_reached_on_loopback() -> None:
     stack = make_stack()
-    v4 = stack.model_copy(update={"proxy": schema.ProxyConfig(listen="0.0.0.0:4100")})
-    v6 = stack.model_copy(update={"proxy": schema.ProxyConfig(listen="[::1]:4200")})
+    v4 = stack.model_copy(update={"proxy": schema.ProxySection(listen="0.0.0.0:4100")})
+    v6 = stack.model_copy(update={"proxy": schema.ProxySection(listen="[::1]:4200")})
     assert launcher.proxy_base_url(v4) == "http://127.0.0.1:4100"
     assert launcher.proxy_base_url(v6) == "http://[::1]:4200"
 

@@ -1,0 +1,54 @@
+"""The front end of ``up``: SSH tunnels to loopback-bound models, the background proxy with
+the deployment's config, and the Claude Code launcher."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..deployment import Deployment
+from ..paths import proxy_state_dir
+from ..proxy import daemon as proxy_daemon
+from ..stack import schema
+from . import tunnel
+from .report import Reporter
+
+
+def ensure_tunnels(deployment: Deployment, reporter: Reporter) -> dict[str, str]:
+    """Model → the local end of its tunnel (``bind: loopback`` models only), as an endpoint."""
+    loopback = {m.name: m for m in deployment.of_kind("container") if m.via_tunnel}
+    for name in tunnel.known_tunnels(deployment.stack):
+        if name not in loopback:
+            tunnel.stop_tunnel(deployment.stack, name)
+    endpoints: dict[str, str] = {}
+    for model in loopback.values():
+        assert model.host is not None and model.port is not None
+        port = tunnel.ensure_tunnel(deployment.stack, model.name, model.host, model.port)
+        reporter.step(f"SSH tunnel 127.0.0.1:{port} -> {model.name} (bind: loopback)")
+        endpoints[model.name] = f"http://127.0.0.1:{port}/v1"
+    return endpoints
+
+
+def ensure_proxy(deployment: Deployment, keys: Mapping[str, str | None], token: str | None,
+                 endpoints: Mapping[str, str], reporter: Reporter) -> str | None:
+    """Start the proxy in the background, or keep it when it runs with the same config."""
+    config = deployment.proxy_config(keys, token, endpoints)
+    state_dir = proxy_state_dir(deployment.stack)
+    status = proxy_daemon.proxy_status(state_dir)
+    if status.running and status.healthy and proxy_daemon.read_config(state_dir) == config:
+        return status.url
+    if status.running:
+        reporter.step("restarting the proxy (its configuration changed)")
+        proxy_daemon.stop_background(state_dir)
+    else:
+        reporter.step(f"starting the proxy on {config.host}:{config.port}")
+    proxy_daemon.start_background(config, state_dir)
+    return proxy_daemon.proxy_status(state_dir).url
+
+
+def write_launcher(stack: schema.Stack, stack_file: str | None, reporter: Reporter) -> Path:
+    from ..launcher import write_launcher as write
+
+    path = write(stack, stack_file=stack_file)
+    reporter.step(f"wrote the Claude Code launcher {path}")
+    return path

@@ -1,0 +1,211 @@
+"""One host's part of ``up``: observe → plan → execute (docker compose's shape).
+
+**Observe** takes one snapshot of the host: this stack's containers and, per desired image, its
+id and architecture. **Plan** is pure (:func:`.actions.plan_actions`): ``plan --diff`` prints
+the same actions. **Execute** runs preflight once, pulls what is missing while the old
+containers still serve, removes/replaces/creates, and waits until every container of the host
+— kept ones too — really serves.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from ..deployment import ModelDeployment
+from ..spec import ContainerSpec
+from .actions import Action, Observed, plan_actions
+from .connector import HostSession
+from .failure import fail
+from .keys import ContainerSecrets
+from .preflight import (
+    FACTS_SCRIPT,
+    HostFacts,
+    arch_check,
+    parse_facts,
+    raise_failures,
+    run_checks,
+)
+from .readiness import Failed, Probe, ProcessState, wait_ready
+from .report import Reporter
+
+# (base_url, served_name, api_key) → a readiness probe (HttpProbe; a fake in unit tests).
+ProbeFactory = Callable[[str, str, str | None], Probe]
+
+
+@dataclass(frozen=True)
+class Desired:
+    """A container model of this host with its resolved secrets."""
+
+    model: ModelDeployment
+    secrets: ContainerSecrets
+
+    @property
+    def spec(self) -> ContainerSpec:
+        assert self.model.container is not None
+        return self.model.container
+
+
+@dataclass(frozen=True)
+class ImageOnHost:
+    id: str
+    arch: str
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """What one look at the host found."""
+
+    containers: list[Observed]
+    images: dict[str, ImageOnHost | None]  # desired image → what the host has (None: missing)
+
+
+def observe(session: HostSession, stack: str, images: Sequence[str]) -> HostSnapshot:
+    containers = session.docker.stack_containers(stack)
+    found: dict[str, ImageOnHost | None] = {}
+    for image in sorted(set(images)):
+        attrs = session.docker.image_attrs(image)
+        found[image] = None if attrs is None else ImageOnHost(
+            str(attrs.get("Id", "")), str(attrs.get("Architecture", "")))
+    return HostSnapshot(containers, found)
+
+
+def plan_host(desired: Sequence[Desired], snapshot: HostSnapshot,
+              pulled: Mapping[str, str] | None = None) -> list[Action]:
+    """The actions for this host (pure); ``pulled`` maps image → id after ``--pull``."""
+    return plan_actions([d.spec for d in desired], snapshot.containers,
+                        {d.spec.model: d.secrets.hash for d in desired}, pulled)
+
+
+@dataclass(frozen=True)
+class HostRun:
+    """Everything :func:`execute` needs besides the plan."""
+
+    stack: str
+    skips: frozenset[str]
+    timeout: float | None
+    reporter: Reporter
+    probe: ProbeFactory
+
+
+def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
+            snapshot: HostSnapshot, actions: Sequence[Action]) -> dict[str, float]:
+    """Carry out ``actions``; every model's seconds to ready (kept ones are checked too)."""
+    by_model = {d.spec.model: d for d in desired}
+    changing = [by_model[a.model] for a in actions if a.kind in ("create", "replace")]
+    to_wait: list[tuple[Desired, Observed]] = []
+    facts: HostFacts | None = None
+    if changing or any(a.kind == "remove" for a in actions):
+        facts = parse_facts(session.conn.run_script(FACTS_SCRIPT, timeout=60).stdout)
+    if changing and facts is not None:
+        _preflight(run, changing, snapshot, facts)
+        for item in changing:
+            image = item.spec.image
+            if snapshot.images.get(image) is None:  # pull while the old containers serve
+                pull_image(session, image, run.reporter)
+                attrs = session.docker.image_attrs(image) or {}
+                arch = str(attrs.get("Architecture", ""))
+                snapshot.images[image] = ImageOnHost(str(attrs.get("Id", "")), arch)
+                if "arch" not in run.skips:
+                    raise_failures([arch_check(facts, image, arch)])
+    for action in actions:
+        if action.kind == "remove" and action.observed is not None:
+            run.reporter.step(f"removing {action.observed.name} ({action.reason})")
+            session.docker.remove(action.observed.id)
+        elif action.kind in ("create", "replace"):
+            item = by_model[action.model]
+            if action.kind == "replace":
+                for old in [o for o in snapshot.containers if o.model == action.model]:
+                    run.reporter.step(f"replacing {old.name} ({action.reason})")
+                    session.docker.remove(old.id)
+            run.reporter.step(f"starting {item.spec.name} ({item.spec.image})")
+            assert facts is not None
+            to_wait.append((item, session.docker.create_and_start(
+                item.spec, item.secrets.env, item.secrets.hash, facts.home)))
+        elif action.kind == "keep" and action.observed is not None:
+            # A kept container may still be loading (an interrupted `up`): check it as well.
+            to_wait.append((by_model[action.model], action.observed))
+    return {item.spec.model: wait_container(session, run, item, container)
+            for item, container in to_wait}
+
+
+def _preflight(run: HostRun, changing: list[Desired], snapshot: HostSnapshot,
+               facts: HostFacts) -> None:
+    own_ports: set[int] = set()
+    for found in snapshot.containers:
+        try:
+            own_ports.add(int(json.loads(found.spec_json).get("host_port")))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    archs = {d.spec.image: None if (img := snapshot.images.get(d.spec.image)) is None
+             else img.arch for d in changing}
+    results = run_checks(
+        facts,
+        [d.spec for d in changing],
+        gpu_memory_utilization={d.spec.model: u for d in changing
+                                if (u := d.model.gpu_memory_utilization) is not None},
+        image_archs=archs,  # None marks a missing image: its arch is checked after the pull
+        own_ports=own_ports,
+        hf_token_in_env={d.spec.model: "HF_TOKEN" in d.secrets.env
+                         or "HUGGING_FACE_HUB_TOKEN" in d.secrets.env for d in changing},
+        skip=run.skips,
+    )
+    for check in results:
+        run.reporter.check(check)
+    raise_failures(results)
+
+
+def pull_image(session: HostSession, image: str, reporter: Reporter) -> str:
+    reporter.step(f"pulling {image} on {session.hostname}")
+    image_id = session.docker.pull(
+        image, lambda layer, status, cur, tot: reporter.pull(image, layer, status, cur, tot))
+    reporter.pull_done(image)
+    return image_id
+
+
+def _container_state(session: HostSession, ident: str) -> Callable[[], ProcessState]:
+    def state() -> ProcessState:
+        attrs = session.docker.inspect(ident)
+        if attrs is None:
+            return ProcessState(alive=False, status="removed")
+        st = attrs.get("State") or {}
+        return ProcessState(
+            alive=st.get("Status") == "running",
+            exit_code=st.get("ExitCode"),
+            oom_killed=bool(st.get("OOMKilled")),
+            restarts=int(attrs.get("RestartCount") or 0),
+            status=str(st.get("Status", "")),
+        )
+
+    return state
+
+
+def wait_container(session: HostSession, run: HostRun, item: Desired,
+                   container: Observed) -> float:
+    """Seconds until the container serves; on failure stop it, save its log, raise."""
+    model = item.spec.model
+    forwarder = None
+    base_url = item.model.endpoint
+    if item.model.via_tunnel:
+        forwarder, port = session.conn.forward("127.0.0.1", item.spec.host_port)
+        base_url = f"http://127.0.0.1:{port}/v1"
+    probe = run.probe(base_url, item.model.served_name, item.secrets.api_key)
+    try:
+        outcome = wait_ready(
+            state=_container_state(session, container.id),
+            logs=lambda: session.docker.logs(container.id, tail=400).splitlines(),
+            probe=probe,
+            timeout=run.timeout or item.model.readiness_timeout,
+            on_phase=lambda phase, elapsed: run.reporter.phase(model, phase, elapsed),
+        )
+    finally:
+        probe.close()
+        if forwarder is not None:
+            forwarder.close()
+    if isinstance(outcome, Failed):
+        full = session.docker.logs(container.id)
+        # Stop it so a restart policy does not loop; the next `up` replaces it.
+        session.docker.stop(container.id, timeout=5)
+        fail(run.stack, model, full, outcome, run.reporter)
+    return outcome.elapsed

@@ -1,0 +1,241 @@
+"""Stack file → the one resolved :class:`Deployment` every command reads (pure, no I/O).
+
+Per model: its kind, host, served name, the endpoint the proxy dials, where its API key comes
+from, and what runs (the container spec, or the simulator's argv). For the stack: the routing
+table (every rule with its origin, :mod:`spark_stack.routing`), the proxy's settings and the
+Claude Code launcher's environment. ``plan`` prints it; ``up``, ``status``, ``smoke``,
+``bench``, ``export litellm``, ``claude`` and the proxy's config are built from it, so no two of
+them can disagree about where a name goes or how a model is reached.
+
+The one input that is not in the stack file is how an address is dialled (an ``~/.ssh/config``
+alias stands for its ``HostName``): the caller passes that mapping in (:data:`DialName`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from .launcher import LauncherVar, default_launcher_path, launcher_environment
+from .proxy.config import ProxyConfig, Route, ThinkingFamily, Upstream, dial_host
+from .routing import CATCH_ALL, RouteTable, Rule
+from .spec import ContainerSpec, render_container
+from .stack import schema
+from .stack.argv import served_name, simulator_argv
+from .stack.secrets import referenced_names
+
+ModelKind = Literal["container", "remote", "simulator"]
+# An address as written in the stack file → the host name to dial (ssh-config aliases).
+DialName = Callable[[str], str]
+NO_FALLBACK = "none"
+
+
+def as_written(address: str) -> str:
+    return address
+
+
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL: IPv6 bracketed, a zone's ``%`` escaped (RFC 6874)."""
+    if ":" not in host:
+        return host
+    address, sep, zone = host.partition("%")
+    return f"[{address}%25{zone}]" if sep else f"[{address}]"
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where a model's API key comes from: nowhere, generated (``auto``), or ``${VAR}``."""
+
+    mode: Literal["none", "auto", "env"]
+    reference: str | None = None  # the ``${VAR}`` text when mode is "env"
+
+    @property
+    def env_name(self) -> str | None:
+        return referenced_names(self.reference)[0] if self.reference else None
+
+    @classmethod
+    def of(cls, setting: str | None) -> KeySource:
+        if setting in (None, "none"):
+            return cls("none")
+        if setting == "auto":
+            return cls("auto")
+        return cls("env", setting)
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    """One model as the stack deploys (container, simulator) or reaches (remote) it."""
+
+    name: str
+    kind: ModelKind
+    served_name: str
+    endpoint: str  # OpenAI base URL ending in /v1, as this machine dials it
+    key: KeySource
+    thinking: ThinkingFamily
+    tools: bool
+    max_model_len: int | None = None
+    host_key: str | None = None
+    host: schema.HostConfig | None = None
+    container: ContainerSpec | None = None
+    simulator_argv: tuple[str, ...] | None = None
+    via_tunnel: bool = False  # bound to the host's loopback: `up` dials it through SSH
+    readiness_timeout: float = 900.0
+    gpu_memory_utilization: float | None = None
+
+    @property
+    def reasoning(self) -> bool:
+        return self.thinking == "qwen3"
+
+    @property
+    def port(self) -> int | None:
+        return self.container.host_port if self.container else None
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    host: str
+    port: int
+    token: str | None  # the setting: None, "auto" or a ${VAR} reference — never a value
+    log_prompts: bool
+
+    @property
+    def url(self) -> str:
+        """Where clients reach the proxy (a wildcard bind is reached on loopback)."""
+        return f"http://{dial_host(self.host)}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The whole desired state of a stack."""
+
+    stack: str
+    hosts: Mapping[str, schema.HostConfig]
+    models: tuple[ModelDeployment, ...]
+    routes: tuple[Rule, ...]
+    proxy: ProxySettings
+    launcher_path: Path
+    launcher_env: tuple[LauncherVar, ...] = field(default=())
+
+    @cached_property
+    def route_table(self) -> RouteTable:
+        return RouteTable(self.routes)
+
+    def route(self, name: str) -> Rule | None:
+        """The rule the proxy applies to a request for ``name`` (None: 404)."""
+        return self.route_table.match(name)
+
+    def model(self, name: str) -> ModelDeployment:
+        return next(m for m in self.models if m.name == name)
+
+    def of_kind(self, kind: ModelKind) -> list[ModelDeployment]:
+        return [m for m in self.models if m.kind == kind]
+
+    def containers_by_host(self) -> dict[str, list[ModelDeployment]]:
+        grouped: dict[str, list[ModelDeployment]] = {}
+        for model in self.of_kind("container"):
+            assert model.host_key is not None  # validation: every container has a host
+            grouped.setdefault(model.host_key, []).append(model)
+        return grouped
+
+    def proxy_config(self, keys: Mapping[str, str | None], token: str | None,
+                     endpoints: Mapping[str, str] | None = None) -> ProxyConfig:
+        """The proxy's config: ``keys`` and ``token`` resolved by the caller; ``endpoints``
+        replaces a model's endpoint (a tunnel's local end)."""
+        endpoints = endpoints or {}
+        upstreams = {
+            m.name: Upstream(
+                name=m.name,
+                base_url=endpoints.get(m.name, m.endpoint),
+                served_name=m.served_name,
+                api_key=keys.get(m.name),
+                max_model_len=m.max_model_len,
+                thinking=m.thinking,
+            )
+            for m in self.models
+        }
+        return ProxyConfig(
+            host=self.proxy.host,
+            port=self.proxy.port,
+            token=token,
+            upstreams=upstreams,
+            routes=[Route(r.pattern, r.model, r.origin) for r in self.routes],
+            log_prompts=self.proxy.log_prompts,
+        )
+
+
+def resolve(stack: schema.Stack, dial: DialName = as_written) -> Deployment:
+    """The deployment a validated stack describes (see the module doc)."""
+    hosts = stack.all_hosts()
+    models = tuple(_model(stack, model, hosts, dial) for model in stack.models)
+    return Deployment(
+        stack=stack.name,
+        hosts=hosts,
+        models=models,
+        routes=routing_rules(stack, models),
+        proxy=ProxySettings(stack.proxy.host, stack.proxy.port, stack.proxy.token,
+                            stack.proxy.log_prompts),
+        launcher_path=default_launcher_path(stack),
+        launcher_env=tuple(launcher_environment(stack)),
+    )
+
+
+def routing_rules(stack: schema.Stack, models: tuple[ModelDeployment, ...]) -> tuple[Rule, ...]:
+    """Routes in file order, each model's name, its served name, then the catch-all."""
+    rules = [Rule(pattern, target, "route") for pattern, target in stack.proxy.routes.items()]
+    for model in models:
+        rules.append(Rule(model.name, model.name, "model name"))
+        if model.served_name != model.name:
+            rules.append(Rule(model.served_name, model.name, "served name"))
+    fallback = fallback_model(stack)
+    if fallback is not None and CATCH_ALL not in stack.proxy.routes:
+        rules.append(Rule(CATCH_ALL, fallback, "catch-all"))
+    return tuple(rules)
+
+
+def fallback_model(stack: schema.Stack) -> str | None:
+    """The catch-all's model: ``proxy.fallback``, else the first model; None for ``none``."""
+    setting = stack.proxy.fallback
+    if setting == NO_FALLBACK:
+        return None
+    return setting or stack.models[0].name
+
+
+def host_key_of(stack: schema.Stack, model: schema.ContainerModel) -> str | None:
+    host = stack.host_for(model)
+    return next((k for k, h in stack.all_hosts().items() if h is host), None)
+
+
+def _model(stack: schema.Stack, model: schema.ModelConfig,
+           hosts: Mapping[str, schema.HostConfig], dial: DialName) -> ModelDeployment:
+    name = served_name(model)
+    if isinstance(model, schema.RemoteModel):
+        return ModelDeployment(
+            name=model.name, kind="remote", served_name=name, endpoint=model.url.rstrip("/"),
+            key=KeySource.of(model.api_key), thinking=model.thinking, tools=True,
+            max_model_len=model.max_model_len,
+        )
+    thinking: ThinkingFamily = "qwen3" if model.reasoning_parser else "none"
+    if isinstance(model, schema.SimulatorModel):
+        return ModelDeployment(
+            name=model.name, kind="simulator", served_name=name,
+            endpoint=f"http://127.0.0.1:{model.port}/v1", key=KeySource("none"),
+            thinking=thinking, tools=model.tool_call_parser is not None,
+            max_model_len=model.max_model_len, simulator_argv=tuple(simulator_argv(model)),
+            readiness_timeout=max(30.0, model.startup_seconds * 4 + 10),
+        )
+    key = host_key_of(stack, model)
+    host = hosts.get(key) if key else None
+    spec = render_container(stack, model)
+    loopback = model.bind == "loopback"
+    address = "127.0.0.1" if loopback or host is None else url_host(dial(host.address))
+    return ModelDeployment(
+        name=model.name, kind="container", served_name=name,
+        endpoint=f"http://{address}:{spec.host_port}/v1", key=KeySource.of(model.api_key),
+        thinking=thinking, tools=model.tool_call_parser is not None,
+        max_model_len=model.max_model_len, host_key=key, host=host, container=spec,
+        via_tunnel=loopback, readiness_timeout=model.readiness_timeout,
+        gpu_memory_utilization=model.gpu_memory_utilization,
+    )

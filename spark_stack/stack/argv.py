@@ -1,0 +1,122 @@
+"""The vLLM command line a model's fields render to, and the name it serves (pure).
+
+One table (:data:`VALUE_FIELDS`) says which stack field sets which ``vllm serve`` flag; the
+container's argv, the simulator's argv, the ``extra_args`` duplicate check and the positions
+that validation errors point at all read it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+
+from ..vllm.flags import dedupe, flag_set_for_image
+from . import schema
+
+# The port vLLM listens on inside its container (the host port is the model's `port`).
+CONTAINER_PORT = 8000
+
+# Fields rendered as ``--flag value`` when set, in the common recipes' order.
+VALUE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("tool_call_parser", "--tool-call-parser"),
+    ("reasoning_parser", "--reasoning-parser"),
+    ("moe_backend", "--moe-backend"),
+    ("attention_backend", "--attention-backend"),
+    ("kv_cache_dtype", "--kv-cache-dtype"),
+    ("load_format", "--load-format"),
+)
+# Every flag spark-stack renders from a dedicated field; in extra_args they are refused.
+FIELD_FLAGS: dict[str, str] = {
+    "--model": "model",
+    "--served-model-name": "served_name",
+    "--host": "bind",
+    "--port": "port",
+    "--dtype": "dtype",
+    "--gpu-memory-utilization": "gpu_memory_utilization",
+    "--max-model-len": "max_model_len",
+    "--enable-auto-tool-choice": "enable_auto_tool_choice",
+    "--speculative-config": "speculative",
+    **{flag: field for field, flag in VALUE_FIELDS},
+}
+
+
+def served_name(model: schema.ModelConfig) -> str:
+    """The model name the server answers to (``/v1/models``, the ``model`` of a request)."""
+    if isinstance(model, schema.RemoteModel):
+        return model.served_name or model.name
+    return model.served_name or model.model or model.name
+
+
+@dataclass(frozen=True)
+class ArgSource:
+    """Where one argv token comes from: a model field, or item ``item`` of ``extra_args``."""
+
+    field: str
+    item: int | None = None
+
+
+def vllm_argv_sources(model: schema.ContainerModel) -> list[tuple[str, ArgSource]]:
+    """The arguments after ``vllm serve``, each with its source, before de-duplication."""
+    if model.model is None:
+        raise ValueError(f"model {model.name!r} has no 'model' (HF repo)")
+    out: list[tuple[str, ArgSource]] = []
+
+    def add(field_name: str, *tokens: str) -> None:
+        out.extend((token, ArgSource(field_name)) for token in tokens)
+
+    add("model", model.model)
+    add("served_name", "--served-model-name", served_name(model))
+    add("bind", "--host", "0.0.0.0")
+    add("port", "--port", str(CONTAINER_PORT))
+    if model.dtype:
+        add("dtype", "--dtype", model.dtype)
+    if model.gpu_memory_utilization is not None:
+        add("gpu_memory_utilization", "--gpu-memory-utilization",
+            _number(model.gpu_memory_utilization))
+    if model.max_model_len is not None:
+        add("max_model_len", "--max-model-len", str(model.max_model_len))
+    auto_tools = model.enable_auto_tool_choice
+    if auto_tools or (auto_tools is None and model.tool_call_parser):
+        add("enable_auto_tool_choice", "--enable-auto-tool-choice")
+    for field_name, flag in VALUE_FIELDS:
+        value = getattr(model, field_name)
+        if value:
+            add(field_name, flag, value)
+    if model.speculative is not None:
+        config: dict[str, object] = {
+            "method": model.speculative.method,
+            "num_speculative_tokens": model.speculative.num_tokens,
+        }
+        if model.speculative.moe_backend:
+            config["moe_backend"] = model.speculative.moe_backend
+        add("speculative", "--speculative-config", json.dumps(config, separators=(",", ":")))
+    out += [(arg, ArgSource("extra_args", i)) for i, arg in enumerate(model.extra_args)]
+    return out
+
+
+def vllm_argv(model: schema.ContainerModel) -> list[str]:
+    """The arguments after ``vllm serve``; a flag given twice keeps its last occurrence."""
+    tokens = [token for token, _ in vllm_argv_sources(model)]
+    return dedupe(tokens, flag_set_for_image(model.image))
+
+
+def simulator_argv(model: schema.SimulatorModel) -> list[str]:
+    """The simulator process's command line: the same flags vLLM would get, plus its own."""
+    argv = [sys.executable, "-m", "spark_stack.simulator", "serve", model.model,
+            "--host", "127.0.0.1", "--port", str(model.port),
+            "--served-model-name", served_name(model),
+            "--sim-startup-seconds", f"{model.startup_seconds:g}"]
+    if model.max_model_len is not None:
+        argv += ["--max-model-len", str(model.max_model_len)]
+    if model.tool_call_parser:
+        argv.append("--enable-auto-tool-choice")
+    for field_name, flag in VALUE_FIELDS:
+        value = getattr(model, field_name, None)
+        if value:
+            argv += [flag, value]
+    return argv
+
+
+def _number(value: float) -> str:
+    return repr(value) if value != int(value) else str(int(value))
