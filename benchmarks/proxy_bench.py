@@ -192,7 +192,7 @@ def start_ours(sim_port: int, workdir: Path, cores: set[int], tree: Path = REPO,
     port = free_port()
     config = ProxyConfig(port=port, upstreams={"sim": Upstream(
         "sim", f"http://127.0.0.1:{sim_port}/v1", SERVED, max_model_len=262144)},
-        routes=[Route("claude-*", "sim")])
+        routes=[Route("claude-*", "sim")]).with_own_names()
     path = workdir / f"proxy-{port}.json"
     path.write_text(config.to_json())
     started = time.perf_counter()

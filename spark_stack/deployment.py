@@ -183,11 +183,14 @@ def resolve(stack: schema.Stack, dial: DialName = as_written) -> Deployment:
 
 
 def routing_rules(stack: schema.Stack, models: tuple[ModelDeployment, ...]) -> tuple[Rule, ...]:
-    """Routes in file order, each model's name, its served name, then the catch-all."""
+    """Routes in file order, every model's name, the served names, then the catch-all."""
     rules = [Rule(pattern, target, "route") for pattern, target in stack.proxy.routes.items()]
+    rules += [Rule(model.name, model.name, "model name") for model in models]
+    # A served name another model already answers to stays with the first (a lint says so).
+    claimed = {model.name for model in models}
     for model in models:
-        rules.append(Rule(model.name, model.name, "model name"))
-        if model.served_name != model.name:
+        if model.served_name not in claimed:
+            claimed.add(model.served_name)
             rules.append(Rule(model.served_name, model.name, "served name"))
     fallback = fallback_model(stack)
     if fallback is not None and CATCH_ALL not in stack.proxy.routes:

@@ -89,7 +89,7 @@ def _check_pattern(pattern: str) -> None:
         )
 
 
-def litellm_config(deployment: Deployment, master_env: str | None = None) -> dict[str, Any]:
+def litellm_config(deployment: Deployment) -> dict[str, Any]:
     """The ``litellm_config.yaml`` content as plain data: one entry per routing rule, in the
     order the spark-stack proxy tries them (spark_stack.routing)."""
     by_name = litellm_models(deployment)
@@ -107,10 +107,12 @@ def litellm_config(deployment: Deployment, master_env: str | None = None) -> dic
                 },
             }
         )
+    token = deployment.proxy.token
+    master = referenced_names(token)[0] if token and is_reference(token) else MASTER_KEY_ENV
     return {
         "model_list": entries,
         "litellm_settings": {"drop_params": True},
-        "general_settings": {"master_key": f"os.environ/{master_env or MASTER_KEY_ENV}"},
+        "general_settings": {"master_key": f"os.environ/{master}"},
     }
 
 
@@ -151,8 +153,6 @@ def render_litellm_config(
     stack: schema.Stack, deployment: Deployment, config_path: str = "litellm_config.yaml"
 ) -> str:
     """The YAML text of the config, with a header saying how to run it from ``config_path``."""
-    token = stack.proxy.token
-    master = referenced_names(token)[0] if token and is_reference(token) else None
-    config = litellm_config(deployment, master)
+    config = litellm_config(deployment)
     body = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, width=100)
     return "\n".join(_header(stack, deployment, config, config_path)) + "\n" + body

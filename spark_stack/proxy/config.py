@@ -7,7 +7,7 @@ proxy's hot path must import little).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
@@ -71,6 +71,19 @@ class ProxyConfig:
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
     log_prompts: bool = False
+
+    def with_own_names(self) -> ProxyConfig:
+        """This config plus a rule for each upstream's own and served name (for configs
+        written by hand; the deployment's routing table already has them)."""
+        routes = list(self.routes)
+        taken = {route.pattern for route in routes}
+        for upstream in self.upstreams.values():
+            for name, origin in ((upstream.name, "model name"),
+                                 (upstream.served_name, "served name")):
+                if name not in taken:
+                    taken.add(name)
+                    routes.append(Route(name, upstream.name, origin))  # type: ignore[arg-type]
+        return replace(self, routes=routes)
 
     @property
     def is_loopback(self) -> bool:

@@ -155,25 +155,40 @@ def routes_known(loaded: LoadedStack) -> list[Problem]:
     return problems
 
 
-def routing_conflicts(loaded: LoadedStack) -> list[Problem]:
-    """Names that would route two ways: a route shadowing a model's own name, two models
-    serving one name, a fallback to an unknown model (spark_stack.routing has the rules)."""
-    stack = loaded.stack
-    problems = []
-    owner: dict[str, tuple[str, int]] = {}  # a model's name or served name → (model, index)
+def _name_owners(stack: schema.Stack) -> dict[str, tuple[str, int]]:
+    """A model's name or served name → the (model, index) it reaches (the first one)."""
+    owner: dict[str, tuple[str, int]] = {}
     for index, model in enumerate(stack.models):
         owner.setdefault(model.name, (model.name, index))
     for index, model in enumerate(stack.models):
+        owner.setdefault(served_name(model), (model.name, index))
+    return owner
+
+
+def shared_served_names(loaded: LoadedStack) -> list[Problem]:
+    """A lint: two models serving one name — the proxy sends that name to the first only."""
+    owner = _name_owners(loaded.stack)
+    problems = []
+    for index, model in enumerate(loaded.stack.models):
         served = served_name(model)
-        other = owner.get(served)
-        if other is not None and other[0] != model.name:
+        first = owner[served]
+        if first[0] != model.name:
             problems.append(loaded.problem(
                 f"model '{model.name}' serves the name '{served}', which already reaches model "
-                f"'{other[0]}' (models[{other[1]}]): a request for it could go to either",
+                f"'{first[0]}' (models[{first[1]}]): the proxy sends it there, never here",
                 _served_name_path(loaded, index),
-                fix="give one of them another served_name",
+                fix=f"give '{model.name}' its own served_name (clients reach it by "
+                f"'{model.name}' meanwhile)",
             ))
-        owner.setdefault(served, (model.name, index))
+    return problems
+
+
+def routing_conflicts(loaded: LoadedStack) -> list[Problem]:
+    """Names that would route two ways: a route shadowing a model's own name or served name,
+    a fallback to an unknown model (spark_stack.routing has the rules)."""
+    stack = loaded.stack
+    problems = []
+    owner = _name_owners(stack)
     for pattern, target in stack.proxy.routes.items():
         found = owner.get(pattern)
         if found is not None and found[0] != target:
@@ -306,4 +321,4 @@ ERROR_CHECKS: list[Check] = [
     proxy_token_off_loopback,
     vllm_flags,
 ]
-LINT_CHECKS: list[Check] = [*LINTS, abbreviated_flags, flag_set_notes]
+LINT_CHECKS: list[Check] = [*LINTS, shared_served_names, abbreviated_flags, flag_set_notes]

@@ -173,7 +173,7 @@ def urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
             upstreams={"qwen": Upstream("qwen", f"{sim.url.rstrip('/')}/v1", SERVED,
                                         max_model_len=MAX_LEN)},
             routes=[Route("claude-*", "qwen")],
-        )
+        ).with_own_names()
         start_background(config, state)
         try:
             yield f"http://127.0.0.1:{config.port}", sim.url.rstrip("/")

@@ -50,7 +50,7 @@ def proxy(sim: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
             "notok": Upstream("notok", f"{base}/elsewhere/v1", "notok-model"),
         },
         routes=[Route("claude-*", "qwen"), Route("offline-*", "down"), Route("notok-*", "notok")],
-    )
+    ).with_own_names()
     start_background(config, state)
     try:
         yield f"http://127.0.0.1:{config.port}", state

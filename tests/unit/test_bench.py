@@ -22,6 +22,7 @@ from spark_stack.bench import (
     run_bench,
 )
 from spark_stack.cli import main
+from spark_stack.deployment import resolve
 from spark_stack.errors import UsageError
 from spark_stack.proxy.config import ProxyConfig, Upstream
 from spark_stack.proxy.daemon import start_background, stop_background
@@ -103,7 +104,7 @@ def stack_behind_proxy(
         config = ProxyConfig(
             port=free_port(), token="t0k",
             upstreams={"qwen": Upstream("qwen", f"{sim.url}/v1", "qwen36")},
-        )
+        ).with_own_names()
         state = tmp_path_factory.mktemp("bench-proxy")
         start_background(config, state)
         try:
@@ -123,7 +124,7 @@ def test_run_bench_measures_both_paths_and_skips_what_cannot_fit(
     cells = []
     report = run_bench(
         "b",
-        endpoints_from_proxy_config(stack, config),
+        endpoints_from_proxy_config(resolve(stack), config),
         sizes=parse_sizes("short,2k,8k"),
         concurrency=[1, 3],
         requests=3,
@@ -159,7 +160,7 @@ def test_failed_requests_are_counted_with_their_reason(
 ) -> None:
     config, _ = stack_behind_proxy
     stack = load_stack_text(STACK).stack
-    good = endpoints_from_proxy_config(stack, config)
+    good = endpoints_from_proxy_config(resolve(stack), config)
     report = run_bench(
         "b", Endpoints(good.proxy_url, "wrong-token", good.models),
         sizes=parse_sizes("short"), concurrency=[2], requests=2, max_tokens=16,

@@ -17,9 +17,9 @@ from spark_stack.deploy.lock import lock_script
 from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.up import UpOptions, up
 from spark_stack.deployment import resolve
-from spark_stack.routing import Rule
 from spark_stack.errors import NotHealthy
 from spark_stack.proxy.config import ProxyConfig, Route
+from spark_stack.routing import Rule
 from spark_stack.stack.loader import load_stack_text
 from tests.helpers import free_port
 

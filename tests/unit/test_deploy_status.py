@@ -15,6 +15,7 @@ import pytest
 
 from spark_stack.cli import main
 from spark_stack.deploy.status import HOST_KEYS, MODEL_KEYS, exit_code, status
+from spark_stack.deployment import resolve
 from spark_stack.stack.loader import load_stack
 from tests.helpers import free_port
 
@@ -50,7 +51,7 @@ def test_unreachable_host_keeps_the_documented_shape(tmp_path: Path, fake_home: 
         "models:\n"
         "  - {name: qwen, model: Qwen/Qwen3-0.6B, image: 'vllm/vllm-openai:v0.28.0'}\n"
     )
-    report = status(load_stack(path).stack)
+    report = status(resolve(load_stack(path).stack))
     documented = _documented()
     [host] = report["hosts"]
     [model] = report["models"]
@@ -75,7 +76,7 @@ def test_simulator_entries_have_the_same_keys_and_a_dead_proxy_is_unhealthy(
 
     os.kill(report["proxy"]["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while status(load_stack(sim_stack).stack)["proxy"]["running"]:
+    while status(resolve(load_stack(sim_stack).stack))["proxy"]["running"]:
         assert time.monotonic() < deadline, "the killed proxy still counts as running"
         time.sleep(0.05)
     assert main(["-s", str(sim_stack), "status", "--json"]) == 4

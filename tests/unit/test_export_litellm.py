@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from spark_stack.cli import main
+from spark_stack.deployment import resolve
 from spark_stack.errors import UsageError
 from spark_stack.export_litellm import litellm_config, render_litellm_config
 from spark_stack.stack.loader import load_stack_text
@@ -58,7 +59,7 @@ def test_seed_recipe_maps_every_alias_to_its_own_server() -> None:
         "http://192.168.68.155:8889/v1",
         "os.environ/SPARK_STACK_KEY_QWEN35",
     )
-    assert litellm_config(stack) == {
+    assert litellm_config(resolve(stack)) == {
         "model_list": [
             _entry("claude-sonnet-4-20250514", *q36),
             _entry("claude-3-5-sonnet-20241022", *q36),
@@ -75,7 +76,7 @@ def test_seed_recipe_maps_every_alias_to_its_own_server() -> None:
 
 def test_rendered_text_is_exact_and_round_trips() -> None:
     stack = load_stack_text(SEED).stack
-    text = render_litellm_config(stack)
+    text = render_litellm_config(resolve(stack))
     header, _, body = text.partition("model_list:\n")
     assert header == (
         "# LiteLLM proxy config for the spark-stack stack 'seed'.\n"
@@ -101,7 +102,7 @@ def test_rendered_text_is_exact_and_round_trips() -> None:
         "general_settings:\n"
         "  master_key: os.environ/LITELLM_MASTER_KEY\n"
     )
-    assert yaml.safe_load(text) == litellm_config(stack)
+    assert yaml.safe_load(text) == litellm_config(resolve(stack))
 
 
 def test_secret_references_become_env_references_and_token_is_the_master_key() -> None:
@@ -122,7 +123,7 @@ proxy:
   routes: {"claude-*": big}
 """
     ).stack
-    assert litellm_config(stack) == {
+    assert litellm_config(resolve(stack)) == {
         "model_list": [
             _entry("claude-*", "Qwen/Qwen3-32B", "http://10.0.0.5:8000/v1", "os.environ/BIG_KEY"),
             _entry("big", "Qwen/Qwen3-32B", "http://10.0.0.5:8000/v1", "os.environ/BIG_KEY"),
@@ -153,9 +154,9 @@ models:
     api_key: none
 """
     ).stack
-    text = render_litellm_config(stack)
+    text = render_litellm_config(resolve(stack))
     assert "# m: tunnel: ssh -N -L 8001:127.0.0.1:8001 spark\n" in text
-    assert litellm_config(stack)["model_list"][0]["litellm_params"]["api_base"] == (
+    assert litellm_config(resolve(stack))["model_list"][0]["litellm_params"]["api_base"] == (
         "http://127.0.0.1:8001/v1"
     )
 
@@ -165,7 +166,7 @@ def test_routes_litellm_cannot_match_are_refused() -> None:
         "name: q\nmodels: [{name: s, kind: simulator}]\nproxy: {routes: {'claude-?': s}}\n"
     ).stack
     with pytest.raises(UsageError, match="LiteLLM"):
-        litellm_config(stack)
+        litellm_config(resolve(stack))
 
 
 def test_cli_writes_file_and_stdout(
@@ -175,7 +176,8 @@ def test_cli_writes_file_and_stdout(
     stack_file.write_text(SEED)
     out = tmp_path / "litellm_config.yaml"
     assert main(["-s", str(stack_file), "export", "litellm", "-o", str(out)]) == 0
-    expected = render_litellm_config(load_stack_text(SEED).stack)
+    seed = load_stack_text(SEED).stack
+    expected = render_litellm_config(seed, resolve(seed))
     assert out.read_text() == expected.replace(
         "--config litellm_config.yaml", f"--config {out}"
     )

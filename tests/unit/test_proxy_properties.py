@@ -232,7 +232,8 @@ def test_any_chunk_sequence_is_a_well_formed_stream(chunks: list[Any], died: boo
 # --- garbage in, Anthropic error out -------------------------------------------------------
 
 LOOP = asyncio.new_event_loop()
-APP = ProxyApp(ProxyConfig(upstreams={"q": UPSTREAM}, routes=[Route("claude-*", "q")]))
+APP = ProxyApp(
+    ProxyConfig(upstreams={"q": UPSTREAM}, routes=[Route("claude-*", "q")]).with_own_names())
 
 
 async def call(path: str, body: bytes, method: str = "POST") -> tuple[int, bytes]:

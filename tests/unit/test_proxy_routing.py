@@ -19,7 +19,7 @@ CONFIG = ProxyConfig(
         Route("claude-*", "big"),
         Route("claude-haiku-4-5", "big"),
     ],
-)
+).with_own_names()
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_unknown_model_is_404_listing_names() -> None:
 
 def test_config_json_round_trip() -> None:
     config = ProxyConfig(host="0.0.0.0", port=9999, token="t", upstreams=CONFIG.upstreams,
-                         routes=CONFIG.routes, log_prompts=True)
+                         routes=CONFIG.routes, log_prompts=True).with_own_names()
     assert ProxyConfig.from_json(config.to_json()) == config
     assert not config.is_loopback and CONFIG.is_loopback
 
@@ -73,7 +73,7 @@ def test_bad_config(text: str) -> None:
 
 def test_shared_served_name_goes_to_the_first_upstream() -> None:
     twin = Upstream("twin", "http://127.0.0.1:8002/v1", "qwen3.6-35b")
-    config = ProxyConfig(upstreams={"big": BIG, "twin": twin}, routes=[])
+    config = ProxyConfig(upstreams={"big": BIG, "twin": twin}, routes=[]).with_own_names()
     assert Router(config).resolve("qwen3.6-35b").name == "big"
     assert Router(config).resolve("twin").name == "twin"
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from spark_stack.deployment import resolve
 from spark_stack.proxy.config import ProxyConfig, Route, Upstream
 from spark_stack.proxy.daemon import start_background, stop_background
 from spark_stack.simulator import SimHandle, start_in_thread
@@ -58,7 +59,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ProxyCon
                 "plain": Upstream("plain", f"{plain.url}/v1", "plain-model", thinking="none"),
             },
             routes=[Route("claude-*", "qwen")],
-        )
+        ).with_own_names()
         state = tmp_path_factory.mktemp("proxy")
         start_background(config, state)
         try:
@@ -74,7 +75,7 @@ def test_every_check_passes_against_the_simulator(
     seen: list[str] = []
     report = run_smoke(
         loaded,
-        endpoints_from_proxy_config(loaded.stack, config),
+        endpoints_from_proxy_config(resolve(loaded.stack), config),
         on_result=lambda r: seen.append(f"{r.model}/{r.name}"),
     )
     data = report.to_dict()
@@ -114,7 +115,7 @@ def test_wrong_token_fails_every_proxy_check_with_the_reason(
     loaded: LoadedStack, running: tuple[ProxyConfig, SimHandle]
 ) -> None:
     config, _ = running
-    good = endpoints_from_proxy_config(loaded.stack, config)
+    good = endpoints_from_proxy_config(resolve(loaded.stack), config)
     bad = Endpoints(good.proxy_url, "wrong", good.models[:1], good.host)
     report = run_smoke(loaded, bad)
     assert not report.ok
@@ -133,10 +134,11 @@ def test_upstream_stopped_fails_with_overloaded_and_connect_errors(
 ) -> None:
     with _sim(*QWEN_FLAGS, "--served-model-name", "qwen36") as sim:
         url = f"{sim.url}/v1"
-    config = ProxyConfig(port=free_port(), upstreams={"qwen": Upstream("qwen", url, "qwen36")})
+    config = ProxyConfig(port=free_port(),
+                         upstreams={"qwen": Upstream("qwen", url, "qwen36")}).with_own_names()
     start_background(config, tmp_path)
     try:
-        report = run_smoke(loaded, endpoints_from_proxy_config(loaded.stack, config))
+        report = run_smoke(loaded, endpoints_from_proxy_config(resolve(loaded.stack), config))
     finally:
         stop_background(tmp_path)
     verdicts = {c.name: c for c in report.checks}
