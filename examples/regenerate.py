@@ -21,6 +21,7 @@ ROOT = HERE.parent
 
 def generated() -> dict[Path, str]:
     """Each generated file's path and its current content."""
+    from spark_stack.deployment import resolve
     from spark_stack.export_litellm import render_litellm_config
     from spark_stack.launcher import render_launcher, token_file
     from spark_stack.stack.loader import load_stack
@@ -31,7 +32,7 @@ def generated() -> dict[Path, str]:
     # path is not in the text, but keep the generation off the user's own state dir.
     os.environ.setdefault("SPARK_STACK_HOME", tempfile.mkdtemp(prefix="spark-stack-examples-"))
     return {
-        HERE / "litellm_config.yaml": render_litellm_config(seed),
+        HERE / "litellm_config.yaml": render_litellm_config(seed, resolve(seed)),
         HERE / "claude-demo": render_launcher(
             demo, token_path=token_file(demo.name), stack_file="demo"
         ),

@@ -57,7 +57,8 @@ def _python_literal(text: str) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
             value = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+    # TypeError: a literal that cannot be built, such as a list as a dict key (`{[]}`).
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
         return None
     if not isinstance(value, dict):
         return None

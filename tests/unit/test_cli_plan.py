@@ -81,8 +81,9 @@ def test_plan_json_document(secret_stack: Path, capsys: pytest.CaptureFixture[st
     assert routes == [
         ("claude-*", "big", "route"),
         ("big", "big", "model name"),
-        ("qwen3.6-35b-a3b", "big", "served name"),
         ("far", "far", "model name"),
+        ("qwen3.6-35b-a3b", "big", "served name"),
+        ("*", "big", "catch-all"),
     ]
     env = doc["launcher"]["env"]
     assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:4000"

@@ -99,8 +99,8 @@ def test_the_proxy_config_routes_user_patterns_then_names_then_everything() -> N
     assert config.upstreams["ext"].thinking == "none"
     assert config.routes == [Route("claude-haiku-*", "ext", "route"),
                              Route("big", "big", "model name"),
-                             Route("qwen3.6", "big", "served name"),
                              Route("ext", "ext", "model name"),
+                             Route("qwen3.6", "big", "served name"),
                              Route("*", "big", "catch-all")]
     assert [Rule(r.pattern, r.upstream_name, r.origin) for r in config.routes] == list(
         deployment.routes)

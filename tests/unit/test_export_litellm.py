@@ -65,9 +65,10 @@ def test_seed_recipe_maps_every_alias_to_its_own_server() -> None:
             _entry("claude-3-5-sonnet-20241022", *q36),
             _entry("claude-3-opus-20240229", *q35),
             _entry("qwen36", *q36),
-            _entry("Intel/Qwen3.6-35B-A3B-int4-AutoRound", *q36),
             _entry("qwen35", *q35),
+            _entry("Intel/Qwen3.6-35B-A3B-int4-AutoRound", *q36),
             _entry("Intel/Qwen3.5-27B-int4-AutoRound", *q35),
+            _entry("*", *q36),  # the catch-all: the first model
         ],
         "litellm_settings": {"drop_params": True},
         "general_settings": {"master_key": "os.environ/LITELLM_MASTER_KEY"},
@@ -76,7 +77,7 @@ def test_seed_recipe_maps_every_alias_to_its_own_server() -> None:
 
 def test_rendered_text_is_exact_and_round_trips() -> None:
     stack = load_stack_text(SEED).stack
-    text = render_litellm_config(resolve(stack))
+    text = render_litellm_config(stack, resolve(stack))
     header, _, body = text.partition("model_list:\n")
     assert header == (
         "# LiteLLM proxy config for the spark-stack stack 'seed'.\n"
@@ -127,11 +128,12 @@ proxy:
         "model_list": [
             _entry("claude-*", "Qwen/Qwen3-32B", "http://10.0.0.5:8000/v1", "os.environ/BIG_KEY"),
             _entry("big", "Qwen/Qwen3-32B", "http://10.0.0.5:8000/v1", "os.environ/BIG_KEY"),
+            _entry("sim", "Qwen/Qwen3.6-35B-A3B-simulated", "http://127.0.0.1:8810/v1", "none"),
             _entry("Qwen/Qwen3-32B", "Qwen/Qwen3-32B", "http://10.0.0.5:8000/v1",
                    "os.environ/BIG_KEY"),
-            _entry("sim", "Qwen/Qwen3.6-35B-A3B-simulated", "http://127.0.0.1:8810/v1", "none"),
             _entry("Qwen/Qwen3.6-35B-A3B-simulated", "Qwen/Qwen3.6-35B-A3B-simulated",
                    "http://127.0.0.1:8810/v1", "none"),
+            _entry("*", "Qwen/Qwen3-32B", "http://10.0.0.5:8000/v1", "os.environ/BIG_KEY"),
         ],
         "litellm_settings": {"drop_params": True},
         "general_settings": {"master_key": "os.environ/PROXY_TOKEN"},
@@ -154,7 +156,7 @@ models:
     api_key: none
 """
     ).stack
-    text = render_litellm_config(resolve(stack))
+    text = render_litellm_config(stack, resolve(stack))
     assert "# m: tunnel: ssh -N -L 8001:127.0.0.1:8001 spark\n" in text
     assert litellm_config(resolve(stack))["model_list"][0]["litellm_params"]["api_base"] == (
         "http://127.0.0.1:8001/v1"

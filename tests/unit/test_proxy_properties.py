@@ -12,7 +12,7 @@ import string
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spark_stack.proxy.config import ProxyConfig, Route, Upstream
@@ -279,6 +279,7 @@ def test_garbage_gets_an_anthropic_error_never_a_500(body: bytes, path: str) -> 
 
 @fast(2500)
 @given(st.text('{}[]":,\' abtrueflsn1\\', max_size=30))
+@example("{[]}")  # a list as a dict key: literal_eval raised TypeError
 def test_repair_returns_a_json_object_or_none(raw: str) -> None:
     repaired = repair_arguments(raw)
     assert repaired is None or isinstance(orjson.loads(repaired), dict)
