@@ -22,6 +22,7 @@ import yaml
 
 from .deployment import Deployment, ModelDeployment
 from .errors import UsageError
+from .routing import Rule, is_glob
 from .stack import schema
 from .stack.secrets import is_reference, referenced_names
 
@@ -89,10 +90,32 @@ def _check_pattern(pattern: str) -> None:
         )
 
 
+def litellm_specificity(pattern: str) -> tuple[int, int]:
+    """How LiteLLM ranks wildcard ``model_name``s: longer, then more complex, first
+    (``PatternUtils.calculate_pattern_specificity``)."""
+    return len(pattern), sum(pattern.count(ch) for ch in "*+?\\^$|()")
+
+
+def _check_glob_order(rules: list[Rule]) -> None:
+    """LiteLLM tries wildcards most specific first, spark-stack in file order: refuse a file
+    whose order LiteLLM would change between two patterns that route to different models."""
+    globs = [r for r in rules if is_glob(r.pattern)]
+    for index, earlier in enumerate(globs):
+        for later in globs[index + 1:]:
+            if later.model != earlier.model and \
+                    litellm_specificity(later.pattern) > litellm_specificity(earlier.pattern):
+                raise UsageError(
+                    f"LiteLLM would try route '{later.pattern}' before '{earlier.pattern}' "
+                    "(it orders wildcards by length), spark-stack tries them in file order",
+                    fix=f"move '{later.pattern}' above '{earlier.pattern}' in proxy.routes",
+                )
+
+
 def litellm_config(deployment: Deployment) -> dict[str, Any]:
     """The ``litellm_config.yaml`` content as plain data: one entry per routing rule, in the
     order the spark-stack proxy tries them (spark_stack.routing)."""
     by_name = litellm_models(deployment)
+    _check_glob_order(list(deployment.routes))
     entries = []
     for rule in deployment.routes:
         _check_pattern(rule.pattern)
