@@ -19,8 +19,9 @@ from ..spec import ContainerSpec
 from . import local
 from .actions import Observed, changed_fields
 from .connector import Connect, HostSession
+from .host_exec import ProbeFactory
 from .keys import READ, model_key
-from .readiness import HttpProbe
+from .readiness import HttpProbe, Probe
 
 
 def _uptime(started_at: str) -> float | None:
@@ -36,8 +37,8 @@ def _uptime(started_at: str) -> float | None:
     return max(0.0, (datetime.now(UTC) - when).total_seconds())
 
 
-def _check_http(base_url: str, served: str, api_key: str | None) -> dict[str, Any]:
-    probe = HttpProbe(base_url, served, api_key)
+def _check_http(probe: Probe) -> dict[str, Any]:
+    served = probe.served_name
     try:
         health = probe.health()
         names = probe.models() if health else None
@@ -55,7 +56,7 @@ MODEL_KEYS = (
 
 
 def status(deployment: Deployment, *, trust_host_key: bool = False,
-           connect: Connect | None = None) -> dict[str, Any]:
+           connect: Connect | None = None, probe: ProbeFactory = HttpProbe) -> dict[str, Any]:
     """The stack's state as plain data (the ``status --json`` schema, see the README).
 
     Every host and model entry has the keys of ``HOST_KEYS``/``MODEL_KEYS`` whatever happens
@@ -79,7 +80,7 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
         with session:
             host_entry["ssh"] = session.display
             try:
-                report["models"] += _host_models(stack, key, models, session)
+                report["models"] += _host_models(stack, key, models, session, probe)
                 host_entry["gpus"] = _gpus(session)
                 host_entry["reachable"] = True
             except SparkStackError as exc:  # e.g. the host's docker daemon does not answer
@@ -87,9 +88,9 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
                 report["models"] += [_model_entry(m, state="unknown") for m in models]
     for model in deployment.models:
         if model.kind == "simulator":
-            report["models"].append(_simulator_entry(stack, model))
+            report["models"].append(_simulator_entry(stack, model, probe))
         elif model.kind == "remote":
-            report["models"].append(_remote_entry(stack, model))
+            report["models"].append(_remote_entry(stack, model, probe))
     status_ = proxy_daemon.proxy_status(proxy_state_dir(stack))
     report["proxy"] = {"running": status_.running, "pid": status_.pid, "url": status_.url,
                        "healthy": status_.healthy, "log_file": str(status_.log_file)}
@@ -114,7 +115,7 @@ def _host_entry(name: str, address: str) -> dict[str, Any]:
 
 
 def _host_models(stack: str, key: str, models: list[ModelDeployment],
-                 session: HostSession) -> list[dict[str, Any]]:
+                 session: HostSession, probe: ProbeFactory) -> list[dict[str, Any]]:
     entries = []
     observed = {o.model: o for o in session.docker.stack_containers(stack)}
     for model in models:
@@ -135,7 +136,7 @@ def _host_models(stack: str, key: str, models: list[ModelDeployment],
                     forwarder, port = session.conn.forward("127.0.0.1", spec.host_port)
                     base = f"http://127.0.0.1:{port}/v1"
                 try:
-                    entry.update(_check_http(base, model.served_name, key_value))
+                    entry.update(_check_http(probe(base, model.served_name, key_value)))
                 finally:
                     if forwarder is not None:
                         forwarder.close()
@@ -224,14 +225,15 @@ def _num(text: str) -> float | None:
         return None
 
 
-def _simulator_entry(stack: str, model: ModelDeployment) -> dict[str, Any]:
+def _simulator_entry(stack: str, model: ModelDeployment,
+                     probe: ProbeFactory) -> dict[str, Any]:
     process = local.simulator_process(stack, model.name)
     pid = process.running_pid()
     entry = _model_entry(model, state="running" if pid else "missing")
     entry["endpoint"] = model.endpoint
     entry["pid"] = pid
     if pid is not None:
-        entry.update(_check_http(model.endpoint, model.served_name, None))
+        entry.update(_check_http(probe(model.endpoint, model.served_name, None)))
         entry["drift"] = local.recorded_argv(process) != list(model.simulator_argv or ())
         entry["drift_fields"] = ["command"] if entry["drift"] else []
         entry["uptime_seconds"] = max(0.0, time.time() - process.pid_file.stat().st_mtime)
@@ -239,10 +241,11 @@ def _simulator_entry(stack: str, model: ModelDeployment) -> dict[str, Any]:
     return entry
 
 
-def _remote_entry(stack: str, model: ModelDeployment) -> dict[str, Any]:
+def _remote_entry(stack: str, model: ModelDeployment, probe: ProbeFactory) -> dict[str, Any]:
     entry = _model_entry(model, state="external")
     entry["endpoint"] = model.endpoint
-    entry.update(_check_http(model.endpoint, model.served_name, model_key(stack, model, READ)))
+    key = model_key(stack, model, READ)
+    entry.update(_check_http(probe(model.endpoint, model.served_name, key)))
     entry["state"] = "serving" if entry["health"] else "unreachable"
     entry["healthy"] = bool(entry["health"] and entry["models_listed"])
     return entry

@@ -1,0 +1,228 @@
+"""An in-memory GB10 behind the connector protocol (:mod:`spark_stack.deploy.connector`).
+
+Docker is a dict of containers and images; a container "serves" when it runs and its model is
+not set to fail. The stack lock is the real ``flock`` script run by a local shell with the fake
+host's own ``HOME``, so lock semantics are the real ones. Facts are a healthy Spark's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from spark_stack.deploy.actions import (
+    LABEL_SECRETS_HASH,
+    LABEL_SPEC,
+    Observed,
+    observed_from_inspect,
+)
+from spark_stack.deploy.connector import Completed, HostSession
+from spark_stack.spec import ContainerSpec
+from spark_stack.stack import schema
+
+M = "@@spark-stack@@"
+
+
+def facts_output(*, mem_available_kib: int = 120_000_000, listening: str = "") -> str:
+    return f"""{M} home
+/home/nvidia
+{M} docker
+{{"Server":{{"Version":"28.0.1","ApiVersion":"1.48"}}}}
+{M} rc 0
+{M} runtimes
+{{"nvidia":{{}},"runc":{{}}}} "/var/lib/docker"
+{M} arch
+aarch64
+{M} nvidia
+0, NVIDIA GB10, [N/A], [N/A], 0
+{M} rc 0
+{M} meminfo
+MemTotal:       127535460 kB
+MemAvailable:   {mem_available_kib} kB
+{M} df
+Filesystem     1024-blocks      Used Available Capacity Mounted on
+/dev/nvme0n1p2  3844551928 400000000 3244551928      11% /
+{M} listening
+{listening}
+{M} hftoken
+yes
+"""
+
+
+class _ShellHeld:
+    """The lock script run by a real shell: held while its stdin stays open."""
+
+    def __init__(self, command: str, home: Path) -> None:
+        self._process = subprocess.Popen(
+            ["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, "HOME": str(home)})
+
+    def read_line(self, timeout: float) -> str:
+        assert self._process.stdout is not None
+        return self._process.stdout.readline().decode().rstrip("\n")
+
+    def read_rest(self, timeout: float) -> str:
+        assert self._process.stdout is not None
+        return self._process.stdout.read().decode()
+
+    def release(self) -> None:
+        if self._process.stdin is not None:
+            self._process.stdin.close()
+        self._process.wait(timeout=10)
+
+
+@dataclass
+class FakeConnection:
+    home: Path
+    hostname: str = "gb10.test"
+    facts: str = field(default_factory=facts_output)
+    scripts: list[str] = field(default_factory=list)
+
+    @property
+    def display(self) -> str:
+        return f"nvidia@{self.hostname}"
+
+    def run_script(self, script: str, *, timeout: float = 60,
+                   argv: tuple[str, ...] = ()) -> Completed:
+        self.scripts.append(script)
+        if script.startswith(f"echo '{M} home'"):
+            return Completed((script,), 0, self.facts, "")
+        return Completed((script,), 0, "", "")  # nvidia-smi for status: nothing listed
+
+    def hold(self, command: str) -> _ShellHeld:
+        return _ShellHeld(command, self.home)
+
+    def forward(self, remote_host: str, remote_port: int, local_port: int = 0) -> Any:
+        raise AssertionError("the fake host has no port forwarding")
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeDocker:
+    """Containers and images as dicts shaped like the docker API's answers."""
+
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    registry: dict[str, dict[str, Any]] = field(default_factory=dict)
+    containers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failing: set[str] = field(default_factory=set)  # models whose server exits at start
+    loading: set[str] = field(default_factory=set)  # models that run but do not serve yet
+    calls: list[str] = field(default_factory=list)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def add_image(self, name: str, arch: str = "arm64") -> None:
+        self.images[name] = {"Id": f"sha256:{len(self.images):064d}", "Architecture": arch,
+                             "RepoDigests": []}
+
+    def stack_containers(self, stack: str) -> list[Observed]:
+        return [observed_from_inspect(c) for c in self.containers.values()
+                if c["Config"]["Labels"].get("io.spark-stack.stack") == stack]
+
+    def inspect(self, ident: str) -> dict[str, Any] | None:
+        return self.containers.get(ident)
+
+    def observed(self, ident: str) -> Observed | None:
+        found = self.containers.get(ident)
+        return None if found is None else observed_from_inspect(found)
+
+    def image_id(self, image: str) -> str | None:
+        found = self.images.get(image)
+        return None if found is None else str(found["Id"])
+
+    def image_attrs(self, image: str) -> dict[str, Any] | None:
+        return self.images.get(image)
+
+    def pull(self, image: str, progress: Any = None) -> str:
+        self.calls.append(f"pull {image}")
+        if image in self.registry:
+            self.images[image] = self.registry[image]
+        if image not in self.images:
+            self.add_image(image)
+        return str(self.images[image]["Id"])
+
+    def create_and_start(self, spec: ContainerSpec, environment: Mapping[str, str],
+                         secrets_hash: str, home: str) -> Observed:
+        ident = f"c{next(self._ids):011d}"
+        self.calls.append(f"create {spec.model}")
+        fails = spec.model in self.failing
+        self.containers[ident] = {
+            "Id": ident, "Name": f"/{spec.name}", "Image": self.images[spec.image]["Id"],
+            "RestartCount": 0,
+            "State": {"Status": "exited" if fails else "running",
+                      "ExitCode": 1 if fails else 0, "OOMKilled": False,
+                      "StartedAt": "2026-12-01T00:00:00.000000000Z"},
+            "Config": {"Image": spec.image, "Env": [f"{k}={v}" for k, v in environment.items()],
+                       "Labels": {**spec.labels(), LABEL_SECRETS_HASH: secrets_hash,
+                                  LABEL_SPEC: spec.canonical()}},
+            "HostPort": spec.host_port, "Served": spec.served_name,
+        }
+        return observed_from_inspect(self.containers[ident])
+
+    def stop(self, ident: str, timeout: int = 10) -> None:
+        self.calls.append(f"stop {ident}")
+        self.containers[ident]["State"]["Status"] = "exited"
+
+    def remove(self, ident: str) -> None:
+        labels = self.containers[ident]["Config"]["Labels"]
+        self.calls.append(f"remove {labels.get('io.spark-stack.model')}")
+        del self.containers[ident]
+
+    def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
+        model = self.containers[ident]["Config"]["Labels"].get("io.spark-stack.model")
+        if model in self.failing:
+            return ("INFO starting\nValueError: To serve at least one request with the models's "
+                    "max seq len (262144), (20.00 GiB KV cache is needed, which is larger than "
+                    "the available KV cache memory (8.00 GiB).\n")
+        return "INFO Application startup complete.\n"
+
+    def follow_logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> Iterator[str]:
+        yield self.logs(ident, tail=tail)
+
+    def close(self) -> None:
+        pass
+
+    def serving(self, port: int, served: str) -> bool:
+        return any(c["HostPort"] == port and c["State"]["Status"] == "running"
+                   and c["Served"] == served
+                   and c["Config"]["Labels"].get("io.spark-stack.model") not in self.loading
+                   for c in self.containers.values())
+
+
+@dataclass
+class FakeHost:
+    conn: FakeConnection
+    docker: FakeDocker = field(default_factory=FakeDocker)
+    connects: int = 0
+
+    def connect(self, key: str, host: schema.HostConfig, trust: bool = False) -> HostSession:
+        self.connects += 1
+        return HostSession(key, self.conn, self.docker)  # type: ignore[arg-type]
+
+    def probe(self, base_url: str, served_name: str, api_key: str | None) -> FakeProbe:
+        return FakeProbe(self.docker, int(base_url.rsplit(":", 1)[1].split("/")[0]),
+                         served_name)
+
+
+@dataclass
+class FakeProbe:
+    docker: FakeDocker
+    port: int
+    served_name: str
+
+    def health(self) -> bool:
+        return self.docker.serving(self.port, self.served_name)
+
+    def models(self) -> list[str] | None:
+        return [self.served_name] if self.health() else None
+
+    def completion(self) -> str | None:
+        return "204" if self.health() else None
+
+    def close(self) -> None:
+        pass

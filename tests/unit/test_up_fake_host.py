@@ -1,0 +1,146 @@
+"""`up`, `down`, `status` and `plan --diff` against the in-memory fake host: every path of the
+observe → plan → execute engine in seconds (the real sshd + dockerd e2e covers the whole path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spark_stack.deploy.down import down
+from spark_stack.deploy.lock import lock_script
+from spark_stack.deploy.plan_diff import host_diff
+from spark_stack.deploy.report import QuietReporter
+from spark_stack.deploy.status import status
+from spark_stack.deploy.up import Edges, UpOptions, up
+from spark_stack.deployment import as_written, resolve
+from spark_stack.errors import LockHeld, MissingSecret, NotHealthy
+from spark_stack.stack import schema
+from spark_stack.stack.loader import load_stack_text
+from tests.fakes.host import FakeConnection, FakeHost
+
+IMAGE = "vllm/vllm-openai:v0.28.0"
+
+
+def _stack(**model: object) -> schema.Stack:
+    qwen = {"name": "qwen", "image": IMAGE, "model": "Qwen/Qwen3-0.6B", "port": 8000,
+            "max_model_len": 65536, "gpu_memory_utilization": 0.4, "api_key": "auto", **model}
+    text = yaml.safe_dump({"name": "fake", "host": {"address": "gb10.test"}, "models": [qwen]})
+    return load_stack_text(text, lint=False).stack
+
+
+@pytest.fixture
+def host(tmp_path: Path, spark_stack_home: Path) -> FakeHost:
+    fake = FakeHost(FakeConnection(home=tmp_path / "remote-home"))
+    (tmp_path / "remote-home").mkdir()
+    fake.docker.add_image(IMAGE)
+    return fake
+
+
+def _up(stack: schema.Stack, host: FakeHost, **options: object) -> list[tuple[str, str]]:
+    edges = Edges(connect=host.connect, probe=host.probe, dial=lambda: as_written)
+    result = up(stack, UpOptions(start_proxy=False, **options), QuietReporter(), edges)  # type: ignore[arg-type]
+    return [(a.kind, a.model) for a in result.actions]
+
+
+def _facts_runs(host: FakeHost) -> int:
+    return sum(1 for s in host.conn.scripts if s.startswith("echo '@@spark-stack@@ home'"))
+
+
+def test_create_then_keep_then_replace_then_remove(host: FakeHost) -> None:
+    stack = _stack()
+    assert _up(stack, host) == [("create", "qwen")]
+    assert _facts_runs(host) == 1  # preflight ran once
+    (container,) = host.docker.containers.values()
+    assert "VLLM_API_KEY=sk-spark-" in " ".join(container["Config"]["Env"])
+
+    assert _up(stack, host) == [("keep", "qwen")]
+    assert _facts_runs(host) == 1 and host.docker.calls == ["create qwen"]
+
+    bigger = _stack(max_model_len=98304)
+    diff = host_diff(resolve(bigger), connect=host.connect)
+    assert diff[0]["actions"][0]["action"] == "replace"
+    assert _up(bigger, host) == [("replace", "qwen")]
+    assert host.docker.calls[-2:] == ["remove qwen", "create qwen"]
+    assert len(host.docker.containers) == 1
+
+    other = load_stack_text(yaml.safe_dump({
+        "name": "fake", "host": {"address": "gb10.test"},
+        "models": [{"name": "coder", "image": IMAGE, "model": "Qwen/Qwen3-Coder", "port": 8001,
+                    "max_model_len": 65536, "gpu_memory_utilization": 0.4}]}), lint=False).stack
+    assert _up(other, host) == [("create", "coder"), ("remove", "qwen")]
+    assert [c["Config"]["Labels"]["io.spark-stack.model"]
+            for c in host.docker.containers.values()] == ["coder"]
+
+
+def test_a_kept_container_that_still_loads_is_checked_not_called_up_to_date(
+    host: FakeHost,
+) -> None:
+    """An `up` interrupted while the model loaded; the next `up` must not exit 0 unready."""
+    stack = _stack()
+    _up(stack, host)
+    host.docker.loading.add("qwen")
+    with pytest.raises(NotHealthy, match="model qwen did not become ready"):
+        _up(stack, host, timeout=0.3)
+    host.docker.loading.clear()
+    for container in host.docker.containers.values():  # the failure stopped it: resume
+        container["State"]["Status"] = "running"
+    assert _up(stack, host) == [("keep", "qwen")]
+
+
+def test_an_exited_container_is_replaced_and_a_missing_image_pulled(host: FakeHost) -> None:
+    stack = _stack()
+    _up(stack, host)
+    for container in host.docker.containers.values():
+        container["State"]["Status"] = "exited"
+    assert _up(stack, host) == [("replace", "qwen")]
+    new_image = _stack(image="vllm/vllm-openai:v0.33.0")
+    assert _up(new_image, host) == [("replace", "qwen")]
+    assert "pull vllm/vllm-openai:v0.33.0" in host.docker.calls
+
+
+def test_a_failed_start_is_diagnosed_stopped_and_its_log_saved(host: FakeHost) -> None:
+    host.docker.failing.add("qwen")
+    with pytest.raises(NotHealthy) as caught:
+        _up(_stack(), host)
+    assert "model qwen failed to start" in caught.value.message
+    assert "KV cache" in caught.value.message + str(caught.value.fix)
+    saved = Path(caught.value.message.rsplit("full log: ", 1)[1].rstrip(")"))
+    assert "larger than the available KV cache memory" in saved.read_text()
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert any(call.startswith("stop ") for call in host.docker.calls)
+
+
+def test_a_held_lock_names_its_holder_and_changes_nothing(host: FakeHost) -> None:
+    held = host.conn.hold(lock_script("fake", "alice@laptop pid 7 since now", 0))
+    try:
+        assert held.read_line(5) == "LOCKED"
+        with pytest.raises(LockHeld, match="alice@laptop pid 7"):
+            _up(_stack(), host)
+        assert host.docker.containers == {}
+    finally:
+        held.release()
+    assert _up(_stack(), host) == [("create", "qwen")]
+
+
+def test_an_unset_secret_stops_up_before_anything_starts(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOT_EXPORTED", raising=False)
+    with pytest.raises(MissingSecret, match="NOT_EXPORTED"):
+        _up(_stack(env={"HF_TOKEN": "${NOT_EXPORTED}"}), host)
+    assert host.connects == 0 and host.docker.calls == []
+
+
+def test_status_and_down_read_the_same_deployment(host: FakeHost) -> None:
+    stack = _stack()
+    _up(stack, host)
+    deployment = resolve(stack)
+    report = status(deployment, connect=host.connect, probe=host.probe)
+    (entry,) = report["models"]
+    assert (entry["state"], entry["healthy"], entry["drift"]) == ("running", True, False)
+    assert entry["endpoint"] == "http://gb10.test:8000/v1"  # the same URL `up` dialled
+    assert report["hosts"][0]["reachable"] is True
+    result = down(stack, connect=host.connect)
+    assert result.removed == ["spark-stack-fake-qwen"] and host.docker.containers == {}
