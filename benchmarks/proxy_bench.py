@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from spark_stack.proxy.config import ProxyConfig, Route, Upstream  # noqa: E402
 from spark_stack.proxy.translate_request import translate_request  # noqa: E402
-from tests.e2e.test_proxy_claude_code import claude_code_body  # noqa: E402
+from tests.claude_code_body import claude_code_body  # noqa: E402
 
 SERVED = "sim"
 MODEL = "claude-bench"

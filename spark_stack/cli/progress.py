@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from ..deploy.actions import Action
     from ..deploy.diagnose import Diagnosis
-    from ..deploy.preflight import CheckResult
+    from ..deploy.preflight import PreflightCheck
 
 
 class RichReporter:
@@ -32,7 +32,7 @@ class RichReporter:
             f"  [{style[action.kind]}]{action.kind:<7}[/] {escape(action.model)}: "
             f"{escape(action.reason)}", markup=True)
 
-    def check(self, result: CheckResult) -> None:
+    def check(self, result: PreflightCheck) -> None:
         mark = "[green]ok[/]  " if result.ok else "[red]FAIL[/]"
         self.out.print(f"  {mark} {result.name:<8} {escape(result.message)}", markup=True)
 

@@ -84,7 +84,7 @@ class HostFacts:
 
 
 @dataclass(frozen=True)
-class CheckResult:
+class PreflightCheck:
     name: str
     ok: bool
     message: str
@@ -215,14 +215,14 @@ def run_checks(
     own_ports: Collection[int],
     hf_token_in_env: Mapping[str, bool],
     skip: Collection[str] = (),
-) -> list[CheckResult]:
+) -> list[PreflightCheck]:
     """Every check's result for ``specs`` on this host, in :data:`CHECKS` order."""
-    results: list[CheckResult] = []
+    results: list[PreflightCheck] = []
     host = "the host"
 
     def add(name: str, ok: bool, message: str, fix: str | None = None) -> None:
         if name not in skip:
-            results.append(CheckResult(name, ok, message, None if ok else fix))
+            results.append(PreflightCheck(name, ok, message, None if ok else fix))
 
     if not facts.docker_ok:
         text = facts.docker_output.splitlines()
@@ -293,11 +293,11 @@ def run_checks(
     return results
 
 
-def arch_check(facts: HostFacts, image: str, arch: str) -> CheckResult:
+def arch_check(facts: HostFacts, image: str, arch: str) -> PreflightCheck:
     """Whether ``image`` (of docker architecture ``arch``) runs on the host."""
     host_arch = docker_arch(facts.arch)
     ok = arch == host_arch
-    return CheckResult("arch", ok, f"image {image} is {arch}; the host is {host_arch}",
+    return PreflightCheck("arch", ok, f"image {image} is {arch}; the host is {host_arch}",
                        None if ok else "use a multi-arch or arm64 image (vllm/vllm-openai "
                        "v0.20+ tags are multi-arch)")
 
@@ -313,7 +313,7 @@ def _docker_fix(first_line: str) -> str:
     return "run `docker version` on the host and fix what it reports"
 
 
-def raise_failures(results: Sequence[CheckResult]) -> None:
+def raise_failures(results: Sequence[PreflightCheck]) -> None:
     failed = [r for r in results if not r.ok]
     if not failed:
         return

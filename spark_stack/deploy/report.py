@@ -8,13 +8,13 @@ from typing import Protocol
 
 from .actions import Action
 from .diagnose import Diagnosis
-from .preflight import CheckResult
+from .preflight import PreflightCheck
 
 
 class Reporter(Protocol):
     def step(self, message: str) -> None: ...
     def action(self, action: Action) -> None: ...
-    def check(self, result: CheckResult) -> None: ...
+    def check(self, result: PreflightCheck) -> None: ...
     def phase(self, model: str, phase: str, elapsed: float) -> None: ...
     def pull(self, image: str, layer: str, status: str, current: int, total: int) -> None: ...
     def pull_done(self, image: str) -> None: ...
@@ -31,7 +31,7 @@ class QuietReporter:
     def action(self, action: Action) -> None:
         pass
 
-    def check(self, result: CheckResult) -> None:
+    def check(self, result: PreflightCheck) -> None:
         pass
 
     def phase(self, model: str, phase: str, elapsed: float) -> None:

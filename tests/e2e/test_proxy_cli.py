@@ -18,7 +18,8 @@ from tests.helpers import free_port
 
 def write_config(tmp_path: Path, **extra: object) -> Path:
     config = ProxyConfig(port=free_port(), upstreams={
-        "q": Upstream("q", "http://127.0.0.1:9/v1", "qwen")}, **extra)  # type: ignore[arg-type]
+        "q": Upstream("q", "http://127.0.0.1:9/v1", "qwen")},
+        **extra).with_own_names()  # type: ignore[arg-type]
     path = tmp_path / "proxy.json"
     path.write_text(config.to_json())
     return path

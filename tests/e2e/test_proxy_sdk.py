@@ -18,7 +18,7 @@ from spark_stack.errors import ProxyStartError
 from spark_stack.proxy.config import ProxyConfig, Route, Upstream
 from spark_stack.proxy.daemon import proxy_status, start_background, stop_background
 from spark_stack.simulator import start_in_thread
-from tests.e2e.test_proxy_claude_code import claude_code_body
+from tests.claude_code_body import claude_code_body
 from tests.helpers import free_port
 
 MAX_LEN = 32768

@@ -17,7 +17,7 @@ from spark_stack.proxy.config import Upstream
 from spark_stack.proxy.errors import ProxyError
 from spark_stack.proxy.translate_request import BodyParser, encode_request, translate_request
 from spark_stack.proxy.upstream import TRANSPORT_ERRORS, UpstreamClient
-from tests.e2e.test_proxy_claude_code import claude_code_body
+from tests.claude_code_body import claude_code_body
 
 QWEN = Upstream("qwen", "http://127.0.0.1:1/v1", "qwen3")
 
