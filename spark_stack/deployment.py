@@ -38,11 +38,9 @@ def as_written(address: str) -> str:
 
 
 def url_host(host: str) -> str:
-    """``host`` as it goes into a URL: IPv6 bracketed, a zone's ``%`` escaped (RFC 6874)."""
-    if ":" not in host:
-        return host
-    address, sep, zone = host.partition("%")
-    return f"[{address}%25{zone}]" if sep else f"[{address}]"
+    """``host`` as it goes into a URL: an IPv6 address bracketed (its ``%zone`` kept as
+    written, which httpx, yarl and the proxy's client read back as the same address)."""
+    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,10 @@ SIGNATURES: tuple[Signature, ...] = (
          "Hugging Face refused the model download (gated repo or missing/invalid token)",
          "accept the model's licence on huggingface.co and pass HF_TOKEN: "
          "env: {HF_TOKEN: '${HF_TOKEN}'}"),
+    _sig("port_in_use", r"\[Errno 98\] (?:error while attempting to bind on address "
+         r"(?P<detail>\(.*?\)): )?[Aa]ddress already in use",
+         "the server's port is already in use (something else listens there) {detail}",
+         "stop what listens there (`ss -ltnp`), or give the model another port"),
     _sig("engine_dead", r"EngineCore failed to start|EngineDeadError|"
          r"Engine core initialization failed",
          "the vLLM engine failed to start",
@@ -83,7 +87,8 @@ def diagnose(lines: Sequence[str]) -> Diagnosis | None:
             if match is None:
                 continue
             detail = match.groupdict().get("detail") or ""
-            return Diagnosis(signature.key, signature.message.format(detail=detail.strip()),
+            message = signature.message.format(detail=detail.strip()).strip()
+            return Diagnosis(signature.key, message,
                              signature.fix, line.strip())
     return None
 

@@ -67,3 +67,15 @@ def test_no_signature_falls_back_to_what_docker_knows() -> None:
         "restart_loop", "the container keeps restarting (4 restarts)")
     exited = diagnose_exit([], exit_code=3, oom_killed=False, restarts=0)
     assert exited.message == "the container exited with code 3 before serving"
+
+
+def test_a_port_already_in_use_is_named_not_an_exit_code() -> None:
+    """Seen with a simulator whose port was taken: "the container exited with code 1"."""
+    lines = [
+        "(APIServer pid=1) ERROR:    [Errno 98] error while attempting to bind on address "
+        "('127.0.0.1', 36373): address already in use",
+        "(APIServer pid=1) OSError: [Errno 98] Address already in use",
+    ]
+    found = diagnose_exit(lines, exit_code=1, oom_killed=False, restarts=0)
+    assert found.key == "port_in_use"
+    assert "('127.0.0.1', 36373)" in found.message and "another port" in found.fix

@@ -179,3 +179,41 @@ def test_export_refuses_an_order_litellm_would_change() -> None:
     with pytest.raises(UsageError, match="would try route 'claude-\\*haiku\\*' before") as caught:
         litellm_config(resolve(loaded.stack))
     assert caught.value.fix == "move 'claude-*haiku*' above 'claude-*' in proxy.routes"
+
+
+def test_an_ipv6_host_is_bracketed_in_plan_and_in_the_proxy_config(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "v6.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "v6", "host": {"address": "fe80::1%eth0"},
+        "models": [{"name": "q", "image": "vllm/vllm-openai:v0.28.0", "model": "Qwen/Qwen3-8B",
+                    "max_model_len": 65536, "gpu_memory_utilization": 0.4}]}))
+    assert main(["-s", str(path), "plan", "--json"]) == 0
+    planned = json.loads(capsys.readouterr().out)["models"][0]["upstream"]
+    assert planned == "http://[fe80::1%eth0]:8000/v1"
+    deployment = resolve(load_stack_text(path.read_text()).stack)
+    assert deployment.proxy_config({}, None).upstreams["q"].base_url == planned
+    import httpx
+
+    assert httpx.URL(planned).host == "fe80::1%eth0"
+
+
+def test_loopback_models_on_two_hosts_export_distinct_tunnels() -> None:
+    text = yaml.safe_dump({
+        "name": "two", "hosts": {"left": {"address": "10.0.0.1", "user": "me", "port": 2222},
+                                 "right": {"address": "fe80::2", "user": "nv"}},
+        "models": [
+            {"name": m, "host": h, "image": "vllm/vllm-openai:v0.28.0", "model": "Qwen/Qwen3-8B",
+             "served_name": f"q-{m}", "max_model_len": 65536, "gpu_memory_utilization": 0.4,
+             "bind": "loopback", "api_key": "none"}
+            for m, h in (("a", "left"), ("b", "right"))]})
+    deployment = resolve(load_stack_text(text).stack)
+    bases = {e["model_name"]: e["litellm_params"]["api_base"]
+             for e in litellm_config(deployment)["model_list"]}
+    assert (bases["a"], bases["b"]) == ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/v1")
+    from spark_stack.export_litellm import litellm_models
+
+    notes = [m.note for m in litellm_models(deployment).values()]
+    assert notes == ["tunnel: ssh -N -p 2222 -L 8000:127.0.0.1:8000 me@10.0.0.1",
+                     "tunnel: ssh -N -L 8001:127.0.0.1:8000 nv@fe80::2"]
