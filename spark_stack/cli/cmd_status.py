@@ -117,7 +117,8 @@ def _render(report: dict[str, Any]) -> Group:
     # readable in an 80-column terminal.
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
     table.add_column("model", no_wrap=True)
-    for column in ("state", "health", "uptime", "restarts"):
+    # The JSON's words: `serves` is health + models_listed, `healthy` also wants no drift.
+    for column in ("state", "serves", "healthy", "uptime", "restarts"):
         table.add_column(column, no_wrap=True)
     table.add_column("drift", overflow="fold")
     details: list[Any] = []
@@ -126,7 +127,8 @@ def _render(report: dict[str, Any]) -> Group:
         table.add_row(
             escape(model["name"]),
             model["state"],
-            "[green]ok[/]" if model["healthy"] else "[red]no[/]",
+            _yes_no(bool(model["health"] and model["models_listed"])),
+            _yes_no(bool(model["healthy"])),
             _duration(model["uptime_seconds"]),
             "-" if restarts is None else str(restarts),
             escape(", ".join(model["drift_fields"] or [])) or "-",
@@ -146,6 +148,10 @@ def _render(report: dict[str, Any]) -> Group:
     else:
         lines.append(Text.from_markup("proxy: [red]not running[/] (run `spark-stack up`)"))
     return Group(*lines)
+
+
+def _yes_no(value: bool) -> str:
+    return "[green]yes[/]" if value else "[red]no[/]"
 
 
 def _duration(seconds: float | None) -> str:

@@ -133,4 +133,25 @@ def test_human_status_fits_an_80_column_terminal(
     # Long values stay whole on a line of their own, never folded across table cells.
     endpoint = re.search(r"at (http://127\.0\.0\.1:\d+/v1)", out)
     assert endpoint is not None
-    assert re.search(r"^sim\s+running\s+ok\s+\d+m\d\ds\s+-\s+-\s*$", out, re.M)
+    assert re.search(r"^sim\s+running\s+yes\s+yes\s+\d+m\d\ds\s+-\s+-\s*$", out, re.M)
+
+
+def test_the_table_says_what_the_json_says() -> None:
+    """A container that serves but drifted: `serves yes`, `healthy no` (was `health no`)."""
+    from rich.console import Console
+
+    from spark_stack.cli.cmd_status import _render
+
+    entry = {key: None for key in MODEL_KEYS}
+    entry.update({"name": "qwen", "kind": "container", "state": "running", "health": True,
+                  "models_listed": True, "healthy": False, "drift": True,
+                  "drift_fields": ["command"], "served_name": "q"})
+    report = {"stack": "s", "healthy": False, "hosts": [], "models": [entry],
+              "proxy": {"running": False}}
+    out = Console(width=80, record=True)
+    out.print(_render(report))
+    text = out.export_text()
+    header = next(line for line in text.splitlines() if line.startswith("model"))
+    row = next(line for line in text.splitlines() if line.startswith("qwen "))
+    assert header.split()[:4] == ["model", "state", "serves", "healthy"]
+    assert row.split()[:4] == ["qwen", "running", "yes", "no"]
