@@ -105,9 +105,8 @@ def direct_completion(client: httpx.Client, ends: Endpoints, model: ModelTarget)
     )
 
 
-def completion(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> CheckResult:
-    """The known-answer prompt through the proxy, streamed as Claude Code does."""
-    call = anthropic_call(
+def _proxy_known_answer(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> CallResult:
+    return anthropic_call(
         client,
         ends.proxy_url,
         ends.proxy_token,
@@ -118,6 +117,19 @@ def completion(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> Che
             "messages": [{"role": "user", "content": KNOWN_PROMPT}],
         },
     )
+
+
+def warm_up(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> None:
+    """One unmeasured request per path, so neither measured TTFT pays for a cold connection or
+    a cold prefix (``proxy_added`` compares like with like)."""
+    openai_stream_call(client, model.base_url, model.api_key,
+                       model.direct_chat_body(KNOWN_PROMPT, ANSWER_MAX_TOKENS))
+    _proxy_known_answer(client, ends, model)
+
+
+def completion(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> CheckResult:
+    """The known-answer prompt through the proxy, streamed as Claude Code does."""
+    call = _proxy_known_answer(client, ends, model)
     return _verdict(
         "completion", model, "proxy", call, _answer_problem(call.text),
         f"answered {KNOWN_ANSWER}",
@@ -252,7 +264,7 @@ NO_REASONING = "the model has no reasoning_parser in the stack file, so it retur
 
 
 def checks_for(model: ModelTarget) -> list[Check]:
-    """Every check in order, direct first (it also warms the server up); skipped ones say why."""
+    """Every check in order (after :func:`warm_up`); skipped ones say why."""
     return [
         direct_completion,
         completion,

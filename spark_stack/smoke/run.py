@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 
 from ..stack.loader import LoadedStack
-from .checks import CheckResult, checks_for
+from .checks import CheckResult, checks_for, warm_up
 from .endpoints import Endpoints
 from .report import SmokeReport
 
@@ -37,6 +37,7 @@ def run_smoke(
         report.error = "no model of the stack has an endpoint to check"
     with httpx.Client(timeout=timeout, transport=transport, trust_env=False) as client:
         for model in targets:
+            warm_up(client, endpoints, model)  # its failures show in the measured checks
             for check in checks_for(model):
                 result = check(client, endpoints, model)
                 report.checks.append(result)

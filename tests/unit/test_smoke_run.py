@@ -218,3 +218,20 @@ def test_no_model_to_check_is_an_error(loaded: LoadedStack) -> None:
 
 def test_prompt_matches_the_simulators_rule() -> None:
     assert "What is 12*17?" in KNOWN_PROMPT
+
+
+def test_both_paths_are_warmed_before_either_is_measured(loaded: LoadedStack) -> None:
+    """The direct request used to go first and take the warm-up alone: proxy_added came out
+    negative (-17 ms seen). Now one unmeasured request per path precedes the measured ones."""
+    seen: list[str] = []
+    inner = _fake_vllm_and_proxy("204", tool_call=True)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append("direct" if request.url.host == "vllm" else "proxy")
+        return inner.handle_request(request)
+
+    model = ModelTarget("qwen", "qwen36", "http://vllm/v1", None, reasoning=False, tools=False)
+    report = run_smoke(loaded, Endpoints("http://proxy", None, (model,)),
+                       transport=httpx.MockTransport(handler))
+    assert seen[:4] == ["direct", "proxy", "direct", "proxy"]  # warm-ups, then the measured
+    assert [c.name for c in report.checks][:2] == ["direct_completion", "completion"]
