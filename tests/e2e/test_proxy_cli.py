@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -88,3 +89,29 @@ def test_background_start_status_stop(tmp_path: Path) -> None:
     assert proxy_status(state).running is False
     assert not (state / "proxy.pid").exists()
     assert stop_background(state) is False
+
+
+def test_a_stack_with_nothing_to_deploy_is_served_from_its_file(
+    tmp_path: Path, spark_stack_home: Path
+) -> None:
+    """`proxy -s` used to refuse before `up` ("run `spark-stack up` first") even for a stack of
+    remote models only; it serves the stack file's own routing table now."""
+    port = free_port()
+    stack = tmp_path / "remote.yaml"
+    stack.write_text(f"name: remote\nmodels: [{{name: far, url: 'http://127.0.0.1:9/v1'}}]\n"
+                     f"proxy: {{listen: '127.0.0.1:{port}'}}\n")
+    process = subprocess.Popen([sys.executable, "-m", "spark_stack", "-s", str(stack), "proxy"],
+                               stderr=subprocess.PIPE,
+                               env={**os.environ, "SPARK_STACK_HOME": str(spark_stack_home)})
+    try:
+        wait_answer(f"http://127.0.0.1:{port}/", process)
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["far"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+    container = tmp_path / "container.yaml"
+    container.write_text("name: c\nhost: {address: 127.0.0.1}\nmodels: [{name: q, image: "
+                         "'vllm/vllm-openai:v0.28.0', model: Qwen/Qwen3-8B, max_model_len: "
+                         "65536, gpu_memory_utilization: 0.4}]\n")
+    assert main(["-s", str(container), "proxy"]) == 2  # containers need `up` first
