@@ -33,6 +33,11 @@ def up(
     pull: Annotated[
         bool, typer.Option("--pull", help="Pull every image first; a moved tag replaces.")
     ] = False,
+    no_rollback: Annotated[
+        bool, typer.Option("--no-rollback",
+                           help="When a replaced model fails to start, leave it down instead of "
+                           "bringing the previous container back.")
+    ] = False,
     no_proxy: Annotated[
         bool, typer.Option("--no-proxy", help="Do not start the proxy or write the launcher.")
     ] = False,
@@ -58,6 +63,7 @@ def up(
         wait_lock=wait_lock,
         pull=pull,
         start_proxy=not no_proxy,
+        rollback=not no_rollback,
         stack_file=stack_path(stack) and relpath(loaded.path),
     )
     if not json:

@@ -262,6 +262,14 @@ class DockerHost:
         except NotFound:
             pass
 
+    def rename(self, ident: str, name: str) -> None:
+        with self._api(f"could not rename container {ident[:12]} to {name}"):
+            self.client.api.rename(ident, name)
+
+    def start(self, ident: str) -> None:
+        with self._api(f"could not start container {ident[:12]}"):
+            self.client.api.start(ident)
+
     def remove(self, ident: str) -> None:
         """Stop and remove a container (never its volumes: those are the caches)."""
         from docker.errors import NotFound

@@ -24,14 +24,15 @@ def save_failure_log(stack: str, model: str, text: str) -> Path:
 
 
 def fail(stack: str, model: str, full_log: str, outcome: Failed,
-         reporter: Reporter) -> NoReturn:
+         reporter: Reporter, *, note: str | None = None) -> NoReturn:
     path = save_failure_log(stack, model, full_log)
     lines = full_log.splitlines()[-FAILURE_TAIL:]
     reporter.failure(model, lines, path, outcome.diagnosis)
     what = {"exited": "failed to start", "timeout": "did not become ready",
             "bad answer": "answers wrongly"}.get(outcome.reason, "failed")
+    after = f"; {note}" if note else ""
     raise NotHealthy(
         f"model {model} {what} after {outcome.elapsed:.1f} s: {outcome.diagnosis.message} "
-        f"(full log: {path})",
+        f"(full log: {path}){after}",
         fix=outcome.diagnosis.fix,
     )

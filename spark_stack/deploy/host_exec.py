@@ -4,7 +4,9 @@
 id and architecture. **Plan** is pure (:func:`.actions.plan_actions`): ``plan --diff`` prints
 the same actions. **Execute** runs preflight once, pulls what is missing while the old
 containers still serve, removes/replaces/creates, and waits until every container of the host
-— kept ones too — really serves.
+— kept ones too — really serves. A replaced container is stopped and kept aside
+(``<name>-previous``) until its successor serves; when the successor fails, the previous one is
+brought back and ``up`` still fails, saying so (``--no-rollback`` removes it at once).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..deployment import ModelDeployment
+from ..errors import SparkStackError
 from ..spec import ContainerSpec
 from .actions import Action, Observed, plan_actions
 from .connector import HostSession
@@ -27,7 +30,7 @@ from .preflight import (
     raise_failures,
     run_checks,
 )
-from .readiness import Failed, Probe, ProcessState, wait_ready
+from .readiness import Failed, Probe, ProcessState, Ready, wait_ready
 from .report import Reporter
 
 # (base_url, served_name, api_key) → a readiness probe (HttpProbe; a fake in unit tests).
@@ -87,6 +90,7 @@ class HostRun:
     timeout: float | None
     reporter: Reporter
     probe: ProbeFactory
+    rollback: bool = True
 
 
 def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
@@ -94,7 +98,6 @@ def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
     """Carry out ``actions``; every model's seconds to ready (kept ones are checked too)."""
     by_model = {d.spec.model: d for d in desired}
     changing = [by_model[a.model] for a in actions if a.kind in ("create", "replace")]
-    to_wait: list[tuple[Desired, Observed]] = []
     facts: HostFacts | None = None
     if changing or any(a.kind == "remove" for a in actions):
         facts = parse_facts(session.conn.run_script(FACTS_SCRIPT, timeout=60).stdout)
@@ -109,25 +112,99 @@ def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
                 snapshot.images[image] = ImageOnHost(str(attrs.get("Id", "")), arch)
                 if "arch" not in run.skips:
                     raise_failures([arch_check(facts, image, arch)])
+    started: list[Started] = []
     for action in actions:
         if action.kind == "remove" and action.observed is not None:
             run.reporter.step(f"removing {action.observed.name} ({action.reason})")
             session.docker.remove(action.observed.id)
         elif action.kind in ("create", "replace"):
             item = by_model[action.model]
+            previous = None
             if action.kind == "replace":
-                for old in [o for o in snapshot.containers if o.model == action.model]:
-                    run.reporter.step(f"replacing {old.name} ({action.reason})")
-                    session.docker.remove(old.id)
+                previous = _set_aside(session, run, action, snapshot)
             run.reporter.step(f"starting {item.spec.name} ({item.spec.image})")
             assert facts is not None
-            to_wait.append((item, session.docker.create_and_start(
-                item.spec, item.secrets.env, item.secrets.hash, facts.home)))
+            started.append(Started(item, session.docker.create_and_start(
+                item.spec, item.secrets.env, item.secrets.hash, facts.home), previous))
         elif action.kind == "keep" and action.observed is not None:
             # A kept container may still be loading (an interrupted `up`): check it as well.
-            to_wait.append((by_model[action.model], action.observed))
-    return {item.spec.model: wait_container(session, run, item, container)
-            for item, container in to_wait}
+            started.append(Started(by_model[action.model], action.observed, None))
+    return _settle(session, run, started)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A container to wait for, and the one it replaced (stopped, kept for a rollback)."""
+
+    item: Desired
+    container: Observed
+    previous: Observed | None
+
+
+def _set_aside(session: HostSession, run: HostRun, action: Action,
+               snapshot: HostSnapshot) -> Observed | None:
+    """Make way for the new container. With rollback the running one is stopped and renamed
+    ``<name>-previous`` (kept until the new one serves); every other copy is removed."""
+    olds = [o for o in snapshot.containers if o.model == action.model]
+    keep = next((o for o in olds if o.running), None) if run.rollback else None
+    for old in olds:
+        if old is keep:
+            continue
+        run.reporter.step(f"removing {old.name} ({action.reason})")
+        session.docker.remove(old.id)
+    if keep is None:
+        return None
+    run.reporter.step(f"replacing {keep.name} ({action.reason}); keeping it stopped until the "
+                      "new one serves")
+    session.docker.stop(keep.id, timeout=30)
+    session.docker.rename(keep.id, previous_name(keep.name))
+    return keep
+
+
+def previous_name(name: str) -> str:
+    return f"{name}-previous"
+
+
+def _settle(session: HostSession, run: HostRun, started: list[Started]) -> dict[str, float]:
+    """Wait for each container; a failed one is stopped (and its predecessor brought back),
+    a ready one's predecessor removed. The first failure is raised once all have settled."""
+    ready: dict[str, float] = {}
+    failures: list[tuple[Started, Failed, str]] = []
+    for entry in started:
+        outcome = wait_container(session, run, entry.item, entry.container)
+        if isinstance(outcome, Failed):
+            full = session.docker.logs(entry.container.id)
+            # Stop it so a restart policy does not loop; the next `up` replaces it.
+            session.docker.stop(entry.container.id, timeout=5)
+            failures.append((entry, outcome, full))
+            continue
+        ready[entry.item.spec.model] = outcome.elapsed
+        if entry.previous is not None:
+            session.docker.remove(entry.previous.id)
+    for entry, outcome, full in failures:
+        note = _roll_back(session, run, entry) if entry.previous is not None else None
+        fail(run.stack, entry.item.spec.model, full, outcome, run.reporter, note=note)
+    return ready
+
+
+def _roll_back(session: HostSession, run: HostRun, entry: Started) -> str:
+    """Bring the replaced container back; what happened, for the error message."""
+    previous = entry.previous
+    assert previous is not None
+    model = entry.item.spec.model
+    run.reporter.step(f"rolling back {model}: restarting the previous container")
+    try:
+        session.docker.remove(entry.container.id)
+        session.docker.rename(previous.id, entry.item.spec.name)
+        session.docker.start(previous.id)
+    except SparkStackError as exc:
+        return f"the rollback failed too ({exc.message}); the model is down"
+    restored = session.docker.observed(previous.id) or previous
+    outcome = wait_container(session, run, entry.item, restored)
+    if isinstance(outcome, Failed):
+        return ("rolled back, but the previous container did not serve again "
+                f"({outcome.diagnosis.message})")
+    return "rolled back: the previous container serves again"
 
 
 def _preflight(run: HostRun, changing: list[Desired], snapshot: HostSnapshot,
@@ -182,8 +259,8 @@ def _container_state(session: HostSession, ident: str) -> Callable[[], ProcessSt
 
 
 def wait_container(session: HostSession, run: HostRun, item: Desired,
-                   container: Observed) -> float:
-    """Seconds until the container serves; on failure stop it, save its log, raise."""
+                   container: Observed) -> Ready | Failed:
+    """Wait until the container serves, or say why it does not."""
     model = item.spec.model
     forwarder = None
     base_url = item.model.endpoint
@@ -192,7 +269,7 @@ def wait_container(session: HostSession, run: HostRun, item: Desired,
         base_url = f"http://127.0.0.1:{port}/v1"
     probe = run.probe(base_url, item.model.served_name, item.secrets.api_key)
     try:
-        outcome = wait_ready(
+        return wait_ready(
             state=_container_state(session, container.id),
             logs=lambda: session.docker.logs(container.id, tail=400).splitlines(),
             probe=probe,
@@ -203,9 +280,3 @@ def wait_container(session: HostSession, run: HostRun, item: Desired,
         probe.close()
         if forwarder is not None:
             forwarder.close()
-    if isinstance(outcome, Failed):
-        full = session.docker.logs(container.id)
-        # Stop it so a restart policy does not loop; the next `up` replaces it.
-        session.docker.stop(container.id, timeout=5)
-        fail(run.stack, model, full, outcome, run.reporter)
-    return outcome.elapsed

@@ -38,6 +38,7 @@ class UpOptions:
     wait_lock: float = 0.0
     pull: bool = False
     start_proxy: bool = True
+    rollback: bool = True  # a failed replace brings the previous container back
     stack_file: str | None = None  # named in the launcher's "start the stack" hint
 
 
@@ -84,7 +85,7 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
     keys = model_keys(deployment, CREATE)
     token = ensure_proxy_token(stack) if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
-    run = HostRun(deployment.stack, skips, options.timeout, reporter, probe)
+    run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback)
     for key, items in desired.items():
         with connect(key, deployment.hosts[key], options.trust_host_key) as session:
             reporter.step(f"connected to {session.display}")

@@ -343,6 +343,30 @@ def test_bad_flag_exits_at_start_with_diagnosis_and_saved_log(
     assert result["actions"][0]["action"] == "replace"
 
 
+def test_a_failed_replace_rolls_back_and_no_rollback_leaves_it_down(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    deployer.write(deployer.model())
+    assert deployer.run("up", "--no-proxy")[0] == 0
+    [before] = _containers(host_docker, deployer.name)
+    broken = deployer.model()
+    broken["env"]["VLLM_SIM_FAIL"] = "kv_cache"
+    deployer.write(broken)
+    code, out, err = deployer.run("up", "--no-proxy")
+    assert code == 4, out + err
+    assert "the KV cache is too small for max_model_len" in err
+    assert "rolled back: the previous container serves again" in err
+    [after] = _containers(host_docker, deployer.name)
+    assert (after.id, after.name, after.status) == (before.id, before.name, "running")
+    deployer.write(deployer.model())
+    code, report = deployer.run_json("status")
+    assert report["models"][0]["healthy"] is True, report  # the old config answers again
+    deployer.write(broken)
+    code, out, err = deployer.run("up", "--no-proxy", "--no-rollback")
+    assert code == 4 and "rolled back" not in err
+    assert [c.status for c in _containers(host_docker, deployer.name)] == ["exited"]
+
+
 @pytest.mark.parametrize(
     ("failure", "expected"),
     [

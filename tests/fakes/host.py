@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -112,6 +112,7 @@ class FakeDocker:
     registry: dict[str, dict[str, Any]] = field(default_factory=dict)
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
     failing: set[str] = field(default_factory=set)  # models whose server exits at start
+    fail_if: Callable[[ContainerSpec], bool] | None = None  # ... or specs that do
     loading: set[str] = field(default_factory=set)  # models that run but do not serve yet
     calls: list[str] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -150,7 +151,7 @@ class FakeDocker:
                          secrets_hash: str, home: str) -> Observed:
         ident = f"c{next(self._ids):011d}"
         self.calls.append(f"create {spec.model}")
-        fails = spec.model in self.failing
+        fails = spec.model in self.failing or bool(self.fail_if and self.fail_if(spec))
         self.containers[ident] = {
             "Id": ident, "Name": f"/{spec.name}", "Image": self.images[spec.image]["Id"],
             "RestartCount": 0,
@@ -160,7 +161,7 @@ class FakeDocker:
             "Config": {"Image": spec.image, "Env": [f"{k}={v}" for k, v in environment.items()],
                        "Labels": {**spec.labels(), LABEL_SECRETS_HASH: secrets_hash,
                                   LABEL_SPEC: spec.canonical()}},
-            "HostPort": spec.host_port, "Served": spec.served_name,
+            "HostPort": spec.host_port, "Served": spec.served_name, "Fails": fails,
         }
         return observed_from_inspect(self.containers[ident])
 
@@ -168,14 +169,22 @@ class FakeDocker:
         self.calls.append(f"stop {ident}")
         self.containers[ident]["State"]["Status"] = "exited"
 
+    def rename(self, ident: str, name: str) -> None:
+        self.calls.append(f"rename {self.containers[ident]['Name'].lstrip('/')} {name}")
+        self.containers[ident]["Name"] = f"/{name}"
+
+    def start(self, ident: str) -> None:
+        container = self.containers[ident]
+        self.calls.append(f"start {container['Name'].lstrip('/')}")
+        container["State"]["Status"] = "exited" if container["Fails"] else "running"
+
     def remove(self, ident: str) -> None:
         labels = self.containers[ident]["Config"]["Labels"]
         self.calls.append(f"remove {labels.get('io.spark-stack.model')}")
         del self.containers[ident]
 
     def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
-        model = self.containers[ident]["Config"]["Labels"].get("io.spark-stack.model")
-        if model in self.failing:
+        if self.containers[ident]["Fails"]:
             return ("INFO starting\nValueError: To serve at least one request with the models's "
                     "max seq len (262144), (20.00 GiB KV cache is needed, which is larger than "
                     "the available KV cache memory (8.00 GiB).\n")

@@ -62,7 +62,10 @@ def test_create_then_keep_then_replace_then_remove(host: FakeHost) -> None:
     diff = host_diff(resolve(bigger), connect=host.connect)
     assert diff[0]["actions"][0]["action"] == "replace"
     assert _up(bigger, host) == [("replace", "qwen")]
-    assert host.docker.calls[-2:] == ["remove qwen", "create qwen"]
+    # The old one is set aside (stopped, renamed) until the new one serves, then removed.
+    assert [c for c in host.docker.calls[-4:] if not c.startswith("stop ")] == [
+        "rename spark-stack-fake-qwen spark-stack-fake-qwen-previous", "create qwen",
+        "remove qwen"]
     assert len(host.docker.containers) == 1
 
     other = load_stack_text(yaml.safe_dump({
@@ -144,3 +147,29 @@ def test_status_and_down_read_the_same_deployment(host: FakeHost) -> None:
     assert report["hosts"][0]["reachable"] is True
     result = down(stack, connect=host.connect)
     assert result.removed == ["spark-stack-fake-qwen"] and host.docker.containers == {}
+
+
+def _running(host: FakeHost) -> list[tuple[str, str]]:
+    return [(c["Name"].lstrip("/"), c["State"]["Status"]) for c in host.docker.containers.values()]
+
+
+def test_a_replace_that_fails_rolls_back_and_the_old_model_serves_again(host: FakeHost) -> None:
+    _up(_stack(), host)
+    host.docker.fail_if = lambda spec: "300000" in spec.command
+    with pytest.raises(NotHealthy) as caught:
+        _up(_stack(max_model_len=300000), host)
+    assert "rolled back: the previous container serves again" in caught.value.message
+    assert "KV cache" in caught.value.message  # the diagnosis of the failed config
+    assert _running(host) == [("spark-stack-fake-qwen", "running")]
+    deployment = resolve(_stack())
+    (entry,) = status(deployment, connect=host.connect, probe=host.probe)["models"]
+    assert entry["healthy"] is True  # the old config, no drift
+
+
+def test_no_rollback_leaves_the_failed_model_down(host: FakeHost) -> None:
+    _up(_stack(), host)
+    host.docker.fail_if = lambda spec: "300000" in spec.command
+    with pytest.raises(NotHealthy) as caught:
+        _up(_stack(max_model_len=300000), host, rollback=False)
+    assert "rolled back" not in caught.value.message
+    assert _running(host) == [("spark-stack-fake-qwen", "exited")]
