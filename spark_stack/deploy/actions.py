@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..spec import LABEL_MODEL, LABEL_PREFIX, LABEL_SPEC_HASH, ContainerSpec
+from ..stack.argv import argv_changes
 
 LABEL_SECRETS_HASH = f"{LABEL_PREFIX}.secrets-hash"
 LABEL_SPEC = f"{LABEL_PREFIX}.spec"  # canonical spec (references only) to name changed fields
@@ -118,7 +119,12 @@ def changed_fields(old_json: str, new: ContainerSpec) -> tuple[str, ...]:
         return ()
     current = json.loads(new.canonical())
     keys = sorted(set(old) | set(current))
-    return tuple(k for k in keys if old.get(k) != current.get(k))
+    changed = [k for k in keys if old.get(k) != current.get(k)]
+    if "command" in changed and isinstance(old.get("command"), list):
+        # Name the settings behind the argv (max_model_len), not "command".
+        at = changed.index("command")
+        changed[at:at + 1] = argv_changes(old["command"], current["command"]) or ["command"]
+    return tuple(dict.fromkeys(changed))
 
 
 def plan_actions(

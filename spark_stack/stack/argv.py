@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..vllm.flags import dedupe, flag_set_for_image
+from ..vllm.flags import dedupe, flag_set_for_image, group_args
 from . import schema
 
 # The port vLLM listens on inside its container (the host port is the model's `port`).
@@ -116,6 +117,23 @@ def simulator_argv(model: schema.SimulatorModel) -> list[str]:
         if value:
             argv += [flag, value]
     return argv
+
+
+def argv_changes(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """The stack fields (or, for ``extra_args``, the flags) whose value differs between two
+    rendered argvs: what `plan --diff`, drift and `up` name instead of "command"."""
+    def options(argv: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        groups, strays = group_args(argv)
+        found = {g.flag: g.values for g in groups}
+        found["--model"] = tuple(argv[i] for i in strays)  # the positional model
+        return found
+
+    before, after = options(old), options(new)
+    changed = []
+    for flag in sorted(set(before) | set(after), key=lambda f: (f not in FIELD_FLAGS, f)):
+        if before.get(flag) != after.get(flag):
+            changed.append(FIELD_FLAGS.get(flag, flag))
+    return list(dict.fromkeys(changed))
 
 
 def _number(value: float) -> str:

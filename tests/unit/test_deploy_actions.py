@@ -71,8 +71,19 @@ def test_a_changed_field_replaces_and_is_named() -> None:
     actions = plan_actions(new, [_running(s) for s in old], {"a": "s", "b": "s"})
     assert actions[0].kind == "keep"
     assert actions[1].kind == "replace"
-    assert actions[1].changed == ("command", "host_port")
-    assert actions[1].reason == "changed: command, host_port"
+    # The setting behind the argv is named, not "command".
+    assert actions[1].changed == ("max_model_len", "host_port")
+    assert actions[1].reason == "changed: max_model_len, host_port"
+
+
+def test_argv_changes_name_fields_and_extra_flags() -> None:
+    from spark_stack.stack.argv import argv_changes
+
+    old = ["Qwen/A", "--max-model-len", "65536", "--max-num-seqs", "8", "--enforce-eager"]
+    new = ["Qwen/B", "--max-model-len", "98304", "--max-num-seqs", "8", "--tool-call-parser", "x"]
+    assert argv_changes(old, new) == ["max_model_len", "model", "tool_call_parser",
+                                      "--enforce-eager"]
+    assert argv_changes(old, old) == []
 
 
 def test_a_rotated_secret_replaces_without_naming_it() -> None:
