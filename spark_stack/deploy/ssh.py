@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import logging
 import os
 import random
 import shlex
@@ -34,6 +35,13 @@ KEEPALIVE_SECONDS = 15
 CONNECT_ATTEMPTS = 3
 RUN_TIMEOUT = 60.0
 _PUMP_CHUNK = 65536
+
+# paramiko logs every failed handshake from its transport thread, traceback included, at ERROR
+# (and Python's last-resort handler prints that to stderr). This module turns those failures
+# into one line, so paramiko's own records stop here.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 
 @dataclass(frozen=True)
@@ -333,9 +341,15 @@ class SshConnection:
 
 
 def connect(target: SshTarget, *, trust_host_key: bool = False,
-            timeout: float = CONNECT_TIMEOUT, attempts: int = CONNECT_ATTEMPTS,
+            timeout: float | None = None, attempts: int | None = None,
             ssh_config_text: str | None = None) -> SshConnection:
-    """Open the connection, through any ProxyJump hosts, retrying transient errors."""
+    """Open the connection, through any ProxyJump hosts, retrying transient errors.
+
+    ``timeout`` and ``attempts`` default to :data:`CONNECT_TIMEOUT` and
+    :data:`CONNECT_ATTEMPTS`, read at call time.
+    """
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    attempts = CONNECT_ATTEMPTS if attempts is None else attempts
     config_text = read_ssh_config() if ssh_config_text is None else ssh_config_text
     jumps: list[SshConnection] = []
     sock: paramiko.Channel | None = None
