@@ -91,7 +91,7 @@ def _root(
     ] = False,
 ) -> None:
     # One process may run several commands (tests call main() in turn): start clean.
-    state.json = False
+    # (state.json is set by main() from the command line, before parsing can fail.)
     state.exit_code = 0
     state.stack = stack
     state.debug = debug
@@ -133,13 +133,15 @@ def emit_error(message: str, fix: str | None, exit_code: int, exc: BaseException
         traceback.print_exception(exc)
     problems = getattr(exc, "problems", None)
     if state.json:
-        payload: dict[str, Any] = {"message": message, "fix": fix, "exit_code": exit_code}
-        if problems:
-            payload["problems"] = [
+        # One shape for every error: `problems` is always there, empty when none.
+        payload: dict[str, Any] = {
+            "message": message, "fix": fix, "exit_code": exit_code,
+            "problems": [
                 {"location": p.location(), "line": p.line, "column": p.column,
                  "key_path": p.key_path, "message": p.message, "fix": p.fix}
-                for p in problems
-            ]
+                for p in problems or []
+            ],
+        }
         print_json({"ok": False, "error": payload})
         return
     err = console(stderr=True)
