@@ -89,6 +89,19 @@ def test_schema_errors_do_not_hide_the_cross_field_checks() -> None:
     ]
 
 
+def test_a_refused_value_does_not_hide_a_missing_host() -> None:
+    found = problems_of(
+        "name: t\n"
+        "models:\n"
+        "  - name: m\n"
+        "    preset: qwen3.6-35b-a3b-nvfp4-redhat\n"
+        '    port: "abc"\n'
+    )
+    assert [(key, line) for key, line, _, _ in found] == [
+        ("models[0].port", 5), ("models[0].host", 3)]
+    assert "runs in a container but the stack has no host" in found[1][2]
+
+
 def test_a_model_that_cannot_be_mended_still_takes_part_by_name() -> None:
     found = problems_of(
         "name: t\n"
