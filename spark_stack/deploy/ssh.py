@@ -123,6 +123,21 @@ def keyscan_command(target: SshTarget) -> str:
     return f"ssh-keyscan {port}{target.hostname} >> ~/.ssh/known_hosts"
 
 
+def ssh_command(target: SshTarget) -> str:
+    """The ``ssh`` line a person types to reach ``target`` as spark-stack does.
+
+    The alias (so ``~/.ssh/config``'s HostName, ProxyJump, … still apply) with the port, user
+    and identity the stack may have overridden.
+    """
+    parts = ["ssh"]
+    if target.port != 22:
+        parts += ["-p", str(target.port)]
+    if target.identity_files:
+        parts += ["-i", target.identity_files[0]]
+    parts.append(f"{target.user}@{target.alias}")
+    return shlex.join(parts)
+
+
 def keygen_remove_command(target: SshTarget) -> str:
     return f"ssh-keygen -R {shlex.quote(target.known_hosts_name)}"
 
