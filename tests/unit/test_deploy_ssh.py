@@ -74,10 +74,12 @@ def test_a_plain_address_gets_defaults(fake_home: Path) -> None:
 
 
 def test_fixes_name_the_exact_commands() -> None:
-    assert keyscan_command(TARGET) == "ssh-keyscan -p 2222 192.0.2.10 >> ~/.ssh/known_hosts"
+    assert keyscan_command(TARGET) == (
+        "mkdir -p -m 700 ~/.ssh && ssh-keyscan -p 2222 192.0.2.10 >> ~/.ssh/known_hosts")
     assert keygen_remove_command(TARGET) == "ssh-keygen -R '[192.0.2.10]:2222'"
     on_22 = SshTarget(alias="h", hostname="h.lan", port=22, user="u")
-    assert keyscan_command(on_22) == "ssh-keyscan h.lan >> ~/.ssh/known_hosts"
+    assert keyscan_command(on_22) == (
+        "mkdir -p -m 700 ~/.ssh && ssh-keyscan h.lan >> ~/.ssh/known_hosts")
     assert keygen_remove_command(on_22) == "ssh-keygen -R h.lan"
 
 
