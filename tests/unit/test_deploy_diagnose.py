@@ -67,3 +67,13 @@ def test_no_signature_falls_back_to_what_docker_knows() -> None:
         "restart_loop", "the container keeps restarting (4 restarts)")
     exited = diagnose_exit([], exit_code=3, oom_killed=False, restarts=0)
     assert exited.message == "the container exited with code 3 before serving"
+
+
+def test_no_fix_raises_the_memory_share_past_the_lint() -> None:
+    from spark_stack.deploy.diagnose import SIGNATURES
+    from spark_stack.stack.lint import SPARK_MAX_GPU_MEMORY_UTILIZATION
+
+    for signature in SIGNATURES:
+        if "raise gpu_memory_utilization" in signature.fix:
+            assert f"at most to {SPARK_MAX_GPU_MEMORY_UTILIZATION}" in signature.fix, signature.key
+            assert signature.fix.startswith("lower max_model_len"), signature.key
