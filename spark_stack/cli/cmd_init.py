@@ -21,7 +21,7 @@ def init(
         typer.Argument(help="Where to write it (default: --stack, else ./spark-stack.yaml).",
                        show_default=False),
     ] = None,
-    preset: Annotated[str, typer.Option("--preset", "-p", help=PRESET_HELP)] = (
+    preset: Annotated[str, typer.Option("--preset", help=PRESET_HELP)] = (
         "qwen3.6-35b-a3b-nvfp4-redhat"
     ),
     host: Annotated[
