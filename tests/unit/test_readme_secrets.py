@@ -44,3 +44,18 @@ def test_a_proxy_token_reference_is_stored_resolved_0600_as_the_readme_says(
     path = token_file("lab")
     assert path.read_text(encoding="utf-8").strip() == SENTINEL
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_state_directory_is_where_the_readme_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_home: Path
+) -> None:
+    notes = _security_notes()
+    assert ("`<state>` is `$SPARK_STACK_HOME`, else\n  `$XDG_STATE_HOME/spark-stack`, else "
+            "`~/.local/state/spark-stack`") in notes
+    monkeypatch.setenv("SPARK_STACK_HOME", str(tmp_path / "own"))
+    assert paths.state_home() == tmp_path / "own"
+    monkeypatch.delenv("SPARK_STACK_HOME")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert paths.state_home() == tmp_path / "xdg" / "spark-stack"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert paths.state_home() == fake_home / ".local" / "state" / "spark-stack"
