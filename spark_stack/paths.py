@@ -8,6 +8,7 @@ Everything spark-stack writes lives under one directory: ``$SPARK_STACK_HOME`` w
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -20,15 +21,38 @@ def state_home() -> Path:
     else:
         xdg = os.environ.get("XDG_STATE_HOME")
         root = (Path(xdg) if xdg else Path.home() / ".local" / "state") / "spark-stack"
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(root.parent)
+    make_dirs(root, mode=0o700)
     return root
 
 
 def stack_dir(stack_name: str) -> Path:
     """The state directory of one stack (pid files, logs, secrets)."""
     path = state_home() / "stacks" / stack_name
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(path, mode=0o700)
     return path
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """Create ``path`` and its missing parents with ``mode``, never group/world-writable.
+
+    ``Path.mkdir(parents=True)`` gives parents 0777 minus the umask: 0777 itself under
+    ``umask 000``. Each directory created here is chmod-ed to ``mode`` minus the umask and minus
+    group/other write, so a lax umask cannot open spark-stack's directories (or the launcher's)
+    to other users; directories that already exist are left as they are.
+    """
+    missing: list[Path] = []
+    cursor = path
+    while not cursor.exists() and cursor != cursor.parent:
+        missing.append(cursor)
+        cursor = cursor.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:
+            continue
+        current = stat.S_IMODE(directory.stat().st_mode)
+        os.chmod(directory, current & mode & ~0o022)
 
 
 def proxy_state_dir(stack_name: str) -> Path:
@@ -41,7 +65,7 @@ def proxy_state_dir(stack_name: str) -> Path:
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Write ``text`` to ``path`` atomically (temp file + rename) with ``mode``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)

@@ -58,15 +58,30 @@ def _click_kinds(exc: BaseException) -> set[str]:
     }
 
 
-def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
-    """Accept ``--debug`` anywhere before the arguments passed through to Claude Code."""
-    stop = len(argv)
+def _own_args_end(argv: list[str]) -> int:
+    """Where spark-stack's own arguments end: at ``--`` or Claude Code's pass-through ones."""
     for index, arg in enumerate(argv):
         if arg in ("--", "claude"):
-            stop = index
-            break
+            return index
+    return len(argv)
+
+
+def _take_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """Accept ``--debug`` anywhere before the arguments passed through to Claude Code."""
+    stop = _own_args_end(argv)
     head = [a for a in argv[:stop] if a != "--debug"]
     return head + argv[stop:], len(head) != stop
+
+
+def _asks_for_json(argv: list[str]) -> bool:
+    """``--json`` among spark-stack's own arguments: errors, usage errors too, are JSON then."""
+    return "--json" in argv[: _own_args_end(argv)]
+
+
+def _usage_fix(exc: BaseException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "spark-stack"
+    return f"see `{command} --help`"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     _register_commands()
     args, debug = _take_debug_flag(list(sys.argv[1:] if argv is None else argv))
     state.debug = debug or os.environ.get("SPARK_STACK_DEBUG", "") not in ("", "0", "false")
+    state.json = _asks_for_json(args)
     if debug:
         args.insert(0, "--debug")
     try:
@@ -96,10 +112,16 @@ def main(argv: list[str] | None = None) -> int:
             print("aborted", file=sys.stderr)
             return 130
         if "ClickException" in kinds:
-            exc.show()  # type: ignore[attr-defined]
             if "NoArgsIsHelpError" in kinds:
+                exc.show()  # type: ignore[attr-defined]
                 return 0  # bare `spark-stack`: the help is the answer
-            return int(getattr(exc, "exit_code", 0)) or EXIT_USAGE
+            code = int(getattr(exc, "exit_code", 0)) or EXIT_USAGE
+            if state.json:
+                message = exc.format_message()  # type: ignore[attr-defined]
+                emit_error(message, _usage_fix(exc), code, exc)
+            else:
+                exc.show()  # type: ignore[attr-defined]
+            return code
         # A bug: one line, the traceback only with --debug.
         emit_error(
             f"internal error: {type(exc).__name__}: {exc}",

@@ -9,6 +9,8 @@ import typer
 from .common import JsonOption, StackOption, console, load, print_json, set_exit, use_json
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from ..bench import BenchReport, Cell
 
 
@@ -104,31 +106,52 @@ def _pair(p50: float | None, p90: float | None) -> str:
     return "-" if p50 is None else f"{_fmt(p50)} / {_fmt(p90)}"
 
 
+# Two-line headers and no-wrap numbers keep the table inside 80 columns; the model names
+# (long, and the same down a table) head one table each, and reasons go below the table.
+_COLUMNS = (
+    ("prompt", "left"), ("tokens", "right"), ("c", "right"),
+    ("TTFT direct\np50/p90 ms", "right"), ("TTFT proxy\np50/p90 ms", "right"),
+    ("proxy\nadds", "right"), ("decode tok/s\ndirect/proxy", "right"), ("failed", "right"),
+)
+
+
 def _print_table(report: BenchReport) -> None:
+    out = console()
+    out.print(
+        f"TTFT and decode rate: stack {report.stack}, {report.requests} request(s) per path, "
+        f"{report.max_tokens} output tokens", markup=False)
+    models = list(dict.fromkeys(cell.model for cell in report.cells))
+    for model in models:
+        cells = [cell for cell in report.cells if cell.model == model]
+        out.print(f"\nmodel {model}", markup=False)
+        out.print(_table(cells))
+        for cell in cells:
+            where = f"  {cell.size} c={cell.concurrency}"
+            if cell.skipped:
+                out.print(f"{where} skipped: {cell.skipped}", markup=False)
+            for path, stats in cell.stats.items():
+                for error in stats.errors:
+                    out.print(f"{where} {path}: {error}", markup=False)
+    out.print(f"{report.total_s:.1f} s", markup=False)
+
+
+def _table(cells: list[Cell]) -> Table:
+    from rich import box
     from rich.table import Table
 
     from ..bench import percentile
 
-    table = Table(
-        title=f"TTFT and decode rate: stack {report.stack}, {report.requests} request(s) per "
-        f"path, {report.max_tokens} output tokens",
-        title_justify="left",
-    )
-    for header in ("model", "prompt", "tokens", "c", "TTFT direct p50/p90 ms",
-                   "TTFT proxy p50/p90 ms", "proxy adds", "decode tok/s direct/proxy",
-                   "failed"):
-        justify = "left" if header in ("model", "prompt") else "right"
-        table.add_column(header, justify=justify)  # type: ignore[arg-type]
-    for cell in report.cells:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+    for header, justify in _COLUMNS:
+        table.add_column(header, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for cell in cells:
         direct, proxy = cell.stats["direct"], cell.stats["proxy"]
         if cell.skipped:
-            table.add_row(cell.model, cell.size, "-", str(cell.concurrency), cell.skipped,
-                          "", "", "", "")
+            table.add_row(cell.size, "-", str(cell.concurrency), "skipped", "", "", "", "")
             continue
         added = cell.proxy_added_ms()
         tokens = direct.to_dict()["prompt_tokens"] or proxy.to_dict()["prompt_tokens"]
         table.add_row(
-            cell.model,
             cell.size,
             _fmt(tokens),
             str(cell.concurrency),
@@ -138,14 +161,7 @@ def _print_table(report: BenchReport) -> None:
             f"{_fmt(percentile(direct.decode_tps, 50))} / {_fmt(percentile(proxy.decode_tps, 50))}",
             str(cell.failures) if cell.failures else "",
         )
-    out = console()
-    out.print(table)
-    for cell in report.cells:
-        for path, stats in cell.stats.items():
-            for error in stats.errors:
-                out.print(f"{cell.model} {cell.size} c={cell.concurrency} {path}: {error}",
-                          markup=False)
-    out.print(f"{report.total_s:.1f} s", markup=False)
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 HELP = (
     "Run Claude Code against the stack; every other argument goes to `claude` untouched "
-    "(put `--` before arguments that spark-stack would take, e.g. `-- --help`)."
+    "(put `--` before arguments that spark-stack would take, as in `-- --help`)."
 )
 
 

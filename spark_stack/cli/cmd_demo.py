@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import console, relpath
+from .common import console, relpath, stack_path
 
 if TYPE_CHECKING:
     import httpx
@@ -36,10 +36,11 @@ STEPS = 5
 
 def demo(
     stack: Annotated[
-        str,
-        typer.Option("--stack", "-s", help="The stack to demonstrate (default: the built-in "
-                     "demo; the global --stack is not used here)."),
-    ] = DEMO_STACK,
+        str | None,
+        typer.Option("--stack", "-s", metavar="PATH",
+                     help="The stack to demonstrate (default: the global --stack or "
+                     "SPARK_STACK, else the built-in demo).", show_default=False),
+    ] = None,
     down: Annotated[
         bool, typer.Option("--down", help="Tear the demo stack down at the end.")
     ] = False,
@@ -47,6 +48,7 @@ def demo(
     """Try spark-stack without a Spark: simulator, proxy, a request and real Claude Code."""
     from ..stack.loader import load_stack
 
+    stack = stack_path(stack) or DEMO_STACK
     out = console()
     _step(out, 1, f"validate the stack ({stack})")
     loaded = load_stack(stack)

@@ -21,7 +21,12 @@ def init(
         typer.Argument(help="Where to write it (default: --stack, else ./spark-stack.yaml).",
                        show_default=False),
     ] = None,
-    preset: Annotated[str, typer.Option("--preset", "-p", help=PRESET_HELP)] = (
+    stack: Annotated[
+        str | None,
+        typer.Option("--stack", "-s", help="The stack file to write, as PATH (default "
+                     "./spark-stack.yaml, env SPARK_STACK).", show_default=False),
+    ] = None,
+    preset: Annotated[str, typer.Option("--preset", help=PRESET_HELP)] = (
         "qwen3.6-35b-a3b-nvfp4-redhat"
     ),
     host: Annotated[
@@ -40,7 +45,7 @@ def init(
     from ..stack.schema import check_address
     from ..stack.template import stack_name_for, stack_template, template_choices
 
-    target = path or Path(stack_path(None) or "spark-stack.yaml")
+    target = path or Path(stack_path(stack) or "spark-stack.yaml")
     if host is not None:
         try:
             check_address(host)

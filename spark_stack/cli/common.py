@@ -11,13 +11,63 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from typer import _click as click
 
     from ..stack.loader import LoadedStack
 
+# Placeholders in `--help` for values whose option names do not say them well; any other option
+# or argument shows its name in capitals (never typer's Python types: <str>, <list[str]>).
+METAVARS = {
+    "stack": "PATH", "config": "PATH", "output": "PATH", "path": "PATH",
+    "host": "HOST", "port": "PORT", "preset": "PRESET", "model": "MODEL",
+    "timeout": "SECONDS", "interval": "SECONDS", "wait_lock": "SECONDS",
+    "count": "N", "requests": "N", "tail": "N", "max_tokens": "N",
+    "concurrency": "N,N…", "sizes": "SIZE,SIZE…", "skip_preflight": "CHECK",
+}
+
+
+def name_placeholders(command: click.Command) -> None:
+    """Give every option that takes a value, and every argument, a metavar (recursively)."""
+    for param in command.params:
+        if param.metavar is None and not getattr(param, "is_flag", False) and param.name:
+            param.metavar = METAVARS.get(param.name, param.name.upper())
+        if param.param_type_name == "argument":
+            # typer prints an argument's Python type after its name ("MODEL <str>").
+            param.__dict__["display_type_rich"] = _no_type
+    for sub in getattr(command, "commands", {}).values():
+        name_placeholders(sub)
+
+
+def _no_type(ctx: click.Context) -> None:
+    return None
+
+
+class SparkGroup(TyperGroup):
+    """The root command: plain placeholders, and whole one-line command summaries."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        name_placeholders(self)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click cuts each summary to fit one line ("Check the stack file: exit 0 …"); show the
+        # docstring's whole first sentence, wrapped, instead.
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 app = typer.Typer(
+    cls=SparkGroup,
     name="spark-stack",
     help="Run Claude Code on a self-hosted model served by vLLM on a DGX Spark, "
     "from one stack file.",
@@ -26,7 +76,7 @@ app = typer.Typer(
     # Plain click help: typer's rich help formatter alone costs ~0.3 s of imports.
     rich_markup_mode=None,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -91,7 +141,7 @@ def _root(
     ] = False,
 ) -> None:
     # One process may run several commands (tests call main() in turn): start clean.
-    state.json = False
+    # (state.json is set by main() from the command line, before parsing can fail.)
     state.exit_code = 0
     state.stack = stack
     state.debug = debug
@@ -133,13 +183,15 @@ def emit_error(message: str, fix: str | None, exit_code: int, exc: BaseException
         traceback.print_exception(exc)
     problems = getattr(exc, "problems", None)
     if state.json:
-        payload: dict[str, Any] = {"message": message, "fix": fix, "exit_code": exit_code}
-        if problems:
-            payload["problems"] = [
+        # One shape for every error: `problems` is always there, empty when none.
+        payload: dict[str, Any] = {
+            "message": message, "fix": fix, "exit_code": exit_code,
+            "problems": [
                 {"location": p.location(), "line": p.line, "column": p.column,
                  "key_path": p.key_path, "message": p.message, "fix": p.fix}
-                for p in problems
-            ]
+                for p in problems or []
+            ],
+        }
         print_json({"ok": False, "error": payload})
         return
     err = console(stderr=True)

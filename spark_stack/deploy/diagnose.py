@@ -10,6 +10,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..stack.lint import SPARK_MAX_GPU_MEMORY_UTILIZATION
+
+# A fix never asks for more than `validate`'s lint allows on the Spark's unified memory.
+_RAISE_SHARE = (f"raise gpu_memory_utilization, at most to {SPARK_MAX_GPU_MEMORY_UTILIZATION} "
+                "(validate warns above that on a Spark)")
+
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -47,11 +53,11 @@ SIGNATURES: tuple[Signature, ...] = (
          "or drop the page cache (`sync; echo 3 | sudo tee /proc/sys/vm/drop_caches`)"),
     _sig("kv_cache_max_len", r"max seq len .* larger than the available KV cache memory",
          "the KV cache is too small for max_model_len",
-         "lower max_model_len or raise gpu_memory_utilization"),
+         f"lower max_model_len, or {_RAISE_SHARE}"),
     _sig("kv_cache", r"No available memory for the cache blocks|"
          r"Available KV cache memory: -",
          "no memory left for the KV cache",
-         "raise gpu_memory_utilization or use a smaller model / max_model_len"),
+         f"lower max_model_len or use a smaller model, or {_RAISE_SHARE}"),
     _sig("oom", r"OutOfMemoryError|CUDA out of memory|NVRM: .*Out of memory",
          "the GPU ran out of memory",
          "lower gpu_memory_utilization, max_model_len or max_num_seqs, or stop other GPU users"),

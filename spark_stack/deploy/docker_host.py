@@ -33,7 +33,7 @@ from .actions import (
     observed_from_inspect,
     observed_from_summary,
 )
-from .ssh import Forwarder, SshConnection
+from .ssh import Forwarder, SshConnection, ssh_command
 
 if TYPE_CHECKING:
     import docker
@@ -128,8 +128,9 @@ class DockerHost:
         return HostUnreachable(
             f"the docker API on {self.conn.target.hostname} does not answer through SSH "
             f"(`{DIAL_COMMAND}`): {_short(exc)}",
-            fix="run `spark-stack up` for the preflight's diagnosis, or "
-            f"`ssh {self.conn.target.alias} docker info`",
+            fix="start docker on the host: "
+            f"`{ssh_command(self.conn.target)} sudo systemctl start docker` (not installed? "
+            "https://docs.docker.com/engine/install/)",
         )
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import logging
 import os
 import random
 import shlex
@@ -29,12 +30,21 @@ import paramiko
 from ..errors import AuthenticationError, HostKeyError, HostUnreachable, SparkStackError
 from ..stack.schema import HostConfig
 from .connector import Completed
+from .known_hosts import KnownHost, Verdict, check_host_key, read_known_hosts
 
 CONNECT_TIMEOUT = 10.0
 KEEPALIVE_SECONDS = 15
 CONNECT_ATTEMPTS = 3
 RUN_TIMEOUT = 60.0
+SYSTEM_KNOWN_HOSTS = "/etc/ssh/ssh_known_hosts"
 _PUMP_CHUNK = 65536
+
+# paramiko logs every failed handshake from its transport thread, traceback included, at ERROR
+# (and Python's last-resort handler prints that to stderr). This module turns those failures
+# into one line, so paramiko's own records stop here.
+_paramiko_log = logging.getLogger("paramiko")
+_paramiko_log.addHandler(logging.NullHandler())
+_paramiko_log.propagate = False
 
 
 @dataclass(frozen=True)
@@ -112,8 +122,25 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 def keyscan_command(target: SshTarget) -> str:
+    """Fetch and record the host's key; works where ``~/.ssh`` does not exist yet."""
     port = "" if target.port == 22 else f"-p {target.port} "
-    return f"ssh-keyscan {port}{target.hostname} >> ~/.ssh/known_hosts"
+    return (f"mkdir -p -m 700 ~/.ssh && ssh-keyscan {port}{target.hostname} "
+            ">> ~/.ssh/known_hosts")
+
+
+def ssh_command(target: SshTarget) -> str:
+    """The ``ssh`` line a person types to reach ``target`` as spark-stack does.
+
+    The alias (so ``~/.ssh/config``'s HostName, ProxyJump, … still apply) with the port, user
+    and identity the stack may have overridden.
+    """
+    parts = ["ssh"]
+    if target.port != 22:
+        parts += ["-p", str(target.port)]
+    if target.identity_files:
+        parts += ["-i", target.identity_files[0]]
+    parts.append(f"{target.user}@{target.alias}")
+    return shlex.join(parts)
 
 
 def keygen_remove_command(target: SshTarget) -> str:
@@ -208,24 +235,52 @@ def backoff(attempt: int, base: float = 0.5) -> float:
 
 
 class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse unknown host keys with their fingerprint, or trust them when told to."""
+    """Every host key is checked here, against known_hosts read as OpenSSH reads it.
 
-    def __init__(self, target: SshTarget, trust: bool) -> None:
+    paramiko is given no known keys (its parser is not OpenSSH's), so it asks this policy about
+    every key: known ones pass, revoked and changed ones are refused, unknown ones are refused
+    with their fingerprint — or trusted and appended when told to.
+    """
+
+    def __init__(self, target: SshTarget, trust: bool, known: list[KnownHost]) -> None:
         self.target = target
         self.trust = trust
+        self.known = known
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        target = self.target
+        where = f"{target.hostname}:{target.port}"
+        verdict, entry = check_host_key(self.known, target.known_hosts_name, key.get_name(),
+                                        key.asbytes())
+        if verdict is Verdict.KNOWN:
+            return
+        if verdict is Verdict.REVOKED:
+            assert entry is not None
+            raise HostKeyError(
+                f"the SSH host key of {where} ({key.get_name()} {fingerprint(key)}) is marked "
+                f"@revoked in {entry.where}: refusing to connect",
+                fix="the host needs a new key (`sudo ssh-keygen -A` after removing the old one, "
+                f"on the host); then check its fingerprint and run `{keyscan_command(target)}`",
+            )
+        if verdict is Verdict.CHANGED:
+            assert entry is not None
+            raise HostKeyError(
+                f"the SSH host key of {where} has CHANGED (now {key.get_name()} "
+                f"{fingerprint(key)}, {entry.where} has another): refusing to connect "
+                "(possible man-in-the-middle)",
+                fix=f"if the host was reinstalled, run `{keygen_remove_command(target)}`, "
+                f"then `{keyscan_command(target)}` after checking the fingerprint",
+            )
         if not self.trust:
             raise HostKeyError(
-                f"unknown SSH host key for {self.target.hostname}:{self.target.port} "
-                f"({key.get_name()} {fingerprint(key)})",
-                fix=f"check the fingerprint on the host, then run `{keyscan_command(self.target)}` "
+                f"unknown SSH host key for {where} ({key.get_name()} {fingerprint(key)})",
+                fix=f"check the fingerprint on the host, then run `{keyscan_command(target)}` "
                 "(or pass --trust-host-key)",
             )
         client.get_host_keys().add(hostname, key.get_name(), key)
-        path = Path(self.target.known_hosts_files[0] if self.target.known_hosts_files
+        path = Path(target.known_hosts_files[0] if target.known_hosts_files
                     else "~/.ssh/known_hosts").expanduser()
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with path.open("a", encoding="utf-8") as handle:
@@ -384,9 +439,15 @@ class HeldCommand:
 
 
 def connect(target: SshTarget, *, trust_host_key: bool = False,
-            timeout: float = CONNECT_TIMEOUT, attempts: int = CONNECT_ATTEMPTS,
+            timeout: float | None = None, attempts: int | None = None,
             ssh_config_text: str | None = None) -> SshConnection:
-    """Open the connection, through any ProxyJump hosts, retrying transient errors."""
+    """Open the connection, through any ProxyJump hosts, retrying transient errors.
+
+    ``timeout`` and ``attempts`` default to :data:`CONNECT_TIMEOUT` and
+    :data:`CONNECT_ATTEMPTS`, read at call time.
+    """
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    attempts = CONNECT_ATTEMPTS if attempts is None else attempts
     config_text = read_ssh_config() if ssh_config_text is None else ssh_config_text
     jumps: list[SshConnection] = []
     sock: paramiko.Channel | None = None
@@ -420,8 +481,10 @@ def _hop_host(hop: str) -> HostConfig:
 
 def _connect_once_with_retries(target: SshTarget, trust: bool, timeout: float, attempts: int,
                                sock: paramiko.Channel | None) -> SshConnection:
+    known = read_known_hosts([*target.known_hosts_files, SYSTEM_KNOWN_HOSTS])
     for attempt in range(attempts):
-        client = _client(target, trust)
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(_HostKeyPolicy(target, trust, known))
         try:
             client.connect(
                 target.hostname,
@@ -435,6 +498,7 @@ def _connect_once_with_retries(target: SshTarget, trust: bool, timeout: float, a
                 auth_timeout=timeout,
                 channel_timeout=timeout,
                 sock=sock,
+                disabled_algorithms=_unknown_host_key_types(known, target),
             )
         except BaseException as exc:
             client.close()
@@ -452,19 +516,17 @@ def _connect_once_with_retries(target: SshTarget, trust: bool, timeout: float, a
     raise HostUnreachable(f"cannot reach {target.display}")  # pragma: no cover
 
 
-def _client(target: SshTarget, trust: bool) -> paramiko.SSHClient:
-    client = paramiko.SSHClient()
-    files = [Path(p) for p in target.known_hosts_files]
-    existing = [p for p in files if p.is_file()]
-    if files and files[0].is_file():
-        client.load_host_keys(str(files[0]))
-    for path in existing[1:] if files and files[0].is_file() else existing:
-        client.load_system_host_keys(str(path))
-    system = Path("/etc/ssh/ssh_known_hosts")
-    if system.is_file():
-        client.load_system_host_keys(str(system))
-    client.set_missing_host_key_policy(_HostKeyPolicy(target, trust))
-    return client
+def _unknown_host_key_types(known: list[KnownHost], target: SshTarget) -> dict[str, list[str]]:
+    """Host key algorithms to leave out so that the server shows a key type known_hosts has
+    for it (OpenSSH prefers those; paramiko only does with its own parser)."""
+    types = {e.key_type for e in known if e.marker is None
+             and e.matches(target.known_hosts_name)}
+    if not types:
+        return {}
+    if "ssh-rsa" in types:
+        types |= {"rsa-sha2-512", "rsa-sha2-256"}
+    offered: tuple[str, ...] = paramiko.Transport._preferred_keys  # type: ignore[attr-defined]
+    return {"keys": [name for name in offered if name not in types]}
 
 
 class Forwarder:

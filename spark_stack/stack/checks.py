@@ -101,7 +101,9 @@ def hosts_defined(loaded: LoadedStack) -> list[Problem]:
             problems.append(
                 loaded.problem(
                     f"model '{model.name}' runs in a container but the stack has no host",
-                    ("models", index),
+                    # At the model's missing `host` key (located at the model), not the model
+                    # itself: refused values elsewhere in the model do not hide it.
+                    ("models", index, "host"),
                     fix="add 'host: {address: …, user: …}' (the GB10), or set 'host:' on the "
                     "model when several hosts are defined",
                 )

@@ -348,6 +348,9 @@ _FIELD_FIXES = {
     "address": "write an IP, a hostname or an ~/.ssh/config alias, e.g. address: spark",
     "user": "write the SSH user name, e.g. user: ubuntu",
     "models": "add at least one model under 'models:'",
+    "image": "write e.g. image: vllm/vllm-openai:v0.28.0",
+    "env": "rename the variable: letters, digits and '_' (e.g. HF_HUB_OFFLINE)",
+    "ulimits": "write e.g. ulimits: {nofile: \"65536:65536\"}",
 }
 _PATTERN_FIXES = {
     "url": "write the server's OpenAI base URL, e.g. http://192.168.1.20:8000/v1",

@@ -46,28 +46,77 @@ class HostConfig(StrictModel):
     @field_validator("user")
     @classmethod
     def _user(cls, value: str | None) -> str | None:
-        if value is not None and not _USER.match(value):
+        if value is not None and not _USER.fullmatch(value):
             raise ValueError(f"user must be a user name ({USER_HINT}) (got {value!r})")
         return value
 
 
 # Hostnames, IPv4/IPv6 addresses (with a %zone) and ssh-config aliases; no leading '-' (ssh
 # would read it as an option) and nothing a shell or ssh_config gives a meaning to.
-_ADDRESS = re.compile(r"^[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*$")
+# (Matched with fullmatch: `$` would accept a trailing newline.)
+_ADDRESS = re.compile(r"[A-Za-z0-9_.:%][A-Za-z0-9_.:%-]*")
 ADDRESS_HINT = "letters, digits, '.', '-', '_', ':' (IPv6) or '%' (zone), not starting with '-'"
 # POSIX portable user names.
-_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 USER_HINT = "letters, digits, '.', '_' or '-', not starting with '-'"
 
 
 def check_address(value: str) -> str:
     """``value`` when it is a hostname, IP address or ssh-config alias; else ValueError."""
-    if not _ADDRESS.match(value):
+    if not _ADDRESS.fullmatch(value):
         raise ValueError(
             f"address must be a hostname, IP address or ~/.ssh/config alias ({ADDRESS_HINT}) "
             f"(got {value!r})"
         )
     return value
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# docker's image reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest],
+# path components lower-case.
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_IMAGE = re.compile(
+    rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def check_image(value: str) -> str:
+    """``value`` when it is a docker image reference; else ValueError."""
+    if len(value) > 255 or not _IMAGE.fullmatch(value):
+        raise ValueError(
+            f"image must be a docker image reference such as vllm/vllm-openai:v0.28.0 "
+            f"(lower-case repository, optional registry, :tag and @sha256:digest) (got {value!r})"
+        )
+    return value
+
+
+# The resource names `docker run --ulimit` knows.
+ULIMIT_NAMES = (
+    "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+    "rss", "rtprio", "rttime", "sigpending", "stack",
+)
+_ULIMIT_VALUE = re.compile(r"(-?\d+)(?::(-?\d+))?")
+
+
+def check_ulimit(name: str, value: int | str) -> None:
+    """ValueError unless ``name: value`` is a ulimit docker accepts (``N`` or ``SOFT:HARD``)."""
+    if name not in ULIMIT_NAMES:
+        raise ValueError(f"unknown ulimit {name!r} (known: {', '.join(ULIMIT_NAMES)})")
+    if isinstance(value, int):
+        return
+    match = _ULIMIT_VALUE.fullmatch(value.strip())
+    if match is None:
+        raise ValueError(
+            f"ulimit {name} must be a number or 'SOFT:HARD' numbers, -1 for unlimited "
+            f"(got {value!r})")
+    soft, hard = int(match[1]), int(match[2] or match[1])
+    if hard != -1 and (soft == -1 or soft > hard):
+        raise ValueError(f"ulimit {name}: the soft limit {soft} is above the hard limit {hard}")
 
 
 class Speculative(StrictModel):
@@ -134,6 +183,28 @@ class ContainerModel(_ModelBase):
     api_key: str = "auto"
     restart: Literal["no", "on-failure", "unless-stopped", "always"] = "unless-stopped"
     readiness_timeout: float = Field(default=900, gt=0)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        return None if value is None else check_image(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME.fullmatch(name):
+                raise ValueError(
+                    f"environment variable name {name!r} is not a valid name (letters, digits "
+                    "and '_', not starting with a digit)")
+        return value
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimits(cls, value: dict[str, int | str]) -> dict[str, int | str]:
+        for name, limit in value.items():
+            check_ulimit(name, limit)
+        return value
 
     @field_validator("shm_size")
     @classmethod

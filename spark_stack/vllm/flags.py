@@ -165,7 +165,7 @@ def version_for_image(image: str) -> VersionChoice:
             NEWEST, f"'{image}' is not the upstream {UPSTREAM_IMAGE} image; its flags were "
             f"checked against vLLM {NEWEST} (the newest known; source: {_SOURCE})",
         )
-    if version is None or tag in STALE_TAGS:
+    if version is None:
         return VersionChoice(
             NEWEST, f"tag '{tag}' names no vLLM release; its flags were checked against vLLM "
             f"{NEWEST} (the newest known; source: {_SOURCE})",
@@ -177,9 +177,13 @@ def version_for_image(image: str) -> VersionChoice:
     older = [v for v in known if v <= version]
     chosen = max(older) if older else min(known)
     chosen_text = ".".join(str(part) for part in chosen)
+    runs = (f"tag '{tag}' runs vLLM {version[0]}.{version[1]} (a stale tag)" if tag in STALE_TAGS
+            else f"this image runs vLLM {text}")
+    why = ("the closest older release packaged" if older
+           else "the oldest packaged: a flag newer than this vLLM still passes")
     return VersionChoice(
-        chosen_text, f"no flag set for vLLM {text}; its flags were checked against vLLM "
-        f"{chosen_text} (the closest known; source: {_SOURCE})",
+        chosen_text, f"{runs}, which has no flag set; its flags were checked against vLLM "
+        f"{chosen_text} ({why}; source: {_SOURCE})",
     )
 
 

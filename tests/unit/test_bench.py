@@ -181,3 +181,39 @@ def test_bench_refuses_a_stack_that_is_not_up(
     error = json.loads(capsys.readouterr().out)["error"]
     assert error["message"] == "stack 'b' is not up (its proxy is not running)"
     assert main(["-s", str(stack_file), "bench", "--sizes", "huge"]) == 2
+
+
+def test_the_table_fits_80_columns_without_cutting_numbers_or_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from spark_stack.bench import BenchReport, Cell
+    from spark_stack.cli import cmd_bench
+
+    report = BenchReport("lab", 8, 128)
+    for size, tokens in (("short", 43), ("8k", 7997), ("25k", 24997)):
+        for level in (1, 4):
+            cell = Cell("qwen3.6-35b-a3b-nvfp4-redhat", size, level)
+            cell.stats["direct"].ttft_ms += [1234.0, 5678.0]
+            cell.stats["proxy"].ttft_ms += [1236.0, 5690.0]
+            cell.stats["direct"].decode_tps += [45.0]
+            cell.stats["proxy"].decode_tps += [44.0]
+            cell.stats["direct"].prompt_tokens += [tokens]
+            report.cells.append(cell)
+    report.cells.append(Cell("qwen3.6-35b-a3b-nvfp4-redhat", "100k", 1,
+                             skipped="does not fit max_model_len 65536"))
+    buffer = io.StringIO()
+    monkeypatch.setattr(cmd_bench, "console", lambda stderr=False: Console(
+        file=buffer, width=80, highlight=False, soft_wrap=True))
+    cmd_bench._print_table(report)
+    text = buffer.getvalue()
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for value in ("24,997", "3,456 / 5,234", "3,463 / 5,245", "+7.0 ms", "45 / 44",
+                  "TTFT direct", "TTFT proxy", "decode tok/s", "failed",
+                  "model qwen3.6-35b-a3b-nvfp4-redhat",
+                  "100k c=1 skipped: does not fit max_model_len 65536"):
+        assert value in text, value

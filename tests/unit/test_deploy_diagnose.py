@@ -79,3 +79,13 @@ def test_a_port_already_in_use_is_named_not_an_exit_code() -> None:
     found = diagnose_exit(lines, exit_code=1, oom_killed=False, restarts=0)
     assert found.key == "port_in_use"
     assert "('127.0.0.1', 36373)" in found.message and "another port" in found.fix
+
+
+def test_no_fix_raises_the_memory_share_past_the_lint() -> None:
+    from spark_stack.deploy.diagnose import SIGNATURES
+    from spark_stack.stack.lint import SPARK_MAX_GPU_MEMORY_UTILIZATION
+
+    for signature in SIGNATURES:
+        if "raise gpu_memory_utilization" in signature.fix:
+            assert f"at most to {SPARK_MAX_GPU_MEMORY_UTILIZATION}" in signature.fix, signature.key
+            assert signature.fix.startswith("lower max_model_len"), signature.key

@@ -74,10 +74,12 @@ def test_a_plain_address_gets_defaults(fake_home: Path) -> None:
 
 
 def test_fixes_name_the_exact_commands() -> None:
-    assert keyscan_command(TARGET) == "ssh-keyscan -p 2222 192.0.2.10 >> ~/.ssh/known_hosts"
+    assert keyscan_command(TARGET) == (
+        "mkdir -p -m 700 ~/.ssh && ssh-keyscan -p 2222 192.0.2.10 >> ~/.ssh/known_hosts")
     assert keygen_remove_command(TARGET) == "ssh-keygen -R '[192.0.2.10]:2222'"
     on_22 = SshTarget(alias="h", hostname="h.lan", port=22, user="u")
-    assert keyscan_command(on_22) == "ssh-keyscan h.lan >> ~/.ssh/known_hosts"
+    assert keyscan_command(on_22) == (
+        "mkdir -p -m 700 ~/.ssh && ssh-keyscan h.lan >> ~/.ssh/known_hosts")
     assert keygen_remove_command(on_22) == "ssh-keygen -R h.lan"
 
 
@@ -206,3 +208,34 @@ def test_a_closed_port_is_refused_at_once(fake_home: Path) -> None:
         connect(target, ssh_config_text="")
     assert caught.value.message == f"Connection refused on port {port} of 127.0.0.1"
     assert time.monotonic() - started < 2  # refused is not retried
+
+
+def test_ssh_command_keeps_the_stacks_port_user_and_key() -> None:
+    from spark_stack.deploy.ssh import ssh_command
+
+    assert ssh_command(TARGET) == "ssh -p 2222 -i /home/a/.ssh/k alice@spark"
+    assert ssh_command(SshTarget(alias="h.lan", hostname="h.lan", port=22, user="u")) == (
+        "ssh u@h.lan")
+
+
+def test_a_host_without_docker_daemon_says_how_to_start_it() -> None:
+    from spark_stack.deploy.docker_host import DockerHost
+
+    class NoDocker:
+        """An SSH connection on which `docker system dial-stdio` cannot start."""
+
+        target = SshTarget(alias="spark", hostname="192.0.2.10", port=2222, user="alice")
+
+        def exec_channel(self, command: str) -> paramiko.Channel:
+            raise HostUnreachable("docker: command not found")
+
+    docker = DockerHost(NoDocker())  # type: ignore[arg-type]
+    try:
+        with pytest.raises(HostUnreachable) as caught:
+            docker.stack_containers("lab")
+    finally:
+        docker.close()
+    assert caught.value.exit_code == 3
+    assert caught.value.fix is not None
+    assert "`ssh -p 2222 alice@spark sudo systemctl start docker`" in caught.value.fix
+    assert "spark-stack up" not in caught.value.fix

@@ -72,9 +72,12 @@ def test_workflow_summary_renders_a_real_report(tmp_path: Path) -> None:
         "ok": False,
         "error": None,
         "checks": [
-            {"name": "completion", "model": "qwen", "via": "proxy", "ok": True,
-             "latency_ms": 12.5, "ttft_ms": 10.1, "reason": "answered 204"},
-            {"name": "up", "model": "", "via": "deploy", "ok": False,
+            {"name": "completion", "model": "qwen", "via": "proxy", "status": "passed",
+             "ok": True, "latency_ms": 12.5, "ttft_ms": 10.1, "reason": "answered 204"},
+            {"name": "thinking", "model": "qwen", "via": "proxy", "status": "skipped",
+             "ok": True, "latency_ms": None, "ttft_ms": None,
+             "reason": "no reasoning_parser"},
+            {"name": "up", "model": "", "via": "deploy", "status": "failed", "ok": False,
              "latency_ms": 900.0, "ttft_ms": None, "reason": "model qwen failed to start"},
         ],
     }
@@ -82,10 +85,11 @@ def test_workflow_summary_renders_a_real_report(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                           text=True, timeout=30, check=True)
     assert done.stdout.splitlines() == [
-        "### spark-stack smoke: FAILED",
+        "### spark-stack smoke: FAILED (1 skipped)",
         "| check | model | via | result | latency ms | TTFT ms | reason |",
         "|---|---|---|---|---|---|---|",
         "| completion | qwen | proxy | pass | 12.5 | 10.1 | answered 204 |",
+        "| thinking | qwen | proxy | skipped |  |  | no reasoning_parser |",
         "| up |  | deploy | **FAIL** | 900.0 |  | model qwen failed to start |",
     ]
     (tmp_path / "smoke-report.json").unlink()

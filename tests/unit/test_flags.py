@@ -32,7 +32,7 @@ V28 = load_flag_set("0.28.0")
         ("vllm/vllm-openai:nightly", NEWEST, True),
         ("vllm/vllm-openai:latest", NEWEST, True),
         ("vllm/vllm-openai", NEWEST, True),
-        ("vllm/vllm-openai:cu130-nightly", NEWEST, True),
+        ("vllm/vllm-openai:cu130-nightly", "0.24.0", True),  # runs 0.19: the oldest known
         ("nvcr.io/nvidia/vllm:25.09-py3", NEWEST, True),
         ("localhost:5000/vllm/vllm-openai:v0.28.0", NEWEST, True),
         ("vllm/vllm-openai@sha256:" + "0" * 64, NEWEST, True),
@@ -173,3 +173,10 @@ def test_dedupe_is_idempotent_and_keeps_each_options_last_value(
 def test_every_known_flag_written_with_underscores_is_still_known(flag: str) -> None:
     written = "--" + flag[2:].replace("-", "_")
     assert canonical_flag(V28, written) == flag
+
+
+def test_a_stale_tag_note_agrees_with_the_version_it_runs() -> None:
+    note = version_for_image("vllm/vllm-openai:cu130-nightly").note or ""
+    assert note.startswith("tag 'cu130-nightly' runs vLLM 0.19 (a stale tag)")
+    assert "checked against vLLM 0.24.0 (the oldest packaged" in note
+    assert "names no vLLM release" not in note

@@ -89,6 +89,19 @@ def test_schema_errors_do_not_hide_the_cross_field_checks() -> None:
     ]
 
 
+def test_a_refused_value_does_not_hide_a_missing_host() -> None:
+    found = problems_of(
+        "name: t\n"
+        "models:\n"
+        "  - name: m\n"
+        "    preset: qwen3.6-35b-a3b-nvfp4-redhat\n"
+        '    port: "abc"\n'
+    )
+    assert [(key, line) for key, line, _, _ in found] == [
+        ("models[0].port", 5), ("models[0].host", 3)]
+    assert "runs in a container but the stack has no host" in found[1][2]
+
+
 def test_a_model_that_cannot_be_mended_still_takes_part_by_name() -> None:
     found = problems_of(
         "name: t\n"
@@ -211,3 +224,68 @@ def test_an_unset_secret_exits_2_through_the_cli(
     monkeypatch.setenv("F2_UNSET_PROXY_TOKEN", "sekrit-value")
     assert run("-s", str(stack), "claude", "--print-env") == 0
     assert "sekrit-value" in capsys.readouterr().out
+
+
+BASE_MODEL = (
+    "name: t\nhost: {address: spark, user: ubuntu}\nmodels:\n  - name: m\n"
+    "    preset: qwen3.6-35b-a3b-nvfp4-redhat\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("lines", "key", "message"),
+    [
+        ('    ulimits: {nofile: "abc"}\n', "models[0].ulimits",
+         "ulimit nofile must be a number or 'SOFT:HARD'"),
+        ('    ulimits: {nofile: "10:5"}\n', "models[0].ulimits", "soft limit 10 is above"),
+        ("    ulimits: {nofiles: 5}\n", "models[0].ulimits", "unknown ulimit 'nofiles'"),
+        ("    image: 'vllm/vllm-openai:v0.28.0 --rm'\n", "models[0].image",
+         "image must be a docker image reference"),
+        ("    image: 'vllm/VLLM-openai:latest'\n", "models[0].image",
+         "image must be a docker image reference"),
+        ("    image: 'vllm/vllm-openai::x'\n", "models[0].image",
+         "image must be a docker image reference"),
+        ("    env: {'$(id)': x}\n", "models[0].env", "'$(id)' is not a valid name"),
+        ("    env: {'A B': x}\n", "models[0].env", "'A B' is not a valid name"),
+        ('    env: {"A\\nB": x}\n', "models[0].env", "is not a valid name"),
+        ('    env: {"A\\n": x}\n', "models[0].env", "is not a valid name"),
+    ],
+)
+def test_values_docker_would_refuse_are_stack_file_errors(
+    lines: str, key: str, message: str
+) -> None:
+    found = problems_of(BASE_MODEL + lines)
+    assert [k for k, _, _, _ in found] == [key]
+    assert message in found[0][2]
+    assert found[0][3]  # a fix
+
+
+@pytest.mark.parametrize(
+    "image",
+    ["vllm/vllm-openai:v0.28.0", "nvcr.io/nvidia/vllm:25.09-py3", "localhost:5000/vllm",
+     "registry.example.com:443/a/b-c__d.e:tag_1", "ubuntu",
+     "vllm/vllm-openai@sha256:" + "a" * 64, "[2001:db8::1]:5000/vllm:v1"],
+)
+def test_good_image_references_validate(image: str) -> None:
+    loaded = load_stack_text(BASE_MODEL + f"    image: '{image}'\n", lint=False)
+    assert loaded.stack.models[0].image == image  # type: ignore[union-attr]
+
+
+def test_good_ulimits_validate_and_plan() -> None:
+    from spark_stack.spec import render_container
+
+    loaded = load_stack_text(
+        BASE_MODEL + '    ulimits: {nofile: "65536:65536", memlock: -1, stack: " 67108864"}\n',
+        lint=False)
+    spec = render_container(loaded.stack, loaded.stack.models[0])  # type: ignore[arg-type]
+    assert ("nofile", 65536, 65536) in spec.ulimits
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [('{address: "spark\\n", user: ubuntu}', "host.address"),
+     ('{address: spark, user: "ubuntu\\n"}', "host.user")],
+)
+def test_a_trailing_newline_is_refused(host: str, key: str) -> None:
+    found = problems_of(f"name: t\nhost: {host}\nmodels:\n  - {{name: m, kind: simulator}}\n")
+    assert [k for k, _, _, _ in found] == [key]
