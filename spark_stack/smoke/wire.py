@@ -10,6 +10,7 @@ the result's ``error``, ready to be a check's reason.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,9 +93,26 @@ def _error_text(status: int, body: bytes) -> str:
     return f"HTTP {status}: {str(data)[:200]}"
 
 
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words ("connection refused"), not a library's repr."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno).lower()
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror.lower()
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc).lower()
+    for words in ("connection refused", "no route to host", "name or service not known",
+                  "network is unreachable", "timed out"):
+        if words in text:
+            return words
+    return "the connection failed"
+
+
 def _transport_error(exc: httpx.HTTPError, url: str) -> str:
     if isinstance(exc, httpx.ConnectError):
-        return f"cannot connect to {url}: {exc}"
+        return f"cannot connect to {url}: {connect_reason(exc)}"
     if isinstance(exc, httpx.TimeoutException):
         return f"timed out talking to {url}"
     return f"{type(exc).__name__} from {url}: {exc}"

@@ -188,3 +188,19 @@ def test_decode_rate_counts_tokens_after_the_first() -> None:
     assert result.decode_tokens_per_s() == 5.0
     single = CallResult(first_token_at=1.0, last_token_at=1.0, output_tokens=1)
     assert single.decode_tokens_per_s() is None
+
+
+def test_a_refused_connection_is_said_in_words() -> None:
+    """Was `cannot connect to …: [Errno 111] Connection refused` with the library's text."""
+    import socket
+
+    from spark_stack.smoke.wire import openai_stream_call
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with httpx.Client(timeout=5) as client:
+        call = openai_stream_call(client, f"http://127.0.0.1:{port}/v1", None,
+                                  {"model": "m", "messages": []})
+    assert call.error == f"cannot connect to http://127.0.0.1:{port}/v1/chat/completions: " \
+        "connection refused"
