@@ -8,7 +8,7 @@ import typer
 
 from .common import JsonOption, StackOption, console, load, print_json, relpath, use_json
 from .deploy_options import TrustOption, WaitLockOption
-from .progress import RichReporter, escape
+from .progress import JsonEvents, RichReporter, escape
 
 if TYPE_CHECKING:
 
@@ -47,7 +47,7 @@ def up(
     ] = False,
 ) -> None:
     """Deploy the stack: containers on the host, simulators, the proxy and the launcher."""
-    from ..deploy.report import QuietReporter
+    from ..deploy.report import Reporter
     from ..deploy.up import UpOptions
     from ..deploy.up import up as run_up
     from .common import stack_path
@@ -55,7 +55,7 @@ def up(
     use_json(json)
     loaded = load(stack)
     out = console(stderr=True) if json else console()
-    reporter = QuietReporter() if json else RichReporter(out)
+    reporter: Reporter = JsonEvents() if json else RichReporter(out)
     options = UpOptions(
         trust_host_key=trust_host_key,
         skip_preflight=frozenset(skip_preflight or ()),

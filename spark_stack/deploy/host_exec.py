@@ -274,7 +274,7 @@ def wait_container(session: HostSession, run: HostRun, item: Desired,
             logs=lambda: session.docker.logs(container.id, tail=400).splitlines(),
             probe=probe,
             timeout=run.timeout or item.model.readiness_timeout,
-            on_phase=lambda phase, elapsed: run.reporter.phase(model, phase, elapsed),
+            on_progress=lambda progress: run.reporter.progress(model, progress),
         )
     finally:
         probe.close()

@@ -37,7 +37,7 @@ PHASE_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"Starting vLLM API server|Application startup complete", "opening the API"),
     )
 )
-PHASE_ORDER = ("pulling", "starting", *dict.fromkeys(p for _, p in PHASE_LINES),
+PHASE_ORDER = ("pulling", "starting", "downloading", *dict.fromkeys(p for _, p in PHASE_LINES),
                "checking health", "checking models", "test completion", "ready")
 
 
@@ -142,55 +142,95 @@ class Probe(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where a start is, told to the reporter on every poll (``changed``: a new phase)."""
+
+    phase: str
+    elapsed: float  # since the wait began
+    phase_elapsed: float  # since this phase began
+    changed: bool
+    downloaded: int | None = None  # bytes of the model's files in the host's cache
+    download_total: int | None = None  # bytes the model's repo holds, when known
+
+
+# The download counts as going on while the cache grew within this many seconds.
+DOWNLOAD_QUIET_SECONDS = 15.0
+
+
 def wait_ready(
     *,
     state: Callable[[], ProcessState],
     logs: Callable[[], list[str]],
     probe: Probe,
     timeout: float,
-    on_phase: Callable[[str, float], None],
+    on_progress: Callable[[Progress], None],
+    downloaded: Callable[[], int | None] = lambda: None,
+    download_total: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Ready | Failed:
-    """Poll until ready, failed or timed out; ``on_phase`` hears every phase change."""
+    """Poll until ready or failed; ``on_progress`` hears every poll.
+
+    ``timeout`` is how long a start may go without progress — a new phase, or model files
+    still arriving in the host's cache (``downloaded``) — so a long first download is never cut
+    short while a hang still is.
+    """
     start = clock()
-    phase = "starting"
-    on_phase(phase, 0.0)
+    log_phase = "starting"
+    shown = "starting"
+    last_progress = phase_started = start
+    size: int | None = None
+    grew_at: float | None = None
+
+    def tell(phase: str) -> None:
+        nonlocal shown, phase_started, last_progress
+        now = clock()
+        changed = phase != shown
+        if changed:
+            shown, phase_started, last_progress = phase, now, now
+        on_progress(Progress(phase, now - start, now - phase_started, changed, size,
+                             download_total))
+
+    on_progress(Progress("starting", 0.0, 0.0, True, None, download_total))
     while True:
         elapsed = clock() - start
         lines = logs()
-        now = phase_of(lines, phase)
+        log_phase = phase_of(lines, log_phase)
         current = state()
         if not current.alive or current.restarts > 0 or current.oom_killed:
             return Failed("exited", diagnose_exit(lines, exit_code=current.exit_code,
                                                   oom_killed=current.oom_killed,
-                                                  restarts=current.restarts), elapsed, now)
+                                                  restarts=current.restarts), elapsed, shown)
+        sample = downloaded()
+        if sample is not None and (size is None or sample > size):
+            if size is not None:
+                grew_at = last_progress = clock()
+            size = sample
+        downloading = grew_at is not None and clock() - grew_at < DOWNLOAD_QUIET_SECONDS \
+            and PHASE_ORDER.index(log_phase) <= PHASE_ORDER.index("loading weights")
         if probe.health():
-            now = "checking models"
+            tell("checking models")
             names = probe.models()
             if names is not None and probe.served_name in names:
-                now = "test completion"
-                if now != phase:
-                    on_phase(now, clock() - start)
-                    phase = now
+                tell("test completion")
                 answer = probe.completion()
                 if answer is not None:
                     if answer_is_right(answer):
-                        on_phase("ready", clock() - start)
+                        tell("ready")
                         return Ready(clock() - start)
                     return Failed("bad answer", Diagnosis(
                         "bad_answer",
                         f"the model answered {answer.strip()[:60]!r} to {TEST_PROMPT!r} "
                         f"(expected {TEST_ANSWER})",
                         "the server runs but its output is wrong: try another moe_backend / "
-                        "attention_backend or image"), clock() - start, now)
-        if now != phase:
-            phase = now
-            on_phase(phase, elapsed)
-        if elapsed >= timeout:
+                        "attention_backend or image"), clock() - start, shown)
+        else:
+            tell("downloading" if downloading else log_phase)
+        if clock() - last_progress >= timeout:
             found = diagnose(lines)
             return Failed("timeout", found or Diagnosis(
-                "timeout", f"not ready after {timeout:.0f} s (last phase: {phase})",
+                "timeout", f"not ready after {timeout:.0f} s without progress (phase: {shown})",
                 "a cold start on a Spark takes 10-15 min: raise readiness_timeout or "
-                "--timeout; `spark-stack logs` shows where it is"), elapsed, phase)
-        sleep(min(POLL_SECONDS, max(0.0, timeout - elapsed)))
+                "--timeout; `spark-stack logs` shows where it is"), clock() - start, shown)
+        sleep(min(POLL_SECONDS, max(0.0, timeout - (clock() - last_progress))))

@@ -9,13 +9,14 @@ from typing import Protocol
 from .actions import Action
 from .diagnose import Diagnosis
 from .preflight import PreflightCheck
+from .readiness import Progress
 
 
 class Reporter(Protocol):
     def step(self, message: str) -> None: ...
     def action(self, action: Action) -> None: ...
     def check(self, result: PreflightCheck) -> None: ...
-    def phase(self, model: str, phase: str, elapsed: float) -> None: ...
+    def progress(self, model: str, progress: Progress) -> None: ...
     def pull(self, image: str, layer: str, status: str, current: int, total: int) -> None: ...
     def pull_done(self, image: str) -> None: ...
     def failure(self, model: str, lines: list[str], log_path: Path,
@@ -34,7 +35,7 @@ class QuietReporter:
     def check(self, result: PreflightCheck) -> None:
         pass
 
-    def phase(self, model: str, phase: str, elapsed: float) -> None:
+    def progress(self, model: str, progress: Progress) -> None:
         pass
 
     def pull(self, image: str, layer: str, status: str, current: int, total: int) -> None:

@@ -49,7 +49,7 @@ def _start(stack: str, model: ModelDeployment, argv: list[str], timeout: float |
             logs=lambda: local.read_log_lines(process.log_file),
             probe=probe,
             timeout=timeout or model.readiness_timeout,
-            on_phase=lambda phase, elapsed: reporter.phase(model.name, phase, elapsed),
+            on_progress=lambda progress: reporter.progress(model.name, progress),
         )
     finally:
         probe.close()

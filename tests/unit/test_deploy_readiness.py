@@ -17,6 +17,7 @@ from spark_stack.deploy.readiness import (
     Failed,
     HttpProbe,
     ProcessState,
+    Progress,
     Ready,
     answer_is_right,
     phase_of,
@@ -78,7 +79,8 @@ def test_a_real_server_becomes_ready_through_every_phase(
     try:
         outcome = wait_ready(state=lambda: _state(process),
                              logs=lambda: log.read_text().splitlines(), probe=probe,
-                             timeout=30, on_phase=lambda phase, _: phases.append(phase))
+                             timeout=30,
+                             on_progress=lambda p: phases.append(p.phase) if p.changed else None)
     finally:
         probe.close()
     assert isinstance(outcome, Ready)
@@ -95,11 +97,11 @@ def test_a_wrong_key_never_gets_ready_and_times_out(
     try:
         outcome = wait_ready(state=lambda: _state(process),
                              logs=lambda: log.read_text().splitlines(), probe=probe,
-                             timeout=2, on_phase=lambda *_: None)
+                             timeout=2, on_progress=lambda _: None)
     finally:
         probe.close()
     assert isinstance(outcome, Failed) and outcome.reason == "timeout"
-    assert outcome.diagnosis.message.startswith("not ready after 2 s (last phase:")
+    assert outcome.diagnosis.message.startswith("not ready after 2 s without progress (phase:")
     assert time.monotonic() - started < 5
 
 
@@ -113,7 +115,7 @@ def test_an_exited_process_fails_fast_with_its_diagnosis(tmp_path: Path) -> None
     process.wait(timeout=30)
     probe = HttpProbe("http://127.0.0.1:1/v1", "m", None)
     outcome = wait_ready(state=lambda: _state(process), logs=lambda: log.read_text().splitlines(),
-                         probe=probe, timeout=30, on_phase=lambda *_: None)
+                         probe=probe, timeout=30, on_progress=lambda _: None)
     probe.close()
     assert isinstance(outcome, Failed) and outcome.reason == "exited"
     assert outcome.diagnosis.key == "unknown_flag"
@@ -131,6 +133,40 @@ def test_garbage_output_is_not_ready() -> None:
     probe = HttpProbe("http://spark:8000/v1", "m", None,
                       client=httpx.Client(transport=httpx.MockTransport(handler)))
     outcome = wait_ready(state=lambda: ProcessState(alive=True), logs=list, probe=probe,
-                         timeout=5, on_phase=lambda *_: None)
+                         timeout=5, on_progress=lambda _: None)
     assert isinstance(outcome, Failed) and outcome.reason == "bad answer"
     assert "'!!!!!!!!'" in outcome.diagnosis.message and "expected 204" in outcome.diagnosis.message
+
+
+class _Silent:
+    served_name = "m"
+
+    def health(self) -> bool:
+        return False
+
+    def models(self) -> list[str] | None:
+        return None
+
+    def completion(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_growing_download_is_progress_and_a_stall_times_out() -> None:
+    """The timeout is for a start that stops moving, not for a 20 GB download still arriving."""
+    now = [0.0]
+    sizes = iter([0, *range(10, 400, 10)])
+    seen: list[Progress] = []
+    outcome = wait_ready(
+        state=lambda: ProcessState(alive=True), logs=list, probe=_Silent(), timeout=5.0,
+        on_progress=seen.append, downloaded=lambda: next(sizes, 390), download_total=1000,
+        clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + 1.0))
+    assert isinstance(outcome, Failed) and outcome.reason == "timeout"
+    # 39 seconds of growth, then 5 without: well past the 5 s timeout in all.
+    assert 43.0 <= outcome.elapsed <= 46.0
+    assert "downloading" in [p.phase for p in seen if p.changed]
+    last = [p for p in seen if p.phase == "downloading"][-1]
+    assert (last.downloaded, last.download_total) == (390, 1000)
+    assert len(seen) > 40  # every poll is told, so the elapsed time on screen moves
