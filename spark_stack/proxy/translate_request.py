@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from spark_stack.proxy.config import Upstream
-from spark_stack.proxy.errors import invalid_request
+from spark_stack.proxy.errors import ProxyError, invalid_request
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 # JSON-Schema keys that strict backends (xgrammar/outlines guided decoding, OpenAI strict
@@ -107,6 +107,34 @@ def estimate_tokens(openai_body: dict[str, Any]) -> int:
 def estimate_from_size(json_bytes: int) -> int:
     """The prompt-token estimate for this many bytes of JSON messages and tools."""
     return json_bytes // 3 + 16
+
+
+# orjson serialises at most 255 levels of nesting.
+MAX_JSON_DEPTH = 255
+_PATH_SHOWN = 160
+
+
+def too_deep(body: Any) -> ProxyError:
+    """The 400 for a body nested too deeply to forward, naming where (only built once
+    forwarding failed, so the walk costs nothing on the hot path)."""
+    deepest: tuple[int, tuple[str, ...]] = (0, ())
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(body, 0, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > deepest[0]:
+            deepest = (depth, path)
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1, (*path, str(key))) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, (*path, str(i))) for i, item in enumerate(value))
+    depth, path = deepest
+    where = ".".join(path)
+    if len(where) > _PATH_SHOWN:
+        where = where[:_PATH_SHOWN] + "…"
+    return invalid_request(
+        where, f"JSON nested {depth} levels deep, too deep to forward (the limit is "
+        f"{MAX_JSON_DEPTH} levels, counted in the request sent upstream)"
+    )
 
 
 def _require_object(body: Any) -> dict[str, Any]:
