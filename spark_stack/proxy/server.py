@@ -224,8 +224,6 @@ class ProxyApp:
             body, tools_json = self._bodies.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise invalid_request("", f"request body is not valid JSON: {exc}") from None
-        except (orjson.JSONEncodeError, RecursionError):
-            raise too_deep(orjson.loads(raw)) from None
         if not isinstance(body, dict):
             raise invalid_request("", "request body must be a JSON object")
         model = body.get("model")
@@ -419,7 +417,7 @@ class ProxyApp:
         route.output_tokens += record.output_tokens
         ttft = "-" if record.ttft is None else f"{record.ttft * 1000:.1f}"
         self.access_log.write(
-            f"POST /v1/messages model={clip(record.model)!r} route={record.route or '-'!r} "
+            f"{record.method} /v1/messages model={clip(record.model)!r} route={record.route or '-'!r} "
             f"upstream={record.upstream or '-'} stream={record.stream} "
             f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
             f"dur_ms={duration * 1000:.1f} in={record.input_tokens} out={record.output_tokens}"
