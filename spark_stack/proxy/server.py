@@ -417,8 +417,9 @@ class ProxyApp:
         route.output_tokens += record.output_tokens
         ttft = "-" if record.ttft is None else f"{record.ttft * 1000:.1f}"
         self.access_log.write(
-            f"{record.method} /v1/messages model={clip(record.model)!r} route={record.route or '-'!r} "
-            f"upstream={record.upstream or '-'} stream={record.stream} "
+            f"{record.method} /v1/messages model={clip(record.model)!r} "
+            f"route={record.route or '-'!r} upstream={record.upstream or '-'} "
+            f"stream={record.stream} "
             f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
             f"dur_ms={duration * 1000:.1f} in={record.input_tokens} out={record.output_tokens}"
             f"{_error_note(record)}"
