@@ -57,7 +57,6 @@ class LimitedProtocol(HttpToolsProtocol):
         # and its request is being read or answered.
         self._head: int | None = 0
         self._last_three = b""
-        self._header_count = 0
         self._refusal: tuple[int, str] | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._write_timer: asyncio.TimerHandle | None = None
@@ -105,21 +104,15 @@ class LimitedProtocol(HttpToolsProtocol):
         return True
 
     # httptools callbacks
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = 0
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.settings.max_headers:
-            self._refusal = (431, f"more than {self.settings.max_headers} request headers")
-            raise _Refused
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        # Counted once the head is in (its bytes bound how many there can be): a check per
+        # header would cost a Python call for each on every request.
+        if len(self.headers) > self.settings.max_headers:
+            self._refusal = (431, f"more than {self.settings.max_headers} request headers")
+            raise _Refused
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
