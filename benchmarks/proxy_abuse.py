@@ -40,7 +40,9 @@ from spark_stack.proxy.config import ProxyConfig, Route, Upstream  # noqa: E402
 MB = 1 << 20
 
 
-def start_proxy(tree: Path, workdir: Path, backend: int, name: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_proxy(
+    tree: Path, workdir: Path, backend: int, name: str
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     config = ProxyConfig(port=port, upstreams={"q": Upstream(
         "q", f"http://127.0.0.1:{backend}/v1", "served")}, routes=[Route("*", "q")])

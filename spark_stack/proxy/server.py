@@ -428,9 +428,11 @@ class ProxyApp:
     def _log_other(self, record: _Record, duration: float) -> None:
         line = f"{record.method} {clip(record.path)} status={record.status}"
         if record.path == "/v1/messages/count_tokens":
-            kind = "estimate" if record.estimate else "exact"
             line += (f" model={clip(record.model)!r} route={record.route or '-'!r} "
-                     f"upstream={record.upstream or '-'} in={record.input_tokens} count={kind}")
+                     f"upstream={record.upstream or '-'}")
+            if record.status == 200:
+                kind = "estimate" if record.estimate else "exact"
+                line += f" in={record.input_tokens} count={kind}"
         self.access_log.write(f"{line} dur_ms={duration * 1000:.1f}{_error_note(record)}")
 
 
