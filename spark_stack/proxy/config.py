@@ -71,6 +71,18 @@ class ProxyConfig:
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
     log_prompts: bool = False
+    # Bounds on what one client can hold (README "Limits and timeouts"). They apply before
+    # authentication: the proxy may listen on a LAN.
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keep_alive_timeout: int = 75
+    write_timeout: float = 30.0
+    max_connections: int = 512
+    upstream_timeout: float = 600.0
+    log_max_bytes: int = 20 * 1024 * 1024
+    log_backups: int = 3
 
     def with_own_names(self) -> ProxyConfig:
         """This config plus a rule for each upstream's own and served name (for configs
@@ -120,6 +132,7 @@ class ProxyConfig:
                 upstreams=upstreams,
                 routes=routes,
                 log_prompts=bool(raw.get("log_prompts", False)),
+                **_limits(raw),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"proxy config is malformed: {exc!r}") from exc
@@ -136,6 +149,32 @@ def _origin(value: Any) -> Origin:
         if value == origin:
             return origin
     raise ValueError(f"route origin must be one of {', '.join(ORIGINS)}, not {value!r}")
+
+
+_LIMITS = {
+    "max_header_bytes": int,
+    "max_headers": int,
+    "header_timeout": float,
+    "body_timeout": float,
+    "keep_alive_timeout": int,
+    "write_timeout": float,
+    "max_connections": int,
+    "upstream_timeout": float,
+    "log_max_bytes": int,
+    "log_backups": int,
+}
+
+
+def _limits(raw: dict[str, Any]) -> dict[str, Any]:
+    """The limits ``raw`` sets, each a positive number (absent ones keep their defaults)."""
+    limits: dict[str, Any] = {}
+    for key, kind in _LIMITS.items():
+        if key in raw:
+            value = kind(raw[key])
+            if value <= 0:
+                raise ValueError(f"{key} must be positive, not {raw[key]!r}")
+            limits[key] = value
+    return limits
 
 
 def _optional_str(value: Any) -> str | None:

@@ -129,5 +129,12 @@ def from_backend(status: int, body: bytes, upstream: str) -> ProxyError:
     return ProxyError(status if status in _STATUS_TYPES else 500, error_type, message)
 
 
+def upstream_timeout(seconds: float, upstream: str = "") -> ProxyError:
+    """504: the backend accepted the request and then sent nothing for ``seconds``."""
+    who = f"upstream {upstream}" if upstream else "the upstream"
+    message = f"{who} sent nothing for {seconds:g} s (the proxy's upstream_timeout)"
+    return ProxyError(504, "timeout_error", message)
+
+
 def unreachable(upstream: str, reason: str) -> ProxyError:
     return overloaded(f"upstream {upstream} is unreachable: {reason}")

@@ -1,4 +1,8 @@
-"""Prometheus text metrics, kept cheap: plain counters and fixed-bucket histograms."""
+"""Prometheus text metrics, kept cheap: plain counters and fixed-bucket histograms.
+
+Rendered in the text exposition format 0.0.4 as Prometheus defines it: each family's
+``# HELP``, ``# TYPE`` and all its samples together, counters named ``…_total``.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ from bisect import bisect_left
 
 # Seconds. TTFT on a warm Spark ranges from tens of ms to minutes for a cold 200K prefill.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# The endpoints counted by name; any other path is counted as "other", so a client cannot
+# grow the label set.
+ENDPOINTS = frozenset(
+    {"/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/", "/health", "/metrics"}
+)
 
 
 class Histogram:
@@ -45,8 +54,22 @@ class RouteMetrics:
         self.output_tokens = 0
 
 
+_ROUTE_COUNTERS = (
+    ("spark_proxy_requests_total", "requests", "POST /v1/messages requests by route"),
+    ("spark_proxy_errors_total", "errors",
+     "POST /v1/messages requests answered with an error status or ended by a stream error"),
+    ("spark_proxy_input_tokens_total", "input_tokens", "prompt tokens"),
+    ("spark_proxy_output_tokens_total", "output_tokens", "generated tokens"),
+)
+_ROUTE_HISTOGRAMS = (
+    ("spark_proxy_ttft_seconds", "ttft", "time to the first content token"),
+    ("spark_proxy_duration_seconds", "duration", "time to the end of the answer"),
+)
+
+
 class Metrics:
-    """Per-route request, error and token counters; TTFT and duration histograms.
+    """Per-route request, error and token counters; TTFT and duration histograms; and every
+    HTTP request by endpoint and status (rejected and malformed ones included).
 
     A route is the routing-table entry that matched (a model name or a glob such as
     ``claude-*``), labelled with the upstream it sends to.
@@ -54,6 +77,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], RouteMetrics] = {}
+        self.http: dict[tuple[str, int], int] = {}
 
     def route(self, name: str, upstream: str) -> RouteMetrics:
         key = (name, upstream)
@@ -62,23 +86,32 @@ class Metrics:
             found = self.routes[key] = RouteMetrics()
         return found
 
+    def count_http(self, path: str, status: int) -> None:
+        key = (path if path in ENDPOINTS else "other", status)
+        self.http[key] = self.http.get(key, 0) + 1
+
     def render(self) -> str:
         lines = [
-            "# TYPE spark_proxy_requests_total counter",
-            "# TYPE spark_proxy_errors_total counter",
-            "# TYPE spark_proxy_input_tokens_total counter",
-            "# TYPE spark_proxy_output_tokens_total counter",
-            "# TYPE spark_proxy_ttft_seconds histogram",
-            "# TYPE spark_proxy_duration_seconds histogram",
+            "# HELP spark_proxy_http_requests_total HTTP requests by endpoint and status",
+            "# TYPE spark_proxy_http_requests_total counter",
         ]
-        for (name, upstream), route in sorted(self.routes.items()):
-            labels = f'route="{_escape(name)}",upstream="{_escape(upstream)}"'
-            lines.append(f"spark_proxy_requests_total{{{labels}}} {route.requests}")
-            lines.append(f"spark_proxy_errors_total{{{labels}}} {route.errors}")
-            lines.append(f"spark_proxy_input_tokens_total{{{labels}}} {route.input_tokens}")
-            lines.append(f"spark_proxy_output_tokens_total{{{labels}}} {route.output_tokens}")
-            lines.extend(route.ttft.render("spark_proxy_ttft_seconds", labels))
-            lines.extend(route.duration.render("spark_proxy_duration_seconds", labels))
+        for (path, status), count in sorted(self.http.items()):
+            labels = f'endpoint="{_escape(path)}",status="{status}"'
+            lines.append(f"spark_proxy_http_requests_total{{{labels}}} {count}")
+        routes = [
+            (f'route="{_escape(name)}",upstream="{_escape(upstream)}"', route)
+            for (name, upstream), route in sorted(self.routes.items())
+        ]
+        for name, attribute, help_text in _ROUTE_COUNTERS:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} counter")
+            lines.extend(f"{name}{{{labels}}} {getattr(route, attribute)}"
+                         for labels, route in routes)
+        for name, attribute, help_text in _ROUTE_HISTOGRAMS:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} histogram")
+            for labels, route in routes:
+                lines.extend(getattr(route, attribute).render(name, labels))
         return "\n".join(lines) + "\n"
 
 

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import errno
 import logging
+import resource
 import socket
 import sys
+from dataclasses import replace
 
 import uvicorn
 
 from spark_stack.errors import ProxyStartError
 from spark_stack.proxy.config import ProxyConfig
+from spark_stack.proxy.protocol import protocol_class
 from spark_stack.proxy.server import ProxyApp
+
+# File descriptors kept back for the listening socket, logs, upstream pools and imports.
+_SPARE_FDS = 64
 
 
 def check_bindable(config: ProxyConfig) -> None:
@@ -41,13 +47,25 @@ def run_proxy(config: ProxyConfig) -> None:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
-    server = uvicorn.Server(
+    server = build_server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn has shut down gracefully and re-raised the Ctrl-C it caught: a clean stop.
+        return
+
+
+def build_server(config: ProxyConfig) -> uvicorn.Server:
+    """The uvicorn server for ``config`` (not started), with the proxy's connection limits."""
+    app = ProxyApp(config)
+    limited = replace(config, max_connections=connection_cap(config.max_connections))
+    return uvicorn.Server(
         uvicorn.Config(
-            ProxyApp(config),
+            app,
             host=config.host,
             port=config.port,
             loop="uvloop",
-            http="httptools",
+            http=protocol_class(limited, app),
             ws="none",
             lifespan="on",
             interface="asgi3",
@@ -58,11 +76,21 @@ def run_proxy(config: ProxyConfig) -> None:
             log_level="warning",
             server_header=False,
             date_header=False,
-            timeout_keep_alive=75,
+            timeout_keep_alive=config.keep_alive_timeout,
         )
     )
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        # uvicorn has shut down gracefully and re-raised the Ctrl-C it caught: a clean stop.
-        return
+
+
+def connection_cap(wanted: int) -> int:
+    """``wanted``, or fewer when the open-file limit cannot hold that many clients plus their
+    upstream connections (two descriptors each). Raises the soft limit to the hard one first:
+    the common default of 1024 is low for a server."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 16 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(1, min(wanted, (soft - _SPARE_FDS) // 2))

@@ -13,7 +13,6 @@ import hashlib
 import hmac
 import logging
 import os
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from spark_stack.proxy.accesslog import AccessLog, clip
 from spark_stack.proxy.config import ProxyConfig, Upstream
 from spark_stack.proxy.errors import (
     ProxyError,
@@ -29,6 +29,7 @@ from spark_stack.proxy.errors import (
     invalid_request,
     parse_context_overflow,
     prompt_too_long,
+    upstream_timeout,
 )
 from spark_stack.proxy.metrics import Metrics
 from spark_stack.proxy.routing import Router
@@ -39,6 +40,7 @@ from spark_stack.proxy.translate_request import (
     encode_request,
     estimate_from_size,
     estimate_tokens,
+    too_deep,
     translate_for_tokenize,
     translate_request,
 )
@@ -55,6 +57,11 @@ Send = Callable[[Message], Awaitable[None]]
 log = logging.getLogger("spark_stack.proxy")
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# Real model ids are under 100 characters; a longer ``model`` is refused before routing, so a
+# client cannot fill the routing memo or the log with megabyte names.
+MAX_MODEL_CHARS = 256
+# Answers remembered by count_tokens (16-byte key → int: ~200 bytes each with the dict entry).
+_COUNTED_ENTRIES = 1024
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [
     (b"content-type", b"text/event-stream"),
@@ -81,6 +88,7 @@ class ProxyApp:
         self._counted: OrderedDict[bytes, int] = OrderedDict()
         self._bodies = BodyParser()
         self._token = config.token.encode() if config.token else None
+        self.access_log = AccessLog(config.log_max_bytes, config.log_backups)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -105,17 +113,21 @@ class ProxyApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         method: str = scope["method"]
         path: str = scope["path"]
+        record = _Record(method, path)
+        if scope.get("http_version") == "1.0":
+            send = _WholeBody(send)
         try:
             if self._token is not None and path not in _OPEN_PATHS:
                 self._authorize(scope)
             if path == "/v1/messages":
                 _allow(method, "POST")
-                await self._messages(receive, send)
+                await self._messages(receive, send, record, started)
             elif path == "/v1/messages/count_tokens":
                 _allow(method, "POST")
-                await self._count_tokens(receive, send)
+                await self._count_tokens(receive, send, record)
             elif path == "/":
                 _allow(method, "GET", "HEAD")
                 await _respond(send, 200, b"" if method == "HEAD" else b'{"status":"ok"}')
@@ -124,31 +136,42 @@ class ProxyApp:
                 await _respond(send, 200, orjson.dumps(self._models()))
             elif path == "/health":
                 _allow(method, "GET")
-                await self._health(send)
+                record.status = await self._health(send)
             elif path == "/metrics":
                 _allow(method, "GET")
                 body = self.metrics.render().encode()
                 await _respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
             else:
-                raise ProxyError(404, "not_found_error", f"no route for {method} {path}")
+                raise ProxyError(404, "not_found_error", f"no route for {method} {clip(path)}")
         except ProxyError as exc:
-            await _respond(send, exc.status, exc.body())
+            record.status = exc.status
+            record.error = exc.message
+            await _respond(send, exc.status, exc.body(), _closing(exc.status))
         except _ClientGone:
-            return
+            record.status = 499
         except Exception:  # a bug: log it, answer in Anthropic's shape, keep serving
-            log.exception("internal error on %s %s", method, path)
+            log.exception("internal error on %s %s", method, clip(path))
+            record.status = 500
             try:
                 body = orjson.dumps(envelope("api_error", "internal proxy error"))
                 await _respond(send, 500, body)
             except RuntimeError:  # the response had already started
                 return
+        finally:
+            self._account(record, started)
+
+    def refused(self, status: int | None, reason: str) -> None:
+        """Log (and count, with a status) what the HTTP layer refused before the app saw it."""
+        if status is not None:
+            self.metrics.count_http("other", status)
+        self.access_log.write(f"- - status={status or '-'} reason={reason}")
 
     async def client(self) -> UpstreamClient:
         """The upstream client, once its module has loaded."""
         if self._client is None:
             module = await self._loading if self._loading is not None else _load_upstream()
             if self._client is None:
-                self._client = module.UpstreamClient()
+                self._client = module.UpstreamClient(self.config.upstream_timeout)
                 self._transport_errors = module.TRANSPORT_ERRORS
         return self._client
 
@@ -181,14 +204,16 @@ class ProxyApp:
             "last_id": names[-1] if names else None,
         }
 
-    async def _health(self, send: Send) -> None:
+    async def _health(self, send: Send) -> int:
         upstreams = list(self.config.upstreams.values())
         client = await self.client()
         results = await asyncio.gather(*(client.health(u) for u in upstreams))
         report = {u.name: result for u, result in zip(upstreams, results, strict=True)}
         healthy = all(result["ok"] for result in results)
         body = {"status": "ok" if healthy else "degraded", "proxy": "ok", "upstreams": report}
-        await _respond(send, 200 if healthy else 503, orjson.dumps(body))
+        status = 200 if healthy else 503
+        await _respond(send, status, orjson.dumps(body))
+        return status
 
     def _parse(
         self, raw: bytes
@@ -204,53 +229,57 @@ class ProxyApp:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise invalid_request("model", "required, a non-empty string")
+        if len(model) > MAX_MODEL_CHARS:
+            raise invalid_request("model", f"longer than {MAX_MODEL_CHARS} characters")
         if self.config.log_prompts:
             log.info("prompt %s", raw[:4000].decode("utf-8", "replace"))
         return body, tools_json, self.router.resolve_route(model)
 
-    async def _count_tokens(self, receive: Receive, send: Send) -> None:
-        raw = await _read_body(receive)
+    async def _count_tokens(self, receive: Receive, send: Send, record: _Record) -> None:
+        raw = await _read_body(receive, self.config.body_timeout)
         # IDE extensions call this in bursts with the same body: answer repeats from memory
         # without parsing 78 KB again.
         key = hashlib.blake2b(raw, digest_size=16).digest()
         count = self._counted.get(key)
         headers = list(_JSON)
         if count is None:
-            body, tools_json, (upstream, _route) = self._parse(raw)
-            tokenize_body = translate_for_tokenize(body, upstream, tools_json)
-            client = await self.client()
-            count = await _until_gone(receive, client.count_tokens(upstream, tokenize_body))
-            if count is None:
-                # The backend has no /tokenize: say so, and over- rather than under-count.
-                count = estimate_tokens(tokenize_body)
-                headers.append((b"x-spark-stack-token-count", b"estimate"))
-            else:
+            body, tools_json, (upstream, route) = self._parse(raw)
+            record.model, record.upstream, record.route = body["model"], upstream.name, route
+            try:
+                tokenize_body = translate_for_tokenize(body, upstream, tools_json)
+                client = await self.client()
+                count = await _until_gone(receive, client.count_tokens(upstream, tokenize_body))
+                if count is None:
+                    # The backend has no /tokenize: say so, and over- rather than under-count.
+                    count = estimate_tokens(tokenize_body)
+                    headers.append((b"x-spark-stack-token-count", b"estimate"))
+                    record.estimate = True
+            except (orjson.JSONEncodeError, RecursionError):
+                raise too_deep(body) from None
+            if not record.estimate:
                 self._counted[key] = count
-                if len(self._counted) > 1024:
+                if len(self._counted) > _COUNTED_ENTRIES:
                     self._counted.popitem(last=False)
         else:
             self._counted.move_to_end(key)
+        record.input_tokens = count
         await _respond(send, 200, orjson.dumps({"input_tokens": count}), headers)
 
-    async def _messages(self, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        record = _Record()
+    async def _messages(
+        self, receive: Receive, send: Send, record: _Record, started: float
+    ) -> None:
+        raw = await _read_body(receive, self.config.body_timeout)
+        body, tools_json, (upstream, route) = self._parse(raw)
+        record.model, record.upstream, record.route = body["model"], upstream.name, route
         try:
-            raw = await _read_body(receive)
-            body, tools_json, (upstream, route) = self._parse(raw)
-            record.model, record.upstream, record.route = body["model"], upstream.name, route
             request = translate_request(body, upstream, tools_json)
             record.stream = bool(request.get("stream"))
             relay = self._relay(body, request, len(raw), upstream, send, record, started)
             await _until_gone(receive, relay)
-        except ProxyError as exc:
-            record.status = exc.status
-            raise
-        except _ClientGone:
-            record.status = 499
-            raise
-        finally:
-            self._account(record, started)
+        except (orjson.JSONEncodeError, RecursionError):
+            # Nesting deeper than orjson's 255 levels, or Python's recursion limit: the
+            # client's fault, said as such (the upstream answer is never this deep).
+            raise too_deep(body) from None
 
     async def _relay(
         self,
@@ -309,6 +338,8 @@ class ProxyApp:
     ) -> None:
         try:
             completion = orjson.loads(await response.read())
+        except TimeoutError:
+            raise upstream_timeout(self.config.upstream_timeout) from None
         except _unreadable(self._transport_errors) as exc:
             raise ProxyError(502, "api_error", f"upstream answer unreadable: {exc}") from None
         message = translate_response(completion, model, message_id, prompt)
@@ -371,6 +402,10 @@ class ProxyApp:
 
     def _account(self, record: _Record, started: float) -> None:
         duration = time.perf_counter() - started
+        self.metrics.count_http(record.path, record.status)
+        if record.path != "/v1/messages":
+            self._log_other(record, duration)
+            return
         route = self.metrics.route(record.route or "-", record.upstream or "-")
         route.requests += 1
         if record.status >= 400 or record.failed:
@@ -381,23 +416,35 @@ class ProxyApp:
         route.input_tokens += record.input_tokens
         route.output_tokens += record.output_tokens
         ttft = "-" if record.ttft is None else f"{record.ttft * 1000:.1f}"
-        # Written directly: a logging.LogRecord per request costs more than the translation.
-        sys.stderr.write(
-            f"{time.strftime('%Y-%m-%d %H:%M:%S')} spark_stack.proxy POST /v1/messages "
-            f"model={record.model!r} route={record.route or '-'!r} "
-            f"upstream={record.upstream or '-'} stream={record.stream} "
+        self.access_log.write(
+            f"{record.method} /v1/messages model={clip(record.model)!r} "
+            f"route={record.route or '-'!r} upstream={record.upstream or '-'} "
+            f"stream={record.stream} "
             f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
-            f"dur_ms={duration * 1000:.1f} in={record.input_tokens} out={record.output_tokens}\n"
+            f"dur_ms={duration * 1000:.1f} in={record.input_tokens} out={record.output_tokens}"
+            f"{_error_note(record)}"
         )
+
+    def _log_other(self, record: _Record, duration: float) -> None:
+        line = f"{record.method} {clip(record.path)} status={record.status}"
+        if record.path == "/v1/messages/count_tokens":
+            line += (f" model={clip(record.model)!r} route={record.route or '-'!r} "
+                     f"upstream={record.upstream or '-'}")
+            if record.status == 200:
+                kind = "estimate" if record.estimate else "exact"
+                line += f" in={record.input_tokens} count={kind}"
+        self.access_log.write(f"{line} dur_ms={duration * 1000:.1f}{_error_note(record)}")
 
 
 class _Record:
     """What the per-request log line and the metrics need."""
 
-    __slots__ = ("model", "route", "upstream", "stream", "status", "failed", "ttft",
-                 "input_tokens", "output_tokens")
+    __slots__ = ("method", "path", "model", "route", "upstream", "stream", "status", "failed",
+                 "ttft", "input_tokens", "output_tokens", "estimate", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, method: str, path: str) -> None:
+        self.method = method
+        self.path = path
         self.model = "-"
         self.route = ""
         self.upstream = ""
@@ -407,6 +454,12 @@ class _Record:
         self.ttft: float | None = None
         self.input_tokens = 0
         self.output_tokens = 0
+        self.estimate = False
+        self.error = ""
+
+
+def _error_note(record: _Record) -> str:
+    return f" error={clip(record.error)!r}" if record.error else ""
 
 
 def _unreadable(transport: tuple[type[BaseException], ...]) -> tuple[type[BaseException], ...]:
@@ -438,20 +491,27 @@ def _allow(method: str, *allowed: str) -> None:
         raise ProxyError(405, "invalid_request_error", f"method {method} not allowed here")
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, timeout: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ProxyError(413, "request_too_large", "request body exceeds 64 MiB")
-        chunks.append(chunk)
-        more = message.get("more_body", False)
+    try:
+        # One deadline for the whole body: a client trickling it holds a connection and memory.
+        async with asyncio.timeout(timeout):
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise ProxyError(413, "request_too_large", "request body exceeds 64 MiB")
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+    except TimeoutError:
+        raise ProxyError(
+            408, "invalid_request_error", f"request body not received within {timeout:g} s"
+        ) from None
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -487,8 +547,43 @@ def _body(data: bytes, *, more: bool) -> Message:
     return {"type": "http.response.body", "body": data, "more_body": more}
 
 
+def _closing(status: int) -> list[tuple[bytes, bytes]]:
+    """Headers for an error answer; after 408 and 413 the rest of the request may still be
+    coming, so the connection closes."""
+    if status in (408, 413):
+        return [*_JSON, (b"connection", b"close")]
+    return _JSON
+
+
+class _WholeBody:
+    """``send`` for HTTP/1.0 clients, which know no chunked encoding: the response goes out in
+    one piece with its ``content-length`` (a stream included, once it has ended)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._start: Message | None = None
+        self._parts: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._start = message
+            return
+        self._parts.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        assert self._start is not None
+        body = b"".join(self._parts)
+        headers = [(name, value) for name, value in self._start.get("headers", [])
+                   if name != b"content-length"]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self._send({**self._start, "headers": headers})
+        await self._send({"type": "http.response.body", "body": body})
+
+
 async def _respond(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers or _JSON})
+    # An explicit length: uvicorn would otherwise answer in chunks (to HTTP/1.0 clients too).
+    headers = [*(headers or _JSON), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -7,14 +7,13 @@ the field (``messages.3.content.0.type: …``), never a 500.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from spark_stack.proxy.bytecache import ByteBoundedCache
 from spark_stack.proxy.config import Upstream
-from spark_stack.proxy.errors import invalid_request
+from spark_stack.proxy.errors import ProxyError, invalid_request
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 # JSON-Schema keys that strict backends (xgrammar/outlines guided decoding, OpenAI strict
@@ -28,6 +27,11 @@ _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitio
 # Keys whose value is data, not a schema.
 _SCHEMA_DATA = frozenset({"const", "enum", "default", "examples", "required"})
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+# Parsed JSON takes several times its text in Python objects: caches count entries as this
+# many times their JSON size.
+_PARSED_PER_JSON_BYTE = 8
+# What each tool cache may hold: ~15 of Claude Code's ~71 KB tool sets.
+TOOL_CACHE_BYTES = 16 * 1024 * 1024
 
 
 def translate_request(
@@ -109,6 +113,34 @@ def estimate_from_size(json_bytes: int) -> int:
     return json_bytes // 3 + 16
 
 
+# orjson serialises at most 255 levels of nesting.
+MAX_JSON_DEPTH = 255
+_PATH_SHOWN = 160
+
+
+def too_deep(body: Any) -> ProxyError:
+    """The 400 for a body nested too deeply to forward, naming where (only built once
+    forwarding failed, so the walk costs nothing on the hot path)."""
+    deepest: tuple[int, tuple[str, ...]] = (0, ())
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(body, 0, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > deepest[0]:
+            deepest = (depth, path)
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1, (*path, str(key))) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, (*path, str(i))) for i, item in enumerate(value))
+    depth, path = deepest
+    where = ".".join(path)
+    if len(where) > _PATH_SHOWN:
+        where = where[:_PATH_SHOWN] + "…"
+    return invalid_request(
+        where, f"JSON nested {depth} levels deep, too deep to forward (the limit is "
+        f"{MAX_JSON_DEPTH} levels, counted in the request sent upstream)"
+    )
+
+
 def _require_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid_request("", "request body must be a JSON object")
@@ -138,17 +170,18 @@ class BodyParser:
     result equals a full parse. Anything else falls back to one.
     """
 
-    def __init__(self, size: int = 4) -> None:
-        self._size = size
-        # b'"tools":' + value JSON → (value JSON, parsed value), most recent last.
-        self._known: OrderedDict[bytes, tuple[bytes, list[Any]]] = OrderedDict()
+    def __init__(self, max_bytes: int = TOOL_CACHE_BYTES) -> None:
+        # b'"tools":' + value JSON → (value JSON, parsed value).
+        self._known: ByteBoundedCache[bytes, tuple[bytes, list[Any]]] = ByteBoundedCache(
+            max_bytes
+        )
         self._nonce = "spark-stack-tools-" + os.urandom(16).hex()
         self._marker = b'"tools":"' + self._nonce.encode() + b'"'
 
     def loads(self, raw: bytes) -> tuple[Any, bytes | None]:
         """The parsed body and, when it has a ``tools`` list, that list as compact JSON
         (``translate_request``'s ``tools_json``). Raises ``orjson.JSONDecodeError``."""
-        for span, (value, tools) in reversed(self._known.items()):
+        for span, (value, tools) in self._known.recent_first():
             at = _find(raw, span)
             if at < 0:
                 continue
@@ -158,19 +191,20 @@ class BodyParser:
                 break
             if isinstance(body, dict) and body.get("tools") == self._nonce:
                 body["tools"] = tools
-                self._known.move_to_end(span)
+                self._known.touch(span)
                 return body, value
             break
         body = orjson.loads(raw)
         parsed = body.get("tools") if isinstance(body, dict) else None
         if not isinstance(parsed, list) or not parsed:
             return body, None
-        value = orjson.dumps(parsed)
+        try:
+            value = orjson.dumps(parsed)
+        except orjson.JSONEncodeError:  # too deep: translating says where, as a 400
+            return body, None
         span = b'"tools":' + value
-        if span not in self._known and _find(raw, span) >= 0:
-            self._known[span] = (value, parsed)
-            if len(self._known) > self._size:
-                self._known.popitem(last=False)
+        if self._known.get(span) is None and _find(raw, span) >= 0:
+            self._known.put(span, (value, parsed), len(span) * _PARSED_PER_JSON_BYTE)
         return body, value
 
 
@@ -447,14 +481,19 @@ class _Tools(list[dict[str, Any]]):
     json: orjson.Fragment
 
 
-@lru_cache(maxsize=32)
+_TRANSLATED: ByteBoundedCache[bytes, _Tools] = ByteBoundedCache(TOOL_CACHE_BYTES)
+
+
 def _tools(raw: bytes) -> _Tools:
     """Translated tools, memoised on their JSON: Claude Code resends the same ~60 KB of tool
     definitions with every request, and cleaning their schemas is the costliest part of
     translating it. The result is shared between requests and never mutated."""
-    converted = [_tool(tool, f"tools.{i}") for i, tool in enumerate(orjson.loads(raw))]
-    tools = _Tools(tool for tool in converted if tool is not None)
-    tools.json = orjson.Fragment(orjson.dumps(tools))
+    tools = _TRANSLATED.get(raw)
+    if tools is None:
+        converted = [_tool(tool, f"tools.{i}") for i, tool in enumerate(orjson.loads(raw))]
+        tools = _Tools(tool for tool in converted if tool is not None)
+        tools.json = orjson.Fragment(orjson.dumps(tools))
+        _TRANSLATED.put(raw, tools, len(raw) * _PARSED_PER_JSON_BYTE)
     return tools
 
 

@@ -21,16 +21,19 @@ import orjson
 from yarl import URL
 
 from spark_stack.proxy.config import Upstream
-from spark_stack.proxy.errors import ProxyError, from_backend, unreachable
+from spark_stack.proxy.errors import ProxyError, from_backend, unreachable, upstream_timeout
 
 _TOKENIZE_CACHE_SIZE = 1024
-# Connecting is quick or never; reading is bounded by the generation itself (no total limit).
-_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, connect=10)
 _HEALTH_TIMEOUT = aiohttp.ClientTimeout(total=3)
 TRANSPORT_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 _CONNECT_SECONDS = 10
-# Stop reading from the backend while this much is waiting for a slow client.
-_READ_BUFFER = 1 << 20
+# Stop reading from the backend while this much is waiting for a slow client: with the
+# client's own transport buffer, about what one slow client can hold in the proxy.
+_READ_BUFFER = 256 * 1024
+
+
+class UpstreamTimeout(TimeoutError):
+    """The backend sent nothing (no headers, or no more of the body) for too long."""
 
 
 class UpstreamConnectionError(ConnectionError):
@@ -42,6 +45,9 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self._timeout = 0.0
+        self._last_data = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self.closed = False
         self.status = 0
         self.keep_alive = False
@@ -55,8 +61,10 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
 
-    def begin(self, request: bytes) -> asyncio.Future[None]:
-        """Send ``request``; the future resolves once the response headers are in."""
+    def begin(self, request: bytes, timeout: float) -> asyncio.Future[None]:
+        """Send ``request``; the future resolves once the response headers are in. The
+        response fails with :class:`UpstreamTimeout` when the backend sends nothing for
+        ``timeout`` seconds."""
         assert self.transport is not None
         self.status = 0
         self.keep_alive = False
@@ -68,14 +76,38 @@ class _Connection(asyncio.Protocol):
         self._error = None
         if self._paused:
             self._resume()
-        self._headers = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._headers = loop.create_future()
         self.transport.write(request)
+        # One timer per response that re-arms itself, rather than one per read: reads only
+        # stamp the time.
+        self._timeout = timeout
+        self._last_data = loop.time()
+        self._watchdog = loop.call_later(timeout, self._check_silence)
         return self._headers
 
     def close(self) -> None:
+        self._stop_watchdog()
         if self.transport is not None:
             self.transport.close()
         self.closed = True
+
+    def _check_silence(self) -> None:
+        self._watchdog = None
+        if self.complete or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        silent = loop.time() - self._last_data
+        if silent < self._timeout:
+            self._watchdog = loop.call_later(self._timeout - silent, self._check_silence)
+            return
+        self._fail(UpstreamTimeout(f"upstream sent nothing for {self._timeout:g} s"))
+        self.close()
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,6 +115,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received = True
+        self._last_data = asyncio.get_running_loop().time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -112,6 +145,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self._stop_watchdog()
         self._wake()
 
     def _fail(self, error: Exception) -> None:
@@ -211,7 +245,16 @@ class _Target:
 class UpstreamClient:
     """Chat completions, exact token counts (cached) and health checks against upstreams."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_timeout: float = 600.0) -> None:
+        """``read_timeout``: how long a backend may send nothing (no headers, or no more of a
+        response) before the request fails."""
+        self.read_timeout = read_timeout
+        # Connecting is quick or never; reading is bounded by silence, not by a total: a long
+        # generation streams for as long as it takes.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=_CONNECT_SECONDS, connect=_CONNECT_SECONDS,
+            sock_read=read_timeout,
+        )
         self._session: aiohttp.ClientSession | None = None
         self._token_cache: OrderedDict[bytes, int] = OrderedDict()
         self._no_tokenize: set[str] = set()
@@ -224,7 +267,7 @@ class UpstreamClient:
             # No cookie jar: vLLM sets no cookies, and the default jar filters every request.
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=_TIMEOUT,
+                timeout=self._timeout,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -256,6 +299,8 @@ class UpstreamClient:
                     headers=self.headers(upstream),
                 )
             return await self._post_raw(upstream, body)
+        except (UpstreamTimeout, aiohttp.SocketTimeoutError):
+            raise upstream_timeout(self.read_timeout, upstream.name) from None
         except TRANSPORT_ERRORS as exc:
             raise unreachable(upstream.name, _describe(exc)) from exc
 
@@ -283,10 +328,9 @@ class UpstreamClient:
         await self._send(connection, request)
         return RawResponse(connection, target.idle)
 
-    @staticmethod
-    async def _send(connection: _Connection, request: bytes) -> None:
+    async def _send(self, connection: _Connection, request: bytes) -> None:
         try:
-            await connection.begin(request)
+            await connection.begin(request, self.read_timeout)
         except BaseException:
             connection.close()
             raise
@@ -321,6 +365,8 @@ class UpstreamClient:
                 body = await response.read()
                 if response.status != 200:
                     raise from_backend(response.status, body, upstream.name)
+        except aiohttp.SocketTimeoutError:
+            raise upstream_timeout(self.read_timeout, upstream.name) from None
         except TRANSPORT_ERRORS as exc:
             raise unreachable(upstream.name, _describe(exc)) from exc
         try:
