@@ -98,6 +98,7 @@ class ProxySettings:
     port: int
     token: str | None  # the setting: None, "auto" or a ${VAR} reference — never a value
     log_prompts: bool
+    limits: Mapping[str, int | float] = field(default_factory=dict)  # the ones the file sets
 
     @property
     def url(self) -> str:
@@ -161,6 +162,7 @@ class Deployment:
             upstreams=upstreams,
             routes=[Route(r.pattern, r.model, r.origin) for r in self.routes],
             log_prompts=self.proxy.log_prompts,
+            **self.proxy.limits,  # type: ignore[arg-type]
         )
 
 
@@ -174,7 +176,7 @@ def resolve(stack: schema.Stack, dial: DialName = as_written) -> Deployment:
         models=models,
         routes=routing_rules(stack, models),
         proxy=ProxySettings(stack.proxy.host, stack.proxy.port, stack.proxy.token,
-                            stack.proxy.log_prompts),
+                            stack.proxy.log_prompts, stack.proxy.limits.set_values()),
         launcher_path=default_launcher_path(stack),
         launcher_env=tuple(launcher_environment(stack)),
     )

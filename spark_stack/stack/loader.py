@@ -407,6 +407,8 @@ def _allowed_keys(path: KeyPath, data: dict[str, Any]) -> list[str]:
         model_class = schema.HostConfig
     elif path[0] == "proxy" and len(path) == 1:
         model_class = schema.ProxySection
+    elif path[:2] == ("proxy", "limits") and len(path) == 2:
+        model_class = schema.ProxyLimits
     elif path[0] == "claude" and len(path) == 1:
         model_class = schema.ClaudeSection
     elif path[0] == "models" and len(path) >= 2 and isinstance(path[1], int):

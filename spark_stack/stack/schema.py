@@ -262,6 +262,24 @@ ModelConfig = Annotated[
 MODEL_KINDS = ("container", "remote", "simulator")
 
 
+class ProxyLimits(StrictModel):
+    """Bounds on what one client can hold (README "Limits and timeouts"); unset: the default."""
+
+    max_header_bytes: int | None = Field(default=None, gt=0)
+    max_headers: int | None = Field(default=None, gt=0)
+    header_timeout: float | None = Field(default=None, gt=0)
+    body_timeout: float | None = Field(default=None, gt=0)
+    keep_alive_timeout: int | None = Field(default=None, gt=0)
+    write_timeout: float | None = Field(default=None, gt=0)
+    max_connections: int | None = Field(default=None, gt=0)
+    upstream_timeout: float | None = Field(default=None, gt=0)
+    log_max_bytes: int | None = Field(default=None, gt=0)
+    log_backups: int | None = Field(default=None, gt=0)
+
+    def set_values(self) -> dict[str, int | float]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class ProxySection(StrictModel):
     """The stack file's ``proxy:`` section: the local translating proxy Claude Code talks to."""
 
@@ -272,6 +290,7 @@ class ProxySection(StrictModel):
     # unset = the first model (see spark_stack.routing).
     fallback: str | None = None
     log_prompts: bool = False
+    limits: ProxyLimits = Field(default_factory=ProxyLimits)
 
     @field_validator("listen")
     @classmethod

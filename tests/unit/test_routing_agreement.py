@@ -217,3 +217,12 @@ def test_loopback_models_on_two_hosts_export_distinct_tunnels() -> None:
     notes = [m.note for m in litellm_models(deployment).values()]
     assert notes == ["tunnel: ssh -N -p 2222 -L 8000:127.0.0.1:8000 me@10.0.0.1",
                      "tunnel: ssh -N -L 8001:127.0.0.1:8000 nv@fe80::2"]
+
+
+def test_proxy_limits_from_the_stack_file_reach_the_proxy_config() -> None:
+    text = AB.replace("  routes: {a: b}\n", "  limits: {upstream_timeout: 1200, max_headers: 50}\n")
+    config = resolve(load_stack_text(text).stack).proxy_config({}, None)
+    assert (config.upstream_timeout, config.max_headers, config.header_timeout) == (1200, 50, 10)
+    assert ProxyConfig.from_json(config.to_json()) == config
+    with pytest.raises(StackFileError, match="proxy.limits.upstrem_timeout"):
+        load_stack_text(AB.replace("  routes: {a: b}\n", "  limits: {upstrem_timeout: 1}\n"))
