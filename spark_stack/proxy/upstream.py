@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -394,6 +395,17 @@ class UpstreamClient:
 
 
 def _describe(exc: BaseException) -> str:
+    """Why a backend call failed, in words (not aiohttp's ``Cannot connect to host … ssl:…``)."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({_os_reason(exc.os_error)})"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno).lower()
     return str(exc) or type(exc).__name__
+
+
+def _os_reason(error: OSError) -> str:
+    if error.errno:
+        return os.strerror(error.errno).lower()
+    return (error.strerror or str(error) or "connection failed").lower()
