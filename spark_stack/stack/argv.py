@@ -36,6 +36,7 @@ FIELD_FLAGS: dict[str, str] = {
     "--dtype": "dtype",
     "--gpu-memory-utilization": "gpu_memory_utilization",
     "--max-model-len": "max_model_len",
+    "--kv-cache-memory-bytes": "kv_cache_memory_bytes",
     "--enable-auto-tool-choice": "enable_auto_tool_choice",
     "--speculative-config": "speculative",
     **{flag: field for field, flag in VALUE_FIELDS},
@@ -77,6 +78,8 @@ def vllm_argv_sources(model: schema.ContainerModel) -> list[tuple[str, ArgSource
             _number(model.gpu_memory_utilization))
     if model.max_model_len is not None:
         add("max_model_len", "--max-model-len", str(model.max_model_len))
+    if model.kv_cache_memory_bytes is not None:
+        add("kv_cache_memory_bytes", "--kv-cache-memory-bytes", str(model.kv_cache_memory_bytes))
     auto_tools = model.enable_auto_tool_choice
     if auto_tools or (auto_tools is None and model.tool_call_parser):
         add("enable_auto_tool_choice", "--enable-auto-tool-choice")

@@ -13,7 +13,7 @@ from collections import defaultdict
 from ..errors import Problem
 from . import schema
 from .argv import served_name
-from .lint import LINTS
+from .lint import LINTS, nvfp4_version_problems
 from .loaded import Check, LoadedStack, did_you_mean
 from .secrets import has_reference
 from .vllm_check import abbreviated_flags, extra_arg_path, flag_set_notes, vllm_flags
@@ -216,6 +216,11 @@ def _served_name_path(loaded: LoadedStack, index: int) -> tuple[str | int, ...]:
     return path if path in loaded.positions.keys else ("models", index)
 
 
+def nvfp4_needs_recent_vllm(loaded: LoadedStack) -> list[Problem]:
+    """A pinned release older than NVFP4 needs is an error (a moving tag: the lint warns)."""
+    return [problem for problem, pinned in nvfp4_version_problems(loaded) if pinned]
+
+
 def shared_gpu_memory(loaded: LoadedStack) -> list[Problem]:
     by_host: dict[str, list[tuple[int, schema.ContainerModel]]] = defaultdict(list)
     for index, model in enumerate(loaded.stack.models):
@@ -318,6 +323,7 @@ ERROR_CHECKS: list[Check] = [
     hosts_defined,
     routes_known,
     routing_conflicts,
+    nvfp4_needs_recent_vllm,
     shared_gpu_memory,
     context_long_enough,
     proxy_token_off_loopback,

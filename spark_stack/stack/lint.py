@@ -23,10 +23,27 @@ DEPRECATED_ENV = {
     "VLLM_USE_FLASHINFER_MOE_FP4": "moe_backend",
     "VLLM_ATTENTION_BACKEND": "attention_backend",
 }
-_QWEN36_NVFP4 = re.compile(r"qwen3\.6.*nvfp4", re.IGNORECASE)
+# Context each checkpoint family supports natively (max_position_embeddings of its config.json):
+# (pattern, tokens, source).
+_CHECKPOINT_CONTEXT: tuple[tuple[re.Pattern[str], int, str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), tokens, source)
+    for pattern, tokens, source in (
+        (r"qwen3\.[56]", 262144, "the checkpoint's config.json; vllm-project/recipes"),
+        (r"qwen3-coder", 262144, "the checkpoint's config.json"),
+        (r"qwen3-.*-2507", 262144, "the checkpoint's config.json"),
+    )
+)
 _QWEN3 = re.compile(r"qwen3", re.IGNORECASE)
 # Qwen3 lines that never reason (e.g. Qwen3-30B-A3B-Instruct-2507, Qwen3-Coder-*).
 _QWEN3_NO_THINKING = re.compile(r"instruct|coder", re.IGNORECASE)
+
+
+def checkpoint_context(checkpoint: str) -> tuple[int, str] | None:
+    """(tokens, source) a known checkpoint supports, or None for one we do not know."""
+    for pattern, tokens, source in _CHECKPOINT_CONTEXT:
+        if pattern.search(checkpoint):
+            return tokens, source
+    return None
 
 
 def _models(loaded: LoadedStack) -> list[tuple[int, schema.ContainerModel]]:
@@ -156,20 +173,66 @@ def memlock_ulimit(loaded: LoadedStack) -> list[Problem]:
     ]
 
 
-def qwen36_nvfp4_needs_recent_vllm(loaded: LoadedStack) -> list[Problem]:
+# NVFP4 checkpoints need this vLLM on the GB10 (source: vllm-project/recipes Qwen3.6-35B-A3B:
+# "0.24.0 loads the checkpoint, but FlashInfer only selects its XQA decode kernel on SM120 GPUs
+# from 0.28.0").
+NVFP4_MIN_VLLM = (0, 28, 0)
+
+
+def nvfp4_version_problems(loaded: LoadedStack) -> list[tuple[Problem, bool]]:
+    """(problem, the image is a pinned release) for NVFP4 checkpoints on an older vLLM."""
+    found = []
+    for index, model in _models(loaded):
+        if "nvfp4" not in (model.model or "").lower():
+            continue
+        version = image_vllm_version(model.image or "")
+        if version is None or version >= NVFP4_MIN_VLLM:
+            continue
+        moving = split_image(model.image or "")[1] in STALE_TAGS
+        shown = ".".join(str(part) for part in version[: 2 if moving else 3])
+        found.append((loaded.problem(
+            f"{model.model} needs vLLM 0.28.0 or newer on the GB10; image {model.image} runs "
+            f"vLLM {shown}{'.x' if moving else ''} (source: vllm-project/recipes: FlashInfer "
+            "selects its SM120 decode kernel from 0.28.0)",
+            field_path(loaded, index, model, "image"),
+            fix=f"use image: {RECOMMENDED_IMAGE} or newer",
+        ), not moving))
+    return found
+
+
+def nvfp4_on_a_moving_tag(loaded: LoadedStack) -> list[Problem]:
+    return [problem for problem, pinned in nvfp4_version_problems(loaded) if not pinned]
+
+
+def gpu_memory_left_at_default(loaded: LoadedStack) -> list[Problem]:
+    """No share and no KV-cache size: vLLM takes 0.9 of the GPU — all of a Spark's memory."""
+    return [
+        loaded.problem(
+            "gpu_memory_utilization is not set, so vLLM takes its default 0.9 of the GPU's "
+            "memory — on the GB10 that memory is the whole machine's, and 0.9 has frozen it "
+            "(source: vllm issues #46307, #56824; NVIDIA's playbooks use 0.4–0.5)",
+            ("models", index),
+            fix="set gpu_memory_utilization: 0.5 (or kv_cache_memory_bytes), or use a preset",
+        )
+        for index, model in _models(loaded)
+        if model.gpus != "none" and model.gpu_memory_utilization is None
+        and model.kv_cache_memory_bytes is None
+    ]
+
+
+def max_model_len_beyond_checkpoint(loaded: LoadedStack) -> list[Problem]:
     problems = []
     for index, model in _models(loaded):
-        version = image_vllm_version(model.image or "")
-        if not _QWEN36_NVFP4.search(model.model or "") or version is None:
+        limit = checkpoint_context(model.model or "")
+        if model.max_model_len is None or limit is None or model.max_model_len <= limit[0]:
             continue
-        if version < (0, 24, 0):
-            shown = ".".join(str(part) for part in version[:2])
-            problems.append(loaded.problem(
-                f"Qwen3.6 NVFP4 needs vLLM 0.24 or newer on the Spark; this image runs vLLM "
-                f"{shown} (source: vllm-project/recipes)",
-                field_path(loaded, index, model, "image"),
-                fix=f"use image: {RECOMMENDED_IMAGE}",
-            ))
+        problems.append(loaded.problem(
+            f"max_model_len {model.max_model_len} is more than {model.model} supports "
+            f"({limit[0]} tokens; source: {limit[1]}): vLLM refuses to start, or answers "
+            "badly past it",
+            field_path(loaded, index, model, "max_model_len"),
+            fix=f"use at most {limit[0]}",
+        ))
     return problems
 
 
@@ -197,6 +260,8 @@ LINTS = [
     nvidia_checkpoint_moe_backend,
     open_on_lan,
     memlock_ulimit,
-    qwen36_nvfp4_needs_recent_vllm,
+    nvfp4_on_a_moving_tag,
+    gpu_memory_left_at_default,
+    max_model_len_beyond_checkpoint,
     qwen3_without_reasoning_parser,
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-# Pinned, multi-arch CUDA 13 upstream image; Qwen3.6 NVFP4 on the Spark needs vLLM >= 0.24.
+# Pinned, multi-arch CUDA 13 upstream image; NVFP4 on the GB10 needs vLLM >= 0.28.0
+# (vllm-project/recipes Qwen3.6-35B-A3B: FlashInfer's SM120 decode kernel is selected from 0.28).
 RECOMMENDED_IMAGE = "vllm/vllm-openai:v0.28.0"
 
 _QWEN_TOOLS: dict[str, Any] = {
@@ -43,19 +44,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         **_QWEN_TOOLS,
         "extra_args": ["--trust-remote-code", "--max-num-seqs", "4", *_SPARK_SERVING],
     },
-    # RedHatAI's compressed-tensors checkpoint runs FlashInfer's CUTLASS MoE on >= 0.24
-    # (vllm-project/recipes' Spark variant: util 0.5, max-num-seqs 8).
+    # vllm-project/recipes Qwen3.6-35B-A3B on GB10 (2026-09): fp8 KV, FlashInfer attention,
+    # marlin MoE, util 0.5, 262144 tokens, 8 sequences, 8192 batched tokens, chunked prefill,
+    # async scheduling, prefix caching, fastsafetensors, MTP 3 with a triton draft MoE.
+    # VLLM_MARLIN_USE_ATOMIC_ADD=1 from eugr's Spark recipe (faster marlin reductions).
     "qwen3.6-35b-a3b-nvfp4-redhat": {
         "image": RECOMMENDED_IMAGE,
         "model": "RedHatAI/Qwen3.6-35B-A3B-NVFP4",
         "served_name": "qwen3.6-35b-a3b",
         "max_model_len": 262144,
         "gpu_memory_utilization": 0.5,
-        "moe_backend": "flashinfer_cutlass",
+        "moe_backend": "marlin",
         "attention_backend": "flashinfer",
         "kv_cache_dtype": "fp8",
+        "load_format": "fastsafetensors",
         "speculative": {"method": "mtp", "num_tokens": 3, "moe_backend": "triton"},
         "ipc": "host",
+        "env": {"VLLM_MARLIN_USE_ATOMIC_ADD": "1"},
         **_QWEN_TOOLS,
         "extra_args": ["--max-num-seqs", "8", *_SPARK_SERVING],
     },

@@ -162,6 +162,8 @@ class ContainerModel(_ModelBase):
     model: str | None = None
     port: int = Field(default=8000, ge=1, le=65535)
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    # vLLM's --kv-cache-memory-bytes: a fixed KV cache instead of a share of the memory.
+    kv_cache_memory_bytes: int | str | None = None
     tool_call_parser: str | None = None
     reasoning_parser: str | None = None
     moe_backend: str | None = None
@@ -205,6 +207,16 @@ class ContainerModel(_ModelBase):
         for name, limit in value.items():
             check_ulimit(name, limit)
         return value
+
+    @field_validator("kv_cache_memory_bytes")
+    @classmethod
+    def _kv_bytes(cls, value: int | str | None) -> int | None:
+        if value is None:
+            return None
+        size = parse_size(value)
+        if size is None or size <= 0:
+            raise ValueError("must be a size such as 20GiB, 16gb or 21474836480")
+        return size
 
     @field_validator("shm_size")
     @classmethod
@@ -354,6 +366,21 @@ class Stack(StrictModel):
 
     def container_models(self) -> list[ContainerModel]:
         return [m for m in self.models if isinstance(m, ContainerModel)]
+
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10, "m": 10**6,
+          "mb": 10**6, "mi": 2**20, "mib": 2**20, "g": 10**9, "gb": 10**9, "gi": 2**30,
+          "gib": 2**30, "t": 10**12, "tb": 10**12, "ti": 2**40, "tib": 2**40}
+
+
+def parse_size(value: int | str) -> int | None:
+    """``20GiB`` → bytes (decimal for k/m/g, binary for ki/mi/gi); None when it is no size."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+    if match is None or match.group(2).lower() not in _UNITS:
+        return None
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def _secret_setting(value: str, *, allowed: tuple[str, ...]) -> str:

@@ -224,8 +224,8 @@ def test_changed_spec_replaces_and_removed_model_is_removed(
     code, plan = deployer.run_json("plan", "--diff")
     assert code == 0
     assert plan["host_diff"][0]["actions"] == [
-        {"model": "qwen", "action": "replace", "reason": "changed: command",
-         "changed": ["command"]},
+        {"model": "qwen", "action": "replace", "reason": "changed: max_model_len",
+         "changed": ["max_model_len"]},
         {"model": "small", "action": "remove", "reason": "no longer in the stack file",
          "changed": []},
     ]
@@ -233,7 +233,7 @@ def test_changed_spec_replaces_and_removed_model_is_removed(
     assert code == 0
     actions = {a["model"]: a for a in result["actions"]}
     assert actions["qwen"]["action"] == "replace"
-    assert actions["qwen"]["changed"] == ["command"]
+    assert actions["qwen"]["changed"] == ["max_model_len"]
     assert actions["small"]["action"] == "remove"
     after = {c.labels["io.spark-stack.model"]: c for c in _containers(host_docker, deployer.name)}
     assert set(after) == {"qwen"}
@@ -268,7 +268,7 @@ def test_status_reports_health_and_drift_and_fails_when_down(
     code, report = deployer.run_json("status")
     assert code == 4
     assert report["models"][0]["drift"] is True
-    assert report["models"][0]["drift_fields"] == ["command"]
+    assert report["models"][0]["drift_fields"] == ["max_model_len"]
 
     _containers(host_docker, deployer.name)[0].stop(timeout=2)
     code, report = deployer.run_json("status")

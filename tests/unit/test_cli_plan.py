@@ -73,7 +73,8 @@ def test_plan_json_document(secret_stack: Path, capsys: pytest.CaptureFixture[st
     assert big["vllm_flags_version"] == "0.28.0"
     assert big["vllm_argv"][0] == "RedHatAI/Qwen3.6-35B-A3B-NVFP4"
     assert big["docker_run"].startswith("docker run -d --name spark-stack-sec-big ")
-    assert big["env"] == {"HF_TOKEN": "***", "MIXED": "prefix-***"}
+    assert big["env"] == {"HF_TOKEN": "***", "MIXED": "prefix-***",
+                          "VLLM_MARLIN_USE_ATOMIC_ADD": "1"}  # the last from the preset
     assert big["api_key"].startswith("*** (from ${VLLM_KEY})")
     assert far["upstream"] == "http://127.0.0.1:9000/v1"
     assert doc["proxy_token"] == "*** (from ${PROXY_TOKEN})"

@@ -50,8 +50,10 @@ def test_a_good_stack_has_no_warnings() -> None:
          "api_key: auto"),
         (GOOD + "    ulimits: {memlock: -1}\n", "models[0].ulimits.memlock", 9,
          "CAP_SYS_RESOURCE", "remove the memlock ulimit"),
-        (GOOD.replace("v0.28.0", "v0.19.1"), "models[0].image", 5,
-         "Qwen3.6 NVFP4 needs vLLM 0.24 or newer", "vllm/vllm-openai:v0.28.0"),
+        (GOOD.replace("    gpu_memory_utilization: 0.5\n", ""), "models[0]", 4,
+         "vLLM takes its default 0.9", "gpu_memory_utilization: 0.5"),
+        (GOOD + "    max_model_len: 300000\n", "models[0].max_model_len", 9,
+         "more than RedHatAI/Qwen3.6-35B-A3B-NVFP4 supports (262144", "at most 262144"),
         (GOOD + "    extra_args: [--trust-remote]\n", "models[0].extra_args[0]", 9,
          "abbreviation", "--trust-remote-code"),
         (GOOD.replace("vllm/vllm-openai:v0.28.0", "nvcr.io/nvidia/vllm:25.09-py3"),
@@ -95,3 +97,28 @@ def test_warnings_exit_0_and_are_listed(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "1 warning" in out
     assert f"warning: {stack}:7:29: models[0].gpu_memory_utilization" in out
+
+
+def test_a_fixed_kv_cache_needs_no_memory_share_and_renders_its_flag() -> None:
+    from spark_stack.deployment import resolve
+
+    body = GOOD.replace("    gpu_memory_utilization: 0.5\n", "    kv_cache_memory_bytes: 20GiB\n")
+    loaded = load_stack_text(HEAD + body)
+    assert loaded.warnings == []
+    spec = resolve(loaded.stack).models[0].container
+    assert spec is not None
+    assert "--kv-cache-memory-bytes" in spec.command
+    assert spec.command[spec.command.index("--kv-cache-memory-bytes") + 1] == str(20 * 2**30)
+
+
+def test_an_older_pinned_vllm_for_nvfp4_is_an_error_with_the_fix() -> None:
+    from spark_stack.errors import StackFileError
+
+    with pytest.raises(StackFileError) as caught:
+        load_stack_text(HEAD + GOOD.replace("v0.28.0", "v0.24.0"), filename="s.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.key_path, problem.line) == ("models[0].image", 5)
+    assert "needs vLLM 0.28.0 or newer" in problem.message
+    assert problem.fix == "use image: vllm/vllm-openai:v0.28.0 or newer"
+    # A moving tag only guesses its version: that is the stale-tag warning, not this error.
+    assert load_stack_text(HEAD + GOOD.replace("v0.28.0", "cu130-nightly")).warnings

@@ -137,7 +137,7 @@ def test_seed_recipe_lint_flags_its_known_problems(capsys: pytest.CaptureFixture
         by_key.setdefault(warning["key_path"], []).append(warning["message"])
     image = " ".join(by_key["models[0].image"])
     assert "'cu130-nightly' is stale" in image
-    assert "Qwen3.6 NVFP4 needs vLLM 0.24 or newer" in image
+    assert "needs vLLM 0.28.0 or newer on the GB10" in image
     assert "0.9 is above 0.6" in by_key["models[0].gpu_memory_utilization"][0]
     assert "no effect with ipc: host" in by_key["models[0].shm_size"][0]
     assert "names a different checkpoint" in by_key["models[0].served_name"][0]
@@ -158,6 +158,25 @@ def test_plan_prints_the_documents_flags(capsys: pytest.CaptureFixture[str]) -> 
         "--moe-backend flashinfer_cutlass",
     ):
         assert line in out
+
+
+def test_recommended_stack_is_what_init_writes(tmp_path: Path, fake_home: Path) -> None:
+    written = tmp_path / "qwen36-spark.yaml"
+    assert main(["init", str(written), "--host", "spark"]) == 0
+    assert written.read_text() == (ROOT / "stacks" / "qwen36-spark.yaml").read_text()
+
+
+def test_recommended_stack_needs_no_hf_token_and_no_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It asked for HF_TOKEN (the model is not gated) and hard-coded `user: ubuntu`."""
+    from spark_stack.deployment import resolve
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    loaded = load_stack(ROOT / "stacks" / "qwen36-spark.yaml")
+    assert loaded.stack.host is not None and loaded.stack.host.user is None
+    spec = resolve(loaded.stack).models[0].container
+    assert spec is not None and not any(var.is_secret for var in spec.env)
 
 
 def test_recommended_stack_is_clean_and_safe() -> None:

@@ -30,9 +30,30 @@ def test_presets_cover_the_issue_list() -> None:
     assert {"nvidia/Qwen3.6-35B-A3B-NVFP4", "RedHatAI/Qwen3.6-35B-A3B-NVFP4"} <= checkpoints
     assert any("Qwen3.5-27B" in str(c) for c in checkpoints)
     assert "openai-compatible" in PRESETS
-    # NVIDIA's checkpoint needs marlin; RedHatAI's runs flashinfer_cutlass (research notes).
+    # vllm-project/recipes (2026-09) runs both NVFP4 checkpoints with marlin on the GB10.
     assert PRESETS["qwen3.6-35b-a3b-nvfp4-nvidia"]["moe_backend"] == "marlin"
-    assert PRESETS["qwen3.6-35b-a3b-nvfp4-redhat"]["moe_backend"] == "flashinfer_cutlass"
+    assert PRESETS["qwen3.6-35b-a3b-nvfp4-redhat"]["moe_backend"] == "marlin"
+
+
+def test_the_recommended_preset_is_the_gb10_recipe() -> None:
+    """vllm-project/recipes Qwen3.6-35B-A3B.yaml, GB10 variant (research notes, late 2026)."""
+    from spark_stack.deployment import resolve
+    from spark_stack.stack.loader import load_stack_text
+
+    loaded = load_stack_text("name: r\nhost: {address: spark}\nmodels:\n"
+                             "  - {name: q, preset: qwen3.6-35b-a3b-nvfp4-redhat}\n")
+    spec = resolve(loaded.stack).models[0].container
+    assert spec is not None
+    argv = " ".join(spec.command)
+    for flags in ("--kv-cache-dtype fp8", "--attention-backend flashinfer", "--moe-backend marlin",
+                  "--gpu-memory-utilization 0.5", "--max-model-len 262144", "--max-num-seqs 8",
+                  "--max-num-batched-tokens 8192", "--enable-chunked-prefill",
+                  "--async-scheduling", "--enable-prefix-caching",
+                  "--load-format fastsafetensors",
+                  '--speculative-config {"method":"mtp","num_speculative_tokens":3,'
+                  '"moe_backend":"triton"}', "--tool-call-parser qwen3_coder"):
+        assert flags in argv, flags
+    assert loaded.warnings == []
     assert all(p["gpu_memory_utilization"] <= 0.5 for p in PRESETS.values())
 
 
