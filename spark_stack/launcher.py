@@ -1,9 +1,8 @@
-"""What Claude Code needs to talk to the stack: its environment and the launcher script.
+"""The Claude Code launcher script of a stack.
 
-Claude Code reads ``ANTHROPIC_BASE_URL`` (the proxy, without ``/v1``), ``ANTHROPIC_AUTH_TOKEN``
-(sent as ``Authorization: Bearer``), ``ANTHROPIC_DEFAULT_{OPUS,SONNET,HAIKU}_MODEL`` (the alias
-targets; the default main model is the opus alias) and ``ANTHROPIC_MODEL``. The source
-document's ``apiBaseUrl``/``apiKey`` settings are not Claude Code settings.
+It exports the stack's Claude Code environment (:mod:`spark_stack.claude_context`, through the
+resolved :class:`~spark_stack.deployment.Deployment`). The source document's
+``apiBaseUrl``/``apiKey`` settings are not Claude Code settings.
 
 Everything here is pure except :func:`write_launcher`, the one edge that writes the script.
 The script never holds the proxy token: it reads the stack's 0600 token file when it runs.
@@ -12,29 +11,18 @@ The script never holds the proxy token: it reads the stack's 0600 token file whe
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import paths
+from .claude_context import LauncherVar
+from .claude_context import default_launcher_path as default_launcher_path
 
 if TYPE_CHECKING:  # annotations only: importing pydantic would slow `spark-stack --help`
     from .stack import schema
 
-# Claude Code refuses to start ("Not logged in") without some credential; when the proxy needs
-# no token any placeholder works.
-PLACEHOLDER_TOKEN = "spark-stack-local"
-TOKEN_ENV = "ANTHROPIC_AUTH_TOKEN"
 CLAUDE_BIN_ENV = "SPARK_STACK_CLAUDE_BIN"
 INSTALL_COMMAND = "npm install -g @anthropic-ai/claude-code"
-ALIAS_ENV = {
-    "opus": "ANTHROPIC_DEFAULT_OPUS_MODEL",
-    "sonnet": "ANTHROPIC_DEFAULT_SONNET_MODEL",
-    "haiku": "ANTHROPIC_DEFAULT_HAIKU_MODEL",
-}
-HERMETIC_ENV = {
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-}
 # Cleared before Claude Code starts: the stack's token is the only credential it sends.
 UNSET_ENV = ("ANTHROPIC_API_KEY",)
 TOKEN_FILE_NAME = "proxy-token"
@@ -42,27 +30,11 @@ TOKEN_FILE_NAME = "proxy-token"
 PROBE_TIMEOUT = 3
 
 
-@dataclass(frozen=True)
-class LauncherVar:
-    name: str
-    value: str
-    secret: bool = False  # the value is read at run time from a 0600 file, never written here
-
-    def shown(self) -> str:
-        return "***" if self.secret else self.value
-
-
 def proxy_base_url(stack: schema.Stack) -> str:
     """The URL Claude Code uses to reach the proxy (a wildcard bind is reached on loopback)."""
     from .proxy.config import dial_host
 
     return f"http://{dial_host(stack.proxy.host)}:{stack.proxy.port}"
-
-
-def default_launcher_path(stack: schema.Stack) -> Path:
-    if stack.claude.launcher:
-        return Path(stack.claude.launcher).expanduser()
-    return Path.home() / ".local" / "bin" / f"claude-{stack.name}"
 
 
 def token_file(stack_name: str) -> Path:
@@ -73,22 +45,11 @@ def token_file(stack_name: str) -> Path:
     return paths.stack_dir(stack_name) / "secrets" / TOKEN_FILE_NAME
 
 
-def launcher_environment(stack: schema.Stack) -> list[LauncherVar]:
-    """The variables the launcher exports, in order; the token only as a secret marker."""
-    vars_ = [
-        LauncherVar("ANTHROPIC_BASE_URL", proxy_base_url(stack)),
-        LauncherVar(
-            TOKEN_ENV,
-            PLACEHOLDER_TOKEN if stack.proxy.token is None else "",
-            secret=stack.proxy.token is not None,
-        ),
-    ]
-    for alias, target in sorted(stack.claude.models.items()):
-        vars_.append(LauncherVar(ALIAS_ENV[alias], target))
-    if stack.claude.default_model:
-        vars_.append(LauncherVar("ANTHROPIC_MODEL", stack.claude.default_model))
-    vars_ += [LauncherVar(name, value) for name, value in HERMETIC_ENV.items()]
-    return vars_
+def launcher_environment(stack: schema.Stack) -> tuple[LauncherVar, ...]:
+    """The variables the launcher exports: the stack's resolved :class:`Deployment`'s."""
+    from .deployment import resolve  # pydantic-backed: not on `spark-stack --help`'s path
+
+    return resolve(stack).launcher_env
 
 
 def up_command(stack_file: str | None) -> str:

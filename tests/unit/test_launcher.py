@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_stack import launcher
+from spark_stack import claude_context, launcher
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
 from tests.helpers import free_port
@@ -127,7 +127,7 @@ def test_text_exports_what_claude_code_reads_and_never_the_token(tmp_path: Path)
 
 def test_without_a_proxy_token_the_placeholder_is_exported(tmp_path: Path) -> None:
     text = launcher.render_launcher(make_stack(token=None), token_path=tmp_path / "tok")
-    assert f"export ANTHROPIC_AUTH_TOKEN={launcher.PLACEHOLDER_TOKEN}\n" in text
+    assert f"export ANTHROPIC_AUTH_TOKEN={claude_context.PLACEHOLDER_TOKEN}\n" in text
     assert "token_file" not in text
     assert "ANTHROPIC_MODEL=" not in text
 
@@ -242,4 +242,4 @@ def test_launcher_finds_claude_on_path(tmp_path: Path, proxy_port: int, fake_cla
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen["argv"] == ["--version"]
-    assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == launcher.PLACEHOLDER_TOKEN
+    assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == claude_context.PLACEHOLDER_TOKEN
