@@ -66,8 +66,8 @@ def render_launcher(
     name = f"claude-{stack.name}"
     q = shlex.quote
     base_url = proxy_base_url(stack)
-    hint = (
-        f"{name}: the spark-stack proxy at {base_url} does not answer; "
+    down = (
+        f"the spark-stack proxy at {base_url} does not answer; "
         f"start the stack with: {up_command(stack_file)}"
     )
     tcp_open = f"exec 3<>/dev/tcp/{_probe_host(stack)}/{stack.proxy.port}"
@@ -93,31 +93,54 @@ def render_launcher(
             ]
         else:
             lines.append(f"export {var.name}={q(var.value)}")
+    up = up_command(stack_file)
+    refused = f"the proxy at {base_url} refused the stack's token; run: {up}"
     lines += [
         "",
-        "# Probe the proxy first: a stopped stack gets one clear line, not minutes of retries.",
-        "proxy_answers() {",
-        "  if command -v curl >/dev/null 2>&1; then",
-        f'    curl -s -o /dev/null -I --max-time {PROBE_TIMEOUT} "$ANTHROPIC_BASE_URL/"',
-        "  elif command -v python3 >/dev/null 2>&1; then",
-        "    python3 - \"$ANTHROPIC_BASE_URL/\" <<'PY'",
-        "import sys, urllib.request",
-        "request = urllib.request.Request(sys.argv[1], method='HEAD')",
+        "# Ask the proxy's /health first (it asks every model): a stopped stack or model gets one",
+        "# clear line at once, not minutes of Claude Code's retries.",
+        "stack_problem() {",
+        "  if command -v python3 >/dev/null 2>&1; then",
+        '    python3 - "$ANTHROPIC_BASE_URL/health" "$ANTHROPIC_AUTH_TOKEN" <<\'PY\'',
+        "import json, sys, urllib.error, urllib.request",
+        "request = urllib.request.Request(sys.argv[1], headers={'x-api-key': sys.argv[2]})",
         "try:",
         f"    urllib.request.urlopen(request, timeout={PROBE_TIMEOUT})",
-        "except urllib.error.HTTPError:",
-        "    pass",
+        "except urllib.error.HTTPError as error:",
+        "    if error.code == 401:",
+        f"        print({refused!r})",
+        "        sys.exit()",
+        "    try:",
+        "        upstreams = json.load(error).get('upstreams') or {}",
+        "    except (ValueError, AttributeError):",
+        "        upstreams = {}",
+        "    bad = [f\"model {name} is not serving ({r.get('error') or r.get('status')})\"",
+        "           for name, r in upstreams.items() if isinstance(r, dict) and not r.get('ok')]",
+        "    bad = bad or [f'the proxy answered HTTP {error.code}']",
+        f"    print('; '.join(bad) + {'; start it with: ' + up!r})",
         "except OSError:",
-        "    sys.exit(1)",
+        f"    print({down!r})",
         "PY",
+        "  elif command -v curl >/dev/null 2>&1; then",
+        "    local out code",
+        f'    out=$(curl -s -w \'\\n%{{http_code}}\' --max-time {PROBE_TIMEOUT} \\',
+        '      -H "x-api-key: $ANTHROPIC_AUTH_TOKEN" "$ANTHROPIC_BASE_URL/health") || true',
+        "    code=${out##*$'\\n'}",
+        '    case "$code" in',
+        "      200) ;;",
+        f"      401) echo {q(refused)} ;;",
+        f"      000|'') echo {q(down)} ;;",
+        "      *) echo \"a model is not serving: ${out%$'\\n'*}; start it with: \"" + q(up) + " ;;",
+        "    esac",
         "  elif command -v timeout >/dev/null 2>&1; then",
-        f'    timeout {PROBE_TIMEOUT} "$BASH" -c {q(tcp_open)} 2>/dev/null',
+        f'    timeout {PROBE_TIMEOUT} "$BASH" -c {q(tcp_open)} 2>/dev/null || echo {q(down)}',
         "  else",
-        f"    ( {tcp_open} ) 2>/dev/null",
+        f"    ( {tcp_open} ) 2>/dev/null || echo {q(down)}",
         "  fi",
         "}",
-        "if ! proxy_answers; then",
-        f"  echo {q(hint)} >&2",
+        "problem=$(stack_problem)",
+        'if [ -n "$problem" ]; then',
+        f'  echo {q(name + ": ")}"$problem" >&2',
         "  exit 1",
         "fi",
         "",

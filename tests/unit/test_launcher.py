@@ -44,10 +44,27 @@ def make_stack(port: int = 4000, *, token: str | None = "auto", **claude: object
     return stack
 
 
+DOWN_UPSTREAM = {"ok": False, "status": None, "error": "Cannot connect to host 127.0.0.1:8811"}
+
+
 class _Root(http.server.BaseHTTPRequestHandler):
+    """Answers like the proxy: HEAD / and GET /health (``upstreams`` says what it reports)."""
+
+    upstreams: dict[str, dict[str, object]] = {"qwen": {"ok": True, "status": 200}}
+
     def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's handler naming
         self.send_response(200)
         self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        healthy = all(result["ok"] for result in self.upstreams.values())
+        body = json.dumps({"status": "ok" if healthy else "degraded", "proxy": "ok",
+                           "upstreams": self.upstreams}).encode()
+        self.send_response(200 if healthy else 503)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -202,6 +219,24 @@ def test_launcher_hints_at_up_when_the_proxy_is_down(
     assert result.stderr.count("\n") == 1
     assert "does not answer" in result.stderr
     assert "spark-stack -s lab.yaml up" in result.stderr
+
+
+@pytest.mark.parametrize("tools", [["python3", "cat"], ["curl", "cat"]], ids=lambda t: t[0])
+def test_launcher_names_a_model_that_is_down_and_the_fix(
+    tmp_path: Path, proxy_port: int, fake_claude: Path, tools: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Root, "upstreams", {"qwen": DOWN_UPSTREAM})
+    stack = make_stack(proxy_port, token=None)
+    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab", stack_file="lab.yaml")
+    result = run_launcher(
+        script, ["-p", "hi"], path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""  # Claude Code never started
+    assert "model qwen is not serving" in result.stderr or '"qwen"' in result.stderr
+    assert "Cannot connect to host 127.0.0.1:8811" in result.stderr
+    assert result.stderr.rstrip().endswith("start it with: spark-stack -s lab.yaml up")
 
 
 def test_launcher_names_the_stack_file_absolutely(
