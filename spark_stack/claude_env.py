@@ -19,14 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .claude_context import TOKEN_ENV
 from .errors import ClaudeNotInstalled, SparkStackError
-from .launcher import (
-    CLAUDE_BIN_ENV,
-    INSTALL_COMMAND,
-    TOKEN_ENV,
-    launcher_environment,
-    token_file,
-)
+from .launcher import CLAUDE_BIN_ENV, INSTALL_COMMAND, launcher_environment, token_file
 from .stack import schema
 from .stack.secrets import resolve
 

@@ -76,25 +76,27 @@ def proxy_health(base_url: str, token: str | None, timeout: float = HEALTH_TIMEO
     return Health(response.status_code, body if isinstance(body, dict) else {})
 
 
-def require_healthy(health: Health, base_url: str) -> None:
-    """Raise a one-line :class:`NotHealthy` unless the proxy and every upstream are healthy."""
+def require_healthy(health: Health, base_url: str, *, up_hint: str = "spark-stack up") -> None:
+    """Raise a one-line :class:`NotHealthy` unless the proxy and every upstream are healthy:
+    which model, what is wrong and the command that brings it back."""
     if health.status == 200:
         return
     if health.status is None:
         raise NotHealthy(
             f"the proxy at {base_url} does not answer",
-            fix="run `spark-stack up` (it starts the model and the proxy)",
+            fix=f"run `{up_hint}` (it starts the model and the proxy)",
         )
     if health.status == 401:
         raise NotHealthy(
             f"the proxy at {base_url} refused the stack's token",
-            fix="run `spark-stack up` again so the proxy and the token file agree",
+            fix=f"run `{up_hint}` again so the proxy and the token file agree",
         )
     bad = health.unhealthy_upstreams()
-    detail = "; ".join(f"{name}: {why}" for name, why in sorted(bad.items()))
+    detail = "; ".join(f"model {name} is not serving ({why})" for name, why in sorted(bad.items()))
     raise NotHealthy(
-        f"the model behind the proxy is not healthy ({detail or f'HTTP {health.status}'})",
-        fix="see `spark-stack status` and `spark-stack logs`; `spark-stack up` restarts it",
+        detail or f"the proxy's health check answered HTTP {health.status}",
+        fix=f"run `{up_hint}` (it restarts the model); `spark-stack status` and "
+        "`spark-stack logs` show why it stopped",
     )
 
 

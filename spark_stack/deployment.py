@@ -19,9 +19,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from .launcher import LauncherVar, default_launcher_path, launcher_environment
+from .claude_context import (
+    ClaudeContext,
+    LauncherVar,
+    claude_context,
+    claude_variables,
+    default_launcher_path,
+)
 from .proxy.config import ProxyConfig, Route, ThinkingFamily, Upstream, dial_host
-from .routing import CATCH_ALL, RouteTable, Rule
+from .routing import CATCH_ALL, RouteTable, Rule, is_glob
 from .spec import ContainerSpec, render_container
 from .stack import schema
 from .stack.argv import served_name, simulator_argv
@@ -31,6 +37,7 @@ ModelKind = Literal["container", "remote", "simulator"]
 # An address as written in the stack file → the host name to dial (ssh-config aliases).
 DialName = Callable[[str], str]
 NO_FALLBACK = "none"
+ALIASES = ("opus", "sonnet", "haiku")
 
 
 def as_written(address: str) -> str:
@@ -117,6 +124,8 @@ class Deployment:
     proxy: ProxySettings
     launcher_path: Path
     launcher_env: tuple[LauncherVar, ...] = field(default=())
+    claude_models: tuple[str, ...] = ()  # the models Claude Code's requests can reach
+    claude_context: ClaudeContext | None = None  # None: none of them declares its window
 
     @cached_property
     def route_table(self) -> RouteTable:
@@ -170,16 +179,48 @@ def resolve(stack: schema.Stack, dial: DialName = as_written) -> Deployment:
     """The deployment a validated stack describes (see the module doc)."""
     hosts = stack.all_hosts()
     models = tuple(_model(stack, model, hosts, dial) for model in stack.models)
+    rules = routing_rules(stack, models)
+    proxy = ProxySettings(stack.proxy.host, stack.proxy.port, stack.proxy.token,
+                          stack.proxy.log_prompts, stack.proxy.limits.set_values())
+    reached = claude_reach(stack, RouteTable(rules))
+    context = context_of([m for m in models if m.name in reached])
     return Deployment(
         stack=stack.name,
         hosts=hosts,
         models=models,
-        routes=routing_rules(stack, models),
-        proxy=ProxySettings(stack.proxy.host, stack.proxy.port, stack.proxy.token,
-                            stack.proxy.log_prompts, stack.proxy.limits.set_values()),
+        routes=rules,
+        proxy=proxy,
         launcher_path=default_launcher_path(stack),
-        launcher_env=tuple(launcher_environment(stack)),
+        launcher_env=tuple(claude_variables(stack, proxy.url, context)),
+        claude_models=tuple(m.name for m in models if m.name in reached),
+        claude_context=context,
     )
+
+
+def claude_reach(stack: schema.Stack, table: RouteTable) -> set[str]:
+    """The models Claude Code's requests can reach, through the routing table.
+
+    The names it sends are the alias targets (``claude.models``) and ``claude.default_model``;
+    for an alias the stack leaves unset it sends its own model id (``claude-…``), which only a
+    glob rule can match, so every model a glob rule points to counts then.
+    """
+    names = [*stack.claude.models.values()]
+    if stack.claude.default_model:
+        names.append(stack.claude.default_model)
+    reached = {rule.model for name in names if (rule := table.match(name)) is not None}
+    if set(stack.claude.models) != set(ALIASES):
+        reached |= {rule.model for rule in table.rules if is_glob(rule.pattern)}
+    return reached
+
+
+def context_of(models: list[ModelDeployment]) -> ClaudeContext | None:
+    """The context contract for the smallest declared window among ``models``.
+
+    A model without ``max_model_len`` serves its checkpoint's own (at least as large as any
+    window a stack file sets in practice), so only declared windows bind.
+    """
+    windows = [m.max_model_len for m in models if m.max_model_len is not None]
+    return claude_context(min(windows)) if windows else None
 
 
 def routing_rules(stack: schema.Stack, models: tuple[ModelDeployment, ...]) -> tuple[Rule, ...]:

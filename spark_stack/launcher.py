@@ -1,9 +1,8 @@
-"""What Claude Code needs to talk to the stack: its environment and the launcher script.
+"""The Claude Code launcher script of a stack.
 
-Claude Code reads ``ANTHROPIC_BASE_URL`` (the proxy, without ``/v1``), ``ANTHROPIC_AUTH_TOKEN``
-(sent as ``Authorization: Bearer``), ``ANTHROPIC_DEFAULT_{OPUS,SONNET,HAIKU}_MODEL`` (the alias
-targets; the default main model is the opus alias) and ``ANTHROPIC_MODEL``. The source
-document's ``apiBaseUrl``/``apiKey`` settings are not Claude Code settings.
+It exports the stack's Claude Code environment (:mod:`spark_stack.claude_context`, through the
+resolved :class:`~spark_stack.deployment.Deployment`). The source document's
+``apiBaseUrl``/``apiKey`` settings are not Claude Code settings.
 
 Everything here is pure except :func:`write_launcher`, the one edge that writes the script.
 The script never holds the proxy token: it reads the stack's 0600 token file when it runs.
@@ -12,29 +11,18 @@ The script never holds the proxy token: it reads the stack's 0600 token file whe
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import paths
+from .claude_context import LauncherVar
+from .claude_context import default_launcher_path as default_launcher_path
 
 if TYPE_CHECKING:  # annotations only: importing pydantic would slow `spark-stack --help`
     from .stack import schema
 
-# Claude Code refuses to start ("Not logged in") without some credential; when the proxy needs
-# no token any placeholder works.
-PLACEHOLDER_TOKEN = "spark-stack-local"
-TOKEN_ENV = "ANTHROPIC_AUTH_TOKEN"
 CLAUDE_BIN_ENV = "SPARK_STACK_CLAUDE_BIN"
 INSTALL_COMMAND = "npm install -g @anthropic-ai/claude-code"
-ALIAS_ENV = {
-    "opus": "ANTHROPIC_DEFAULT_OPUS_MODEL",
-    "sonnet": "ANTHROPIC_DEFAULT_SONNET_MODEL",
-    "haiku": "ANTHROPIC_DEFAULT_HAIKU_MODEL",
-}
-HERMETIC_ENV = {
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-}
 # Cleared before Claude Code starts: the stack's token is the only credential it sends.
 UNSET_ENV = ("ANTHROPIC_API_KEY",)
 TOKEN_FILE_NAME = "proxy-token"
@@ -42,27 +30,11 @@ TOKEN_FILE_NAME = "proxy-token"
 PROBE_TIMEOUT = 3
 
 
-@dataclass(frozen=True)
-class LauncherVar:
-    name: str
-    value: str
-    secret: bool = False  # the value is read at run time from a 0600 file, never written here
-
-    def shown(self) -> str:
-        return "***" if self.secret else self.value
-
-
 def proxy_base_url(stack: schema.Stack) -> str:
     """The URL Claude Code uses to reach the proxy (a wildcard bind is reached on loopback)."""
     from .proxy.config import dial_host
 
     return f"http://{dial_host(stack.proxy.host)}:{stack.proxy.port}"
-
-
-def default_launcher_path(stack: schema.Stack) -> Path:
-    if stack.claude.launcher:
-        return Path(stack.claude.launcher).expanduser()
-    return Path.home() / ".local" / "bin" / f"claude-{stack.name}"
 
 
 def token_file(stack_name: str) -> Path:
@@ -73,22 +45,11 @@ def token_file(stack_name: str) -> Path:
     return paths.stack_dir(stack_name) / "secrets" / TOKEN_FILE_NAME
 
 
-def launcher_environment(stack: schema.Stack) -> list[LauncherVar]:
-    """The variables the launcher exports, in order; the token only as a secret marker."""
-    vars_ = [
-        LauncherVar("ANTHROPIC_BASE_URL", proxy_base_url(stack)),
-        LauncherVar(
-            TOKEN_ENV,
-            PLACEHOLDER_TOKEN if stack.proxy.token is None else "",
-            secret=stack.proxy.token is not None,
-        ),
-    ]
-    for alias, target in sorted(stack.claude.models.items()):
-        vars_.append(LauncherVar(ALIAS_ENV[alias], target))
-    if stack.claude.default_model:
-        vars_.append(LauncherVar("ANTHROPIC_MODEL", stack.claude.default_model))
-    vars_ += [LauncherVar(name, value) for name, value in HERMETIC_ENV.items()]
-    return vars_
+def launcher_environment(stack: schema.Stack) -> tuple[LauncherVar, ...]:
+    """The variables the launcher exports: the stack's resolved :class:`Deployment`'s."""
+    from .deployment import resolve  # pydantic-backed: not on `spark-stack --help`'s path
+
+    return resolve(stack).launcher_env
 
 
 def up_command(stack_file: str | None) -> str:
@@ -105,8 +66,8 @@ def render_launcher(
     name = f"claude-{stack.name}"
     q = shlex.quote
     base_url = proxy_base_url(stack)
-    hint = (
-        f"{name}: the spark-stack proxy at {base_url} does not answer; "
+    down = (
+        f"the spark-stack proxy at {base_url} does not answer; "
         f"start the stack with: {up_command(stack_file)}"
     )
     tcp_open = f"exec 3<>/dev/tcp/{_probe_host(stack)}/{stack.proxy.port}"
@@ -132,31 +93,54 @@ def render_launcher(
             ]
         else:
             lines.append(f"export {var.name}={q(var.value)}")
+    up = up_command(stack_file)
+    refused = f"the proxy at {base_url} refused the stack's token; run: {up}"
     lines += [
         "",
-        "# Probe the proxy first: a stopped stack gets one clear line, not minutes of retries.",
-        "proxy_answers() {",
-        "  if command -v curl >/dev/null 2>&1; then",
-        f'    curl -s -o /dev/null -I --max-time {PROBE_TIMEOUT} "$ANTHROPIC_BASE_URL/"',
-        "  elif command -v python3 >/dev/null 2>&1; then",
-        "    python3 - \"$ANTHROPIC_BASE_URL/\" <<'PY'",
-        "import sys, urllib.request",
-        "request = urllib.request.Request(sys.argv[1], method='HEAD')",
+        "# Ask the proxy's /health first (it asks every model): a stopped stack or model gets one",
+        "# clear line at once, not minutes of Claude Code's retries.",
+        "stack_problem() {",
+        "  if command -v python3 >/dev/null 2>&1; then",
+        '    python3 - "$ANTHROPIC_BASE_URL/health" "$ANTHROPIC_AUTH_TOKEN" <<\'PY\'',
+        "import json, sys, urllib.error, urllib.request",
+        "request = urllib.request.Request(sys.argv[1], headers={'x-api-key': sys.argv[2]})",
         "try:",
         f"    urllib.request.urlopen(request, timeout={PROBE_TIMEOUT})",
-        "except urllib.error.HTTPError:",
-        "    pass",
+        "except urllib.error.HTTPError as error:",
+        "    if error.code == 401:",
+        f"        print({refused!r})",
+        "        sys.exit()",
+        "    try:",
+        "        upstreams = json.load(error).get('upstreams') or {}",
+        "    except (ValueError, AttributeError):",
+        "        upstreams = {}",
+        "    bad = [f\"model {name} is not serving ({r.get('error') or r.get('status')})\"",
+        "           for name, r in upstreams.items() if isinstance(r, dict) and not r.get('ok')]",
+        "    bad = bad or [f'the proxy answered HTTP {error.code}']",
+        f"    print('; '.join(bad) + {'; start it with: ' + up!r})",
         "except OSError:",
-        "    sys.exit(1)",
+        f"    print({down!r})",
         "PY",
+        "  elif command -v curl >/dev/null 2>&1; then",
+        "    local out code",
+        f'    out=$(curl -s -w \'\\n%{{http_code}}\' --max-time {PROBE_TIMEOUT} \\',
+        '      -H "x-api-key: $ANTHROPIC_AUTH_TOKEN" "$ANTHROPIC_BASE_URL/health") || true',
+        "    code=${out##*$'\\n'}",
+        '    case "$code" in',
+        "      200) ;;",
+        f"      401) echo {q(refused)} ;;",
+        f"      000|'') echo {q(down)} ;;",
+        "      *) echo \"a model is not serving: ${out%$'\\n'*}; start it with: \"" + q(up) + " ;;",
+        "    esac",
         "  elif command -v timeout >/dev/null 2>&1; then",
-        f'    timeout {PROBE_TIMEOUT} "$BASH" -c {q(tcp_open)} 2>/dev/null',
+        f'    timeout {PROBE_TIMEOUT} "$BASH" -c {q(tcp_open)} 2>/dev/null || echo {q(down)}',
         "  else",
-        f"    ( {tcp_open} ) 2>/dev/null",
+        f"    ( {tcp_open} ) 2>/dev/null || echo {q(down)}",
         "  fi",
         "}",
-        "if ! proxy_answers; then",
-        f"  echo {q(hint)} >&2",
+        "problem=$(stack_problem)",
+        'if [ -n "$problem" ]; then',
+        f'  echo {q(name + ": ")}"$problem" >&2',
         "  exit 1",
         "fi",
         "",

@@ -88,7 +88,7 @@ def _run(stack_obj: Stack, args: list[str], up_hint: str) -> None:
     claude_bin = find_claude()
     base_url = proxy_base_url(stack_obj)
     token = restart_proxy(stack_obj, up_hint=up_hint)
-    require_healthy(proxy_health(base_url, token), base_url)
+    require_healthy(proxy_health(base_url, token), base_url, up_hint=up_hint)
     env = {k: v for k, v in os.environ.items() if k not in UNSET_ENV}
     env.update(claude_environment(stack_obj, token))
     sys.stdout.flush()

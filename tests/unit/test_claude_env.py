@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spark_stack import claude_env, launcher
+from spark_stack import claude_context, claude_env, launcher
 from spark_stack.errors import ClaudeNotInstalled, SparkStackError
 from tests.unit.test_launcher import SENTINEL, make_stack
 
@@ -111,7 +111,7 @@ def test_settings_block_references_the_token_file_never_the_token() -> None:
 def test_settings_without_token_use_the_placeholder() -> None:
     env, helper = claude_env.settings_env(make_stack(token=None))
     assert helper is None
-    assert env["ANTHROPIC_AUTH_TOKEN"] == launcher.PLACEHOLDER_TOKEN
+    assert env["ANTHROPIC_AUTH_TOKEN"] == claude_context.PLACEHOLDER_TOKEN
 
 
 def test_merge_keeps_every_other_key() -> None:

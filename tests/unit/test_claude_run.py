@@ -35,10 +35,13 @@ def test_degraded_proxy_names_each_unhealthy_upstream() -> None:
         },
     }
     with pytest.raises(NotHealthy) as info:
-        claude_run.require_healthy(claude_run.Health(503, body), "http://p")
+        claude_run.require_healthy(claude_run.Health(503, body), "http://p",
+                                   up_hint="spark-stack -s lab.yaml up")
     assert info.value.message == (
-        "the model behind the proxy is not healthy (big: Cannot connect to host; mid: HTTP 503)"
+        "model big is not serving (Cannot connect to host); model mid is not serving (HTTP 503)"
     )
+    assert info.value.fix is not None
+    assert info.value.fix.startswith("run `spark-stack -s lab.yaml up` (it restarts the model)")
 
 
 def test_wrong_token_is_its_own_message() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_stack import launcher
+from spark_stack import claude_context, launcher
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
 from tests.helpers import free_port
@@ -44,10 +44,27 @@ def make_stack(port: int = 4000, *, token: str | None = "auto", **claude: object
     return stack
 
 
+DOWN_UPSTREAM = {"ok": False, "status": None, "error": "Cannot connect to host 127.0.0.1:8811"}
+
+
 class _Root(http.server.BaseHTTPRequestHandler):
+    """Answers like the proxy: HEAD / and GET /health (``upstreams`` says what it reports)."""
+
+    upstreams: dict[str, dict[str, object]] = {"qwen": {"ok": True, "status": 200}}
+
     def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's handler naming
         self.send_response(200)
         self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802
+        healthy = all(result["ok"] for result in self.upstreams.values())
+        body = json.dumps({"status": "ok" if healthy else "degraded", "proxy": "ok",
+                           "upstreams": self.upstreams}).encode()
+        self.send_response(200 if healthy else 503)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
@@ -127,7 +144,7 @@ def test_text_exports_what_claude_code_reads_and_never_the_token(tmp_path: Path)
 
 def test_without_a_proxy_token_the_placeholder_is_exported(tmp_path: Path) -> None:
     text = launcher.render_launcher(make_stack(token=None), token_path=tmp_path / "tok")
-    assert f"export ANTHROPIC_AUTH_TOKEN={launcher.PLACEHOLDER_TOKEN}\n" in text
+    assert f"export ANTHROPIC_AUTH_TOKEN={claude_context.PLACEHOLDER_TOKEN}\n" in text
     assert "token_file" not in text
     assert "ANTHROPIC_MODEL=" not in text
 
@@ -204,6 +221,24 @@ def test_launcher_hints_at_up_when_the_proxy_is_down(
     assert "spark-stack -s lab.yaml up" in result.stderr
 
 
+@pytest.mark.parametrize("tools", [["python3", "cat"], ["curl", "cat"]], ids=lambda t: t[0])
+def test_launcher_names_a_model_that_is_down_and_the_fix(
+    tmp_path: Path, proxy_port: int, fake_claude: Path, tools: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Root, "upstreams", {"qwen": DOWN_UPSTREAM})
+    stack = make_stack(proxy_port, token=None)
+    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab", stack_file="lab.yaml")
+    result = run_launcher(
+        script, ["-p", "hi"], path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""  # Claude Code never started
+    assert "model qwen is not serving" in result.stderr or '"qwen"' in result.stderr
+    assert "Cannot connect to host 127.0.0.1:8811" in result.stderr
+    assert result.stderr.rstrip().endswith("start it with: spark-stack -s lab.yaml up")
+
+
 def test_launcher_names_the_stack_file_absolutely(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,4 +277,4 @@ def test_launcher_finds_claude_on_path(tmp_path: Path, proxy_port: int, fake_cla
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
     assert seen["argv"] == ["--version"]
-    assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == launcher.PLACEHOLDER_TOKEN
+    assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == claude_context.PLACEHOLDER_TOKEN

@@ -1,0 +1,131 @@
+"""Claude Code sessions that last: the real pinned CLI through the launcher `up` writes and
+through `spark-stack claude`, against a local simulator stack with a small window.
+
+- the context contract: Claude Code believes the stack's window (not 1,000,000 for `qwen[1m]`);
+- a stopped model: both entry points stop at once naming the model and `spark-stack up`, and
+  the next run after `up` answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import REPO_ROOT
+from tests.helpers import free_port
+
+WINDOW = 40000
+CLAUDE_TIMEOUT = 120
+# What the test's own shell exports; everything about the stack comes from the launcher.
+HERMETIC = {
+    "DISABLE_TELEMETRY": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+}
+
+
+@dataclass
+class SimStack:
+    stack_file: Path
+    launcher: Path
+    state: Path
+    home: Path
+    claude_bin: Path
+    workdir: Path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(REPO_ROOT),  # this checkout's spark_stack, whatever is installed
+            "HOME": str(self.home),
+            "SPARK_STACK_HOME": str(self.state),
+            "SPARK_STACK_CLAUDE_BIN": str(self.claude_bin),
+            **HERMETIC,
+        }
+
+    def spark_stack(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "spark_stack", "-s", str(self.stack_file), *args],
+            env=self.env(), cwd=self.workdir, capture_output=True, text=True,
+            timeout=CLAUDE_TIMEOUT, stdin=subprocess.DEVNULL,
+        )
+
+    def launch(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/bash", str(self.launcher), *args], env=self.env(), cwd=self.workdir,
+            capture_output=True, text=True, timeout=CLAUDE_TIMEOUT, stdin=subprocess.DEVNULL,
+        )
+
+    def simulator_pid(self) -> int:
+        stack = yaml.safe_load(self.stack_file.read_text())["name"]
+        pid_file = self.state / "stacks" / stack / "simulator" / "qwen.pid"
+        return int(pid_file.read_text().split()[0])
+
+
+@pytest.fixture
+def sim_stack(tmp_path: Path, claude_bin: Path, claude_home: Path) -> Iterator[SimStack]:
+    document: dict[str, Any] = {
+        "name": "sessions",
+        "models": [{"name": "qwen", "kind": "simulator", "served_name": "qwen3.6-35b-a3b",
+                    "port": free_port(), "max_model_len": WINDOW}],
+        "proxy": {"listen": f"127.0.0.1:{free_port()}"},
+        "claude": {"launcher": str(tmp_path / "claude-sessions"),
+                   "models": {"opus": "qwen", "sonnet": "qwen", "haiku": "qwen"}},
+    }
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    stack = SimStack(stack_file, tmp_path / "claude-sessions", tmp_path / "state", claude_home,
+                     claude_bin, workdir)
+    up = stack.spark_stack("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield stack
+    stack.spark_stack("down")
+
+
+def result_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stdout + done.stderr
+    data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return data
+
+
+def test_claude_code_believes_the_stacks_window(sim_stack: SimStack) -> None:
+    for done in (sim_stack.launch("-p", "hi", "--output-format", "json"),
+                 sim_stack.spark_stack("claude", "-p", "hi", "--output-format", "json")):
+        usage = result_of(done)["modelUsage"]
+        # Before the contract: {"qwen[1m]": {"contextWindow": 1000000, ...}}.
+        assert list(usage) == ["qwen"]
+        assert usage["qwen"]["contextWindow"] == WINDOW
+
+
+def test_a_stopped_model_stops_both_entry_points_at_once(sim_stack: SimStack) -> None:
+    os.kill(sim_stack.simulator_pid(), signal.SIGTERM)
+    time.sleep(0.3)
+    up_hint = f"spark-stack -s {sim_stack.stack_file} up"
+    for run in (lambda: sim_stack.launch("-p", "hi"),
+                lambda: sim_stack.spark_stack("claude", "-p", "hi")):
+        started = time.monotonic()
+        done = run()
+        elapsed = time.monotonic() - started
+        assert done.returncode != 0
+        assert elapsed < 2.0, f"took {elapsed:.2f} s"
+        assert "model qwen is not serving" in done.stderr
+        assert up_hint in done.stderr
+
+    up = sim_stack.spark_stack("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    answer = result_of(sim_stack.launch("-p", "What is 12*17?", "--output-format", "json"))
+    assert "204" in answer["result"]
