@@ -182,29 +182,35 @@ def _total(scrape: Scrape | None, name: str, **match: str) -> float | None:
     return None if scrape is None else scrape.total(name, **match)
 
 
-def _first(scrape: Scrape | None, names: Sequence[str]) -> float | None:
+def _first(scrape: Scrape | None, names: Sequence[str], missing: float | None = None
+           ) -> float | None:
+    if scrape is None:
+        return None
     for name in names:
-        value = _total(scrape, name)
+        value = scrape.total(name)
         if value is not None:
             return value
-    return None
+    return missing
 
 
 class _Window:
     """A source's two reads: values, deltas and rates."""
 
-    def __init__(self, after: Scrape, before: Reading | None, seconds: float | None) -> None:
+    def __init__(self, after: Scrape, before: Reading | None, seconds: float | None,
+                 missing: float | None) -> None:
         self.after = after
         self.before = before.scrape if before is not None else None
         self.seconds = seconds
+        self.missing = missing  # a series not exported (yet): unknown, or zero
 
     def now(self, *names: str) -> float | None:
-        return _first(self.after, names)
+        return _first(self.after, names, self.missing)
 
     def delta(self, *names: str) -> float | None:
         if self.before is None:
             return None
-        return counter_delta(_first(self.before, names), _first(self.after, names))
+        return counter_delta(_first(self.before, names, self.missing),
+                             _first(self.after, names, self.missing))
 
     def rate(self, *names: str) -> float | None:
         delta = self.delta(*names)
@@ -218,12 +224,15 @@ class _Window:
         return bucket_deltas(self.before.buckets(name, **match), self.after.buckets(name, **match))
 
 
-def _window(after: Reading, before: Reading | None) -> _Window | None:
+def _window(after: Reading, before: Reading | None, missing: float | None = None
+            ) -> _Window | None:
+    """``missing``: what a series absent from a page counts as (the proxy exports a route's
+    counters only once it served a request: absent there means zero)."""
     if after.scrape is None:
         return None
     seconds = after.at - before.at if before is not None and before.scrape is not None else None
     usable = before if before is not None and before.scrape is not None else None
-    return _Window(after.scrape, usable, seconds if seconds and seconds > 0 else None)
+    return _Window(after.scrape, usable, seconds if seconds and seconds > 0 else None, missing)
 
 
 # -- the figures ------------------------------------------------------------------------------
@@ -307,7 +316,7 @@ def proxy_figures(source: ProxySource, models: Sequence[ModelSource]) -> dict[st
         "errors_by_type": {}, "ttft_seconds": {"p50": None, "p95": None},
         "added_ttft_ms": {},
     }
-    window = _window(source.after, source.before)
+    window = _window(source.after, source.before, missing=0.0)
     if window is None:
         entry["state"] = "not answering" if source.running else "not running"
         entry["error"] = source.after.error
