@@ -116,8 +116,12 @@ class HostWatch:
         self._first.wait(timeout)
         return self._latest
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop reading and close the connection (waiting up to ``timeout`` s for a read in
+        progress; the thread is a daemon, so a hung host never holds the process)."""
         self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         conn: HostConnection | None = None
