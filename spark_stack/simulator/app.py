@@ -241,7 +241,10 @@ class SimApp:
             reasoning_details=settings.reasoning_parser,
         )
         kv_tokens = prompt_tokens + outcome.completion_tokens
-        async with self._engine_slot(prompt.encode(), prompt_tokens, kv_tokens, arrived):
+        # The first token comes one decoding step (`delay_ms`) after the request gets a slot.
+        first_token = plan.delay_ms / 1000
+        async with self._engine_slot(prompt.encode(), prompt_tokens, kv_tokens,
+                                     time.monotonic() - arrived + first_token):
             if not data.get("stream"):
                 if plan.delay_ms:
                     await asyncio.sleep(plan.delay_ms * len(outcome.deltas) / 1000)
@@ -252,9 +255,11 @@ class SimApp:
 
     @asynccontextmanager
     async def _engine_slot(
-        self, prompt: bytes, prompt_tokens: int, kv_tokens: int, arrived: float
+        self, prompt: bytes, prompt_tokens: int, kv_tokens: int, ttft: float
     ) -> AsyncIterator[None]:
-        """Wait for one of ``--max-num-seqs`` slots, then count the request as running."""
+        """Wait for one of ``--max-num-seqs`` slots, then count the request as running; its
+        time to first token is ``ttft`` plus that wait."""
+        waited = time.monotonic()
         metrics = self.metrics
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.config.max_num_seqs)
@@ -265,7 +270,7 @@ class SimApp:
             metrics.waiting -= 1
         metrics.running += 1
         blocks = metrics.admitted(prompt, prompt_tokens, kv_tokens)
-        metrics.ttft.observe(time.monotonic() - arrived)
+        metrics.ttft.observe(ttft + time.monotonic() - waited)
         try:
             yield
         except asyncio.CancelledError:

@@ -13,7 +13,8 @@ requests the simulator really serves:
   cache does (at most ``len - 1`` tokens hit: the last token is always computed);
 - ``vllm:prompt_tokens`` / ``vllm:generation_tokens``, ``vllm:request_success``;
 - ``vllm:time_to_first_token_seconds``: from a request's arrival to its first token (the
-  queue for a slot included), in vLLM's buckets;
+  queue for a slot included, plus one decoding step when a script sets ``delay_ms``), in
+  vLLM's buckets;
 - with ``--speculative-config`` (``num_speculative_tokens`` N): ``vllm:spec_decode_num_drafts``,
   ``…_num_draft_tokens``, ``…_num_accepted_tokens``: each decoding step drafts N tokens and
   accepts two in three of them (rounded down), plus the bonus token.
