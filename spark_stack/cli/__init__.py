@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "up",
     "down",
     "status",
+    "top",
     "logs",
     "claude",
     "proxy",

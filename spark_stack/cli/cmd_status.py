@@ -147,6 +147,7 @@ def _render(report: dict[str, Any]) -> Group:
             f"proxy: {escape(str(proxy['url']))} (pid {proxy['pid']}) {health}"))
     else:
         lines.append(Text.from_markup("proxy: [red]not running[/] (run `spark-stack up`)"))
+    lines.append(Text("live load, cache hits and token rates: spark-stack top", style="dim"))
     return Group(*lines)
 
 

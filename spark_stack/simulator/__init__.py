@@ -52,8 +52,13 @@ Environment:
   id on every argument delta), ``multi_index_chunk`` (finish one call and start the next in
   one chunk), ``reasoning_content`` (the pre-0.17 field name; also ``--sim-reasoning-content``).
 
-``GET /metrics`` counts requests and ``vllm_sim_cancelled_requests_total``, the streams
-stopped because the client went away.
+- ``VLLM_SIM_KV_CACHE_TOKENS``: the simulated KV cache's size (default 4 × max model length).
+
+``GET /metrics`` exposes vLLM's own metrics (requests running and waiting under
+``--max-num-seqs``, KV-cache use, prefix-cache queries and hits, prompt and generation tokens,
+TTFT, and speculative decoding's drafts and acceptance with ``--speculative-config``), counted
+from the requests it serves (see :mod:`.metrics`), plus ``vllm_sim_cancelled_requests_total``,
+the streams stopped because the client went away.
 """
 
 from __future__ import annotations

@@ -6,13 +6,15 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from .config import SimConfig
 from .generation import Outcome, Settings, generate
 from .httpserver import Request, Responder
+from .metrics import Metrics
 from .script import Plan, ScriptError, apply_tool_choice, bench_plan, plan_for
 from .tokenizer import count_tokens, render_chat, token_ids
 from .wire import (
@@ -49,48 +51,6 @@ class RequestError(Exception):
         self.body = error_body(message, status, param=param)
 
 
-@dataclass
-class Metrics:
-    """Counters exposed on /metrics."""
-
-    requests: int = 0
-    running: int = 0
-    cancelled: int = 0
-    prompt_tokens: int = 0
-    generation_tokens: int = 0
-    finished: dict[str, int] = field(default_factory=dict)
-
-    def render(self, model: str) -> str:
-        label = f'model_name="{model}"'
-        lines = [
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.",
-            "# TYPE vllm:num_requests_running gauge",
-            f"vllm:num_requests_running{{{label}}} {float(self.running)}",
-            "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.",
-            "# TYPE vllm:prompt_tokens_total counter",
-            f"vllm:prompt_tokens_total{{{label}}} {float(self.prompt_tokens)}",
-            "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
-            "# TYPE vllm:generation_tokens_total counter",
-            f"vllm:generation_tokens_total{{{label}}} {float(self.generation_tokens)}",
-            "# HELP vllm:request_success_total Count of successfully processed requests.",
-            "# TYPE vllm:request_success_total counter",
-        ]
-        for reason in ("stop", "length", "tool_calls"):
-            count = float(self.finished.get(reason, 0))
-            lines.append(
-                f'vllm:request_success_total{{finished_reason="{reason}",{label}}} {count}'
-            )
-        lines += [
-            "# HELP vllm_sim_requests_total Chat completion requests received.",
-            "# TYPE vllm_sim_requests_total counter",
-            f"vllm_sim_requests_total {float(self.requests)}",
-            "# HELP vllm_sim_cancelled_requests_total Streams stopped because the client left.",
-            "# TYPE vllm_sim_cancelled_requests_total counter",
-            f"vllm_sim_cancelled_requests_total {float(self.cancelled)}",
-        ]
-        return "\n".join(lines) + "\n"
-
-
 def _json_body(request: Request) -> dict[str, Any]:
     try:
         data = json.loads(request.body or b"null")
@@ -106,7 +66,13 @@ class SimApp:
 
     def __init__(self, config: SimConfig) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(
+            config.primary_name,
+            max_num_seqs=config.max_num_seqs,
+            kv_cache_tokens=config.kv_cache_tokens,
+            spec_tokens=config.num_speculative_tokens,
+        )
+        self._slots: asyncio.Semaphore | None = None  # made on the server's loop
         self._models_body: bytes | None = None
 
     async def __call__(self, request: Request, responder: Responder) -> None:
@@ -140,7 +106,7 @@ class SimApp:
         elif path == "/load":
             await responder.send(200, dumps({"server_load": self.metrics.running}).encode())
         elif path == "/metrics":
-            text = self.metrics.render(self.config.primary_name).encode()
+            text = self.metrics.render().encode()
             await responder.send(200, text, content_type="text/plain; version=0.0.4; charset=utf-8")
         elif path == "/v1/models":
             if self._models_body is None:
@@ -219,6 +185,7 @@ class SimApp:
         return apply_tool_choice(plan, data.get("tool_choice"), data.get("tools") or None)
 
     async def _chat(self, data: dict[str, Any], responder: Responder) -> None:
+        arrived = time.monotonic()
         model = self._check_model(data)
         _validate(data)
         messages = _messages(data)
@@ -240,10 +207,11 @@ class SimApp:
             await responder.send(plan.http_status, dumps(body).encode())
             return
         settings, max_tokens = self._settings(data)
+        prompt = render_chat(messages, tools, True, settings.thinking)
         if plan.prompt_tokens is not None:
             prompt_tokens = plan.prompt_tokens
         else:
-            prompt_tokens = count_tokens(render_chat(messages, tools, True, settings.thinking))
+            prompt_tokens = count_tokens(prompt)
         limit = self.config.max_model_len
         if prompt_tokens >= limit or prompt_tokens + (max_tokens or 0) > limit:
             message = context_overflow_message(limit, prompt_tokens, max_tokens or 0)
@@ -272,47 +240,65 @@ class SimApp:
             resend_id=_quirk(plan.resend_id, "resend_id", quirks),
             reasoning_details=settings.reasoning_parser,
         )
-        self.metrics.prompt_tokens += prompt_tokens
-        if not data.get("stream"):
-            if plan.delay_ms:
-                try:
+        kv_tokens = prompt_tokens + outcome.completion_tokens
+        # The first token comes one decoding step (`delay_ms`) after the request gets a slot.
+        first_token = plan.delay_ms / 1000
+        async with self._engine_slot(prompt.encode(), prompt_tokens, kv_tokens,
+                                     time.monotonic() - arrived + first_token):
+            if not data.get("stream"):
+                if plan.delay_ms:
                     await asyncio.sleep(plan.delay_ms * len(outcome.deltas) / 1000)
-                except asyncio.CancelledError:
-                    self.metrics.cancelled += 1
-                    raise
-            self._finished(outcome.finish_reason, outcome.completion_tokens)
-            await responder.send(200, dumps(completion_body(outcome, ctx)).encode())
-            return
-        await self._stream(responder, stream_events(outcome, ctx), plan, outcome)
+                self.metrics.finish(outcome.finish_reason, outcome.completion_tokens)
+                await responder.send(200, dumps(completion_body(outcome, ctx)).encode())
+                return
+            await self._stream(responder, stream_events(outcome, ctx), plan, outcome)
+
+    @asynccontextmanager
+    async def _engine_slot(
+        self, prompt: bytes, prompt_tokens: int, kv_tokens: int, ttft: float
+    ) -> AsyncIterator[None]:
+        """Wait for one of ``--max-num-seqs`` slots, then count the request as running; its
+        time to first token is ``ttft`` plus that wait."""
+        waited = time.monotonic()
+        metrics = self.metrics
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.config.max_num_seqs)
+        metrics.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            metrics.waiting -= 1
+        metrics.running += 1
+        blocks = metrics.admitted(prompt, prompt_tokens, kv_tokens)
+        metrics.ttft.observe(ttft + time.monotonic() - waited)
+        try:
+            yield
+        except asyncio.CancelledError:
+            metrics.cancelled += 1
+            metrics.finish("abort", 0)
+            raise
+        finally:
+            metrics.running -= 1
+            metrics.released(blocks)
+            self._slots.release()
 
     async def _stream(
         self, responder: Responder, events: Iterator[str], plan: Plan, outcome: Outcome
     ) -> None:
         delay = plan.delay_ms / 1000
-        self.metrics.running += 1
-        try:
-            await responder.start_stream()
-            if not delay and plan.die_after_chunks is None:
-                await responder.write_all(events)
-            else:
-                for sent, event in enumerate(events):
-                    if plan.die_after_chunks is not None and sent >= plan.die_after_chunks:
-                        responder.abort()
-                        return
-                    if delay and sent:
-                        await asyncio.sleep(delay)
-                    await responder.write(event)
-                await responder.end_stream()
-            self._finished(outcome.finish_reason, outcome.completion_tokens)
-        except asyncio.CancelledError:
-            self.metrics.cancelled += 1
-            raise
-        finally:
-            self.metrics.running -= 1
-
-    def _finished(self, reason: str, tokens: int) -> None:
-        self.metrics.finished[reason] = self.metrics.finished.get(reason, 0) + 1
-        self.metrics.generation_tokens += tokens
+        await responder.start_stream()
+        if not delay and plan.die_after_chunks is None:
+            await responder.write_all(events)
+        else:
+            for sent, event in enumerate(events):
+                if plan.die_after_chunks is not None and sent >= plan.die_after_chunks:
+                    responder.abort()
+                    return
+                if delay and sent:
+                    await asyncio.sleep(delay)
+                await responder.write(event)
+            await responder.end_stream()
+        self.metrics.finish(outcome.finish_reason, outcome.completion_tokens)
 
 
 def _quirk(per_request: bool | None, name: str, server: frozenset[str]) -> bool:

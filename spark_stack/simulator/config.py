@@ -38,6 +38,9 @@ class SimConfig:
     bench_chunks: int | None = None
     quirks: frozenset[str] = frozenset()
     version: str = VLLM_VERSION
+    max_num_seqs: int = 256
+    kv_cache_tokens: int = 4 * DEFAULT_MAX_MODEL_LEN
+    num_speculative_tokens: int | None = None
     non_default_args: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,6 +145,9 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
         non_default[key] = (
             "***" if option == "--api-key" else (values[0] if len(values) == 1 else list(values))
         )
+    speculative = _json_object("--speculative-config", args.value("--speculative-config"))
+    spec_tokens = speculative.get("num_speculative_tokens")
+    kv_tokens = _int("VLLM_SIM_KV_CACHE_TOKENS", env.get("VLLM_SIM_KV_CACHE_TOKENS"), 4 * max_len)
     return SimConfig(
         model=model,
         served_model_names=tuple(names),
@@ -163,4 +169,8 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
         bench_chunks=_int("VLLM_SIM_BENCH_CHUNKS", bench_raw, 0) or None,
         quirks=quirks,
         non_default_args=non_default,
+        max_num_seqs=max(1, _int("--max-num-seqs", args.value("--max-num-seqs"), 256)),
+        kv_cache_tokens=max(1, kv_tokens),
+        num_speculative_tokens=spec_tokens if isinstance(spec_tokens, int) and spec_tokens > 0
+        else None,
     )

@@ -84,7 +84,9 @@ def test_simulator_entries_have_the_same_keys_and_a_dead_proxy_is_unhealthy(
     assert report["healthy"] is False and report["models"][0]["healthy"] is True
     assert report["proxy"]["running"] is False
     assert main(["-s", str(sim_stack), "status"]) == 4
-    assert "proxy: not running" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "proxy: not running" in out
+    assert "spark-stack top" in out  # where to watch it work
 
 
 def test_watch_json_prints_one_document_per_interval(
