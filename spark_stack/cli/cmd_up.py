@@ -38,6 +38,11 @@ def up(
                            help="When a replaced model fails to start, leave it down instead of "
                            "bringing the previous container back.")
     ] = False,
+    drop_caches: Annotated[
+        bool, typer.Option("--drop-caches",
+                           help="Drop the host's page cache before starting a model (NVIDIA's "
+                           "advice on the Spark's unified memory; needs root or sudo -n).")
+    ] = False,
     no_proxy: Annotated[
         bool, typer.Option("--no-proxy", help="Do not start the proxy or write the launcher.")
     ] = False,
@@ -64,6 +69,7 @@ def up(
         pull=pull,
         start_proxy=not no_proxy,
         rollback=not no_rollback,
+        drop_caches=drop_caches,
         stack_file=stack_path(stack) and relpath(loaded.path),
     )
     if not json:

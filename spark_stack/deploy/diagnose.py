@@ -41,6 +41,34 @@ def _sig(key: str, pattern: str, message: str, fix: str) -> Signature:
 
 
 SIGNATURES: tuple[Signature, ...] = (
+    # GB10 failure lines (research notes, "Updates, late 2026"), each with its source.
+    _sig("cutlass_fp4_gemm", r"Failed to run cutlass FP4 gemm on sm120",
+         "the image's CUTLASS FP4 kernels fail on the GB10 (sm120; vllm #30163)",
+         "use vllm/vllm-openai:v0.28.0 or newer (NGC 25.11 / vLLM 0.11 cannot run NVFP4 MoE)"),
+    _sig("sm120_only_kernel", r"This kernel only supports sm120",
+         "a kernel in the image does not match the GB10 (eugr #143)",
+         "use the upstream vllm/vllm-openai:v0.28.0 image (or newer) built for CUDA 13 / sm121"),
+    _sig("illegal_instruction", r"cudaErrorIllegalInstruction",
+         "an NVFP4 kernel hit an illegal instruction (fixed by vLLM PR #38423, 2026-03)",
+         "use a vLLM image from after 2026-03: vllm/vllm-openai:v0.28.0 or newer"),
+    _sig("invalid_activation", r"Invalid activation type",
+         "FlashInfer's CUTLASS MoE does not support this model's activation (vllm PR #39825)",
+         "set moe_backend: marlin"),
+    _sig("cudnn_fp8_kv", r"CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER",
+         "cuDNN failed with the fp8 KV cache on the GB10 (dgx-spark-playbooks #107)",
+         "set kv_cache_dtype: auto, or use a newer image"),
+    _sig("xid_illegal_memory",
+         r"Xid\b.*\b31\b.*MMU Fault|an illegal memory access was encountered",
+         "the GPU hit an illegal memory access (Xid 31; seen with MTP under sustained load, "
+         "eugr #308, vllm #40756)",
+         "remove speculative (MTP) from the model, or use a newer image"),
+    _sig("nv_no_memory", r"NV_ERR_NO_MEMORY",
+         "the driver ran out of unified memory although MemAvailable looked fine (vllm #56824)",
+         "lower gpu_memory_utilization or set kv_cache_memory_bytes, stop other GPU users, "
+         "and start with --drop-caches"),
+    _sig("qwen3_xml_parser", r"qwen3xml_tool_parser.*not well-formed",
+         "the qwen3_xml tool parser failed on the model's output (NVIDIA/NemoClaw PR #6551)",
+         "set tool_call_parser: qwen3_coder"),
     _sig("unknown_flag", r"error: unrecognized arguments: (?P<detail>.*)",
          "vLLM does not know the flag(s) {detail} (not in this vLLM version)",
          "remove them from extra_args, or use an image whose vLLM has them"),

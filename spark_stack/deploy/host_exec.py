@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..deployment import ModelDeployment
-from ..errors import SparkStackError
+from ..errors import DeployError, SparkStackError
 from ..spec import ContainerSpec
 from .actions import Action, Observed, plan_actions
 from .connector import HostSession
@@ -24,6 +24,7 @@ from .failure import fail
 from .keys import ContainerSecrets
 from .preflight import (
     FACTS_SCRIPT,
+    VLLM_DEFAULT_UTILIZATION,
     HostFacts,
     arch_check,
     parse_facts,
@@ -91,6 +92,7 @@ class HostRun:
     reporter: Reporter
     probe: ProbeFactory
     rollback: bool = True
+    drop_caches: bool = False
 
 
 def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
@@ -112,6 +114,8 @@ def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
                 snapshot.images[image] = ImageOnHost(str(attrs.get("Id", "")), arch)
                 if "arch" not in run.skips:
                     raise_failures([arch_check(facts, image, arch)])
+    if changing and run.drop_caches:
+        drop_page_cache(session, run.reporter)
     started: list[Started] = []
     for action in actions:
         if action.kind == "remove" and action.observed is not None:
@@ -207,6 +211,24 @@ def _roll_back(session: HostSession, run: HostRun, entry: Started) -> str:
     return "rolled back: the previous container serves again"
 
 
+# NVIDIA's advice before a large model on the GB10: the page cache holds unified memory that
+# vLLM's profiling then counts as taken (dgx-spark-playbooks).
+DROP_CACHES_SCRIPT = ("sync && if [ \"$(id -u)\" = 0 ]; then echo 3 > /proc/sys/vm/drop_caches; "
+                      "else echo 3 | sudo -n tee /proc/sys/vm/drop_caches >/dev/null; fi")
+
+
+def drop_page_cache(session: HostSession, reporter: Reporter) -> None:
+    reporter.step(f"dropping the page cache on {session.hostname} (--drop-caches)")
+    done = session.conn.run_script(DROP_CACHES_SCRIPT, timeout=120)
+    if not done.ok:
+        raise DeployError(
+            f"could not drop the page cache on {session.hostname}: "
+            f"{(done.stderr or done.stdout).strip()[:200] or f'exit {done.returncode}'}",
+            fix="let the SSH user run `sudo -n tee /proc/sys/vm/drop_caches` without a "
+            "password, or leave out --drop-caches",
+        )
+
+
 def _preflight(run: HostRun, changing: list[Desired], snapshot: HostSnapshot,
                facts: HostFacts) -> None:
     own_ports: set[int] = set()
@@ -220,8 +242,10 @@ def _preflight(run: HostRun, changing: list[Desired], snapshot: HostSnapshot,
     results = run_checks(
         facts,
         [d.spec for d in changing],
-        gpu_memory_utilization={d.spec.model: u for d in changing
-                                if (u := d.model.gpu_memory_utilization) is not None},
+        # A model without a share or a KV-cache size gets vLLM's default 0.9.
+        gpu_memory_utilization={
+            d.spec.model: d.model.gpu_memory_utilization or VLLM_DEFAULT_UTILIZATION
+            for d in changing if "--kv-cache-memory-bytes" not in d.spec.command},
         image_archs=archs,  # None marks a missing image: its arch is checked after the pull
         own_ports=own_ports,
         hf_token_in_env={d.spec.model: "HF_TOKEN" in d.secrets.env

@@ -8,13 +8,19 @@ containers (pure). ``--skip-preflight CHECK`` drops the checks a user knowingly 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import PreflightError, UsageError
 from ..spec import CACHE_TARGETS, ContainerSpec
 
-CHECKS = ("docker", "nvidia", "gpus", "arch", "disk", "port", "memory", "hf_token")
+CHECKS = ("docker", "nvidia", "gpus", "arch", "disk", "port", "memory", "engines", "hf_token")
+# vLLM's default share of the GPU when a model sets neither a share nor a KV-cache size.
+VLLM_DEFAULT_UTILIZATION = 0.9
+# Other inference engines on a GB10 compete for the same unified memory (one engine per Spark).
+_ENGINE = (r"(^|/)(vllm|ollama|llama-server|text-generation-launcher|tritonserver)( |$)"
+           r"|-m (vllm|sglang)[. ]")
 GIB_KIB = 1024 * 1024
 MIN_FREE_DOCKER_GIB_NEW_IMAGE = 25  # a vLLM CUDA image unpacks to ~20 GiB
 MIN_FREE_DOCKER_GIB = 2
@@ -40,6 +46,15 @@ FACTS_SCRIPT = "; ".join(
         f"echo '{_MARK} listening'; (ss -ltnH 2>/dev/null || netstat -ltn 2>/dev/null)",
         f"echo '{_MARK} hftoken'; "
         "test -s \"$HOME/.cache/huggingface/token\" && echo yes || echo no",
+        # Engines outside containers (ollama, a hand-run vLLM), then running containers with
+        # the stack label each carries; this script's own shell is left out by its marker.
+        f"echo '{_MARK} engines'; "
+        f"pgrep -af '{_ENGINE}' 2>/dev/null | while read -r pid args; do "
+        f"case \"$args\" in *{_MARK}*) continue;; esac; "
+        "grep -qE 'docker|containerd|kubepods' /proc/$pid/cgroup 2>/dev/null && continue; "
+        "printf 'process %s %s\\n' \"$pid\" \"$(printf '%s' \"$args\" | cut -c1-120)\"; done; "
+        "docker ps --format 'container {{.Names}} {{.Image}} "
+        "{{.Label \"io.spark-stack.stack\"}}' 2>/dev/null",
     ]
 )
 
@@ -71,6 +86,8 @@ class HostFacts:
     free_kib: Mapping[str, int] = field(default_factory=dict)  # mount point → free KiB
     listening_ports: frozenset[int] = frozenset()
     hf_token_on_host: bool = False
+    # ("process", "PID ARGS", "") or ("container", "NAME IMAGE", its stack label)
+    engines: tuple[tuple[str, str, str], ...] = ()
 
     def free_at(self, path: str) -> int | None:
         """Free KiB of the filesystem holding ``path`` (longest mount point prefix)."""
@@ -189,7 +206,28 @@ def parse_facts(text: str) -> HostFacts:
         free_kib=free,
         listening_ports=frozenset(ports),
         hf_token_on_host=(sec.get("hftoken") or ["no"])[0].strip() == "yes",
+        engines=tuple(_engines(sec.get("engines", []))),
     )
+
+
+def _engines(lines: list[str]) -> list[tuple[str, str, str]]:
+    found = []
+    for line in lines:
+        kind, _, rest = line.strip().partition(" ")
+        if kind == "process" and rest:
+            found.append(("process", rest, ""))
+        elif kind == "container":
+            name, _, tail = rest.partition(" ")
+            image, _, stack = tail.partition(" ")
+            if re.search(r"vllm|ollama|sglang|text-generation|llama|tritonserver", image):
+                found.append(("container", f"{name} ({image})", stack.strip()))
+    return found
+
+
+def other_engines(facts: HostFacts, stack: str) -> list[str]:
+    """Inference engines on the host that are not this stack's containers."""
+    return [what for kind, what, owner in facts.engines
+            if kind == "process" or owner != stack]
 
 
 def docker_arch(machine: str) -> str:
@@ -272,6 +310,13 @@ def run_checks(
             f" (model {spec.model})",
             f"stop what listens on port {spec.host_port} on the host (`ss -ltnp "
             f"'sport = :{spec.host_port}'`), or change the model's port")
+    if wants_gpu:
+        others = other_engines(facts, specs[0].stack)
+        add("engines", not others,
+            "other inference engines on the host: " + "; ".join(others) if others
+            else "no other inference engine on the host",
+            "one engine per Spark: its unified memory is shared — stop the others "
+            "(`docker stop NAME`, `sudo systemctl stop ollama`), or --skip-preflight engines")
     total_util = sum(u for m, u in gpu_memory_utilization.items()
                      if any(s.model == m and s.gpus != "none" for s in specs))
     if total_util and facts.mem_total_kib:

@@ -39,6 +39,7 @@ class UpOptions:
     pull: bool = False
     start_proxy: bool = True
     rollback: bool = True  # a failed replace brings the previous container back
+    drop_caches: bool = False  # drop the host's page cache before starting a model
     stack_file: str | None = None  # named in the launcher's "start the stack" hint
 
 
@@ -85,7 +86,8 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
     keys = model_keys(deployment, CREATE)
     token = ensure_proxy_token(stack) if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
-    run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback)
+    run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback,
+                  options.drop_caches)
     for key, items in desired.items():
         with connect(key, deployment.hosts[key], options.trust_host_key) as session:
             reporter.step(f"connected to {session.display}")

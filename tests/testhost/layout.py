@@ -49,6 +49,9 @@ KNOWN_HOSTS = SSH_DIR / "known_hosts"
 SSH_CONFIG = SSH_DIR / "ssh_config"
 # sshd refuses to start without its privilege-separation directory.
 SSHD_PRIVSEP_DIR = Path("/run/sshd")
+# The stand-in's /proc/meminfo: bind-mounted over it for sshd's sessions, so a test can make the
+# host report little MemAvailable (the unified-memory preflight) and put it back.
+MEMINFO = DATA_DIR / "meminfo"
 
 LOCK_FILE = RUN_DIR / "lock"
 BUILD_DIR = DATA_DIR / "build"

@@ -20,6 +20,7 @@ from .layout import (
     CLIENT_KEY,
     DOCKER_SOCK,
     KNOWN_HOSTS,
+    MEMINFO,
     SSH_ALIAS,
     SSH_CONFIG,
     SSH_DIR,
@@ -65,6 +66,8 @@ def sshd_config() -> str:
         f"SetEnv DOCKER_HOST=unix://{DOCKER_SOCK}\n"
         "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
+        # Not read by sshd: a change of how it is started (its /proc/meminfo) restarts it.
+        f"# /proc/meminfo is {MEMINFO}\n"
     )
 
 
@@ -128,8 +131,14 @@ def ensure() -> None:
     if pid is None:
         SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
         open_log(SSHD_LOG).close()
-        # Without -D sshd checks its config, daemonizes and detaches from our pipes.
-        run(in_netns_argv([sshd, "-f", str(SSHD_CONFIG), "-E", str(SSHD_LOG)]))
+        if not MEMINFO.exists():
+            reset_meminfo()
+        # Without -D sshd checks its config, daemonizes and detaches from our pipes. Its own
+        # mount namespace shows MEMINFO as /proc/meminfo to every session.
+        start = f"mount --bind {MEMINFO} /proc/meminfo && exec {sshd} -f {SSHD_CONFIG} " \
+            f"-E {SSHD_LOG}"
+        run(in_netns_argv(["unshare", "--mount", "--propagation", "private",
+                           "sh", "-c", start]))
     # The pidfile shows it is our sshd that listens (sshd forks before it binds).
     if not wait_for(
         lambda: running_pid(SSHD_PIDFILE, "sshd") is not None and _listening(),
@@ -139,6 +148,18 @@ def ensure() -> None:
             f"sshd does not answer on {ADDRESS}:{SSH_PORT}\n" + log_tail(SSHD_LOG),
             fix="read the log above; `python -m tests.testhost down` clears a stuck stand-in",
         )
+
+
+def reset_meminfo() -> None:
+    """The stand-in reports this machine's real memory again."""
+    MEMINFO.write_text(Path("/proc/meminfo").read_text())
+
+
+def set_mem_available(kib: int) -> None:
+    """Make the stand-in report ``kib`` of MemAvailable (until :func:`reset_meminfo`)."""
+    lines = [f"MemAvailable:   {kib} kB" if line.startswith("MemAvailable:") else line
+             for line in Path("/proc/meminfo").read_text().splitlines()]
+    MEMINFO.write_text("\n".join(lines) + "\n")
 
 
 def remove() -> None:

@@ -89,3 +89,38 @@ def test_no_fix_raises_the_memory_share_past_the_lint() -> None:
         if "raise gpu_memory_utilization" in signature.fix:
             assert f"at most to {SPARK_MAX_GPU_MEMORY_UTILIZATION}" in signature.fix, signature.key
             assert signature.fix.startswith("lower max_model_len"), signature.key
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "fix_says"),
+    [
+        ("(EngineCore_DP0 pid=92) RuntimeError: Failed to run cutlass FP4 gemm on sm120. "
+         "Error: Error Internal", "cutlass_fp4_gemm", "v0.28.0"),
+        ("(EngineCore_DP0 pid=92) RuntimeError: This kernel only supports sm120",
+         "sm120_only_kernel", "v0.28.0"),
+        ("torch.AcceleratorError: CUDA error: an illegal instruction was encountered "
+         "(cudaErrorIllegalInstruction)", "illegal_instruction", "v0.28.0"),
+        ("(EngineCore_DP0 pid=92) RuntimeError: Invalid activation type",
+         "invalid_activation", "moe_backend: marlin"),
+        ("cudnn._compiled_module.cudnnGraphNotSupportedError: "
+         "CUDNN_STATUS_EXECUTION_FAILED_CUDA_DRIVER", "cudnn_fp8_kv", "kv_cache_dtype: auto"),
+        ("NVRM: Xid (PCI:000f:01:00): 31, pid=5122, name=python3, Ch 00000008, intr 00000000. "
+         "MMU Fault", "xid_illegal_memory", "speculative"),
+        ("RuntimeError: CUDA error: an illegal memory access was encountered",
+         "xid_illegal_memory", "speculative"),
+        ("NVRM: nvAssertOkFailedNoLog: Assertion failed: Out of memory [NV_ERR_NO_MEMORY] "
+         "(0x00000051)", "nv_no_memory", "--drop-caches"),
+        ("ERROR [qwen3xml_tool_parser.py:1021] Error: not well-formed (invalid token): line 1",
+         "qwen3_xml_parser", "qwen3_coder"),
+    ],
+)
+def test_every_gb10_failure_line_has_its_diagnosis(line: str, key: str, fix_says: str) -> None:
+    found = diagnose(["INFO starting", line, "EngineCore failed to start."])
+    assert found is not None and found.key == key
+    assert fix_says in found.fix and found.evidence == line.strip()
+
+
+def test_an_unknown_failure_still_exits_with_what_docker_knows() -> None:
+    found = diagnose_exit(["something nobody has seen"], exit_code=1, oom_killed=False,
+                          restarts=0)
+    assert found.key == "exited" and "logs" in found.fix

@@ -178,3 +178,27 @@ def test_skipped_checks_are_not_run_and_failures_raise_with_the_skip_hint() -> N
     with pytest.raises(UsageError):
         validate_skips({"prot"})
     assert validate_skips({"port", "disk"}) == frozenset({"port", "disk"})
+
+
+ENGINES = f"""{M} engines
+process 4242 ollama serve
+container spark-stack-lab-qwen vllm/vllm-openai:v0.28.0 lab
+container other-vllm vllm/vllm-openai:v0.28.0 
+container web nginx:latest 
+"""
+
+
+def test_other_inference_engines_are_refused_for_a_gpu_model_only() -> None:
+    facts = parse_facts(SPARK_OUTPUT + ENGINES)
+    spec = _spec()
+    gpu = replace(spec, gpus="all", stack="lab")
+    results = run_checks(facts, [gpu], gpu_memory_utilization={}, image_archs={},
+                         own_ports=(), hf_token_in_env={})
+    (engines,) = [r for r in results if r.name == "engines"]
+    assert not engines.ok
+    assert "4242 ollama serve" in engines.message and "other-vllm" in engines.message
+    assert "spark-stack-lab-qwen" not in engines.message and "nginx" not in engines.message
+    assert "sudo systemctl stop ollama" in str(engines.fix)
+    cpu = replace(spec, gpus="none", stack="lab")
+    assert not [r for r in run_checks(facts, [cpu], gpu_memory_utilization={}, image_archs={},
+                                      own_ports=(), hf_token_in_env={}) if r.name == "engines"]

@@ -173,3 +173,40 @@ def test_no_rollback_leaves_the_failed_model_down(host: FakeHost) -> None:
         _up(_stack(max_model_len=300000), host, rollback=False)
     assert "rolled back" not in caught.value.message
     assert _running(host) == [("spark-stack-fake-qwen", "exited")]
+
+
+def test_too_little_mem_available_is_refused_before_the_old_model_is_touched(
+    host: FakeHost,
+) -> None:
+    from spark_stack.errors import PreflightError
+    from tests.fakes.host import facts_output
+
+    _up(_stack(), host)
+    calls = list(host.docker.calls)
+    host.conn.facts = facts_output(mem_available_kib=20_000_000)  # ~19 GiB of 121
+    with pytest.raises(PreflightError) as caught:
+        _up(_stack(max_model_len=98304, gpus="all"), host)
+    assert caught.value.message == ("preflight memory: gpu_memory_utilization 0.4 wants 48.7 GiB; "
+                                    "19.1 GiB is available (unified memory)")
+    assert host.docker.calls == calls  # nothing stopped, renamed or created
+    assert _running(host) == [("spark-stack-fake-qwen", "running")]
+
+
+def test_a_model_without_a_share_is_checked_at_vllms_default(host: FakeHost) -> None:
+    from spark_stack.errors import PreflightError
+    from tests.fakes.host import facts_output
+
+    host.conn.facts = facts_output(mem_available_kib=60_000_000)
+    with pytest.raises(PreflightError, match="0.9"):
+        _up(_stack(gpu_memory_utilization=None, gpus="all"), host)
+
+
+def test_drop_caches_runs_before_a_start_and_only_when_asked(host: FakeHost) -> None:
+    from spark_stack.deploy.host_exec import DROP_CACHES_SCRIPT
+
+    _up(_stack(), host)
+    assert DROP_CACHES_SCRIPT not in host.conn.scripts
+    _up(_stack(max_model_len=98304), host, drop_caches=True)
+    assert host.conn.scripts.count(DROP_CACHES_SCRIPT) == 1
+    _up(_stack(max_model_len=98304), host, drop_caches=True)  # nothing to start: no drop
+    assert host.conn.scripts.count(DROP_CACHES_SCRIPT) == 1
