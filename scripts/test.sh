@@ -17,6 +17,7 @@ export DISABLE_TELEMETRY=1
 export CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1
 export DISABLE_AUTOUPDATER=1
 export DISABLE_ERROR_REPORTING=1
+export HF_HUB_OFFLINE=1 SPARK_STACK_OFFLINE=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 

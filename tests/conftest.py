@@ -23,6 +23,9 @@ HERMETIC_ENV = {
 }
 for _name, _value in HERMETIC_ENV.items():
     os.environ.setdefault(_name, _value)
+# `up` asks the Hugging Face Hub for a model's size (the download total): never from a test.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["SPARK_STACK_OFFLINE"] = "1"
 
 # Session-scoped fixtures run before any per-test override: give them a private state dir too,
 # so no test run ever writes into the real user's spark-stack state.

@@ -12,12 +12,14 @@ brought back and ``up`` still fails, saying so (``--no-rollback`` removes it at 
 from __future__ import annotations
 
 import json
+import shlex
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..deployment import ModelDeployment
 from ..errors import DeployError, SparkStackError
-from ..spec import ContainerSpec
+from ..spec import CACHE_TARGETS, ContainerSpec
 from .actions import Action, Observed, plan_actions
 from .connector import HostSession
 from .failure import fail
@@ -93,6 +95,13 @@ class HostRun:
     probe: ProbeFactory
     rollback: bool = True
     drop_caches: bool = False
+    # A model's size on the Hub, when it can be asked (the total of the download progress).
+    repo_size: Callable[[str, str | None], int | None] = lambda repo, token: None
+
+    def download_total(self, item: Desired) -> int | None:
+        if not item.spec.command:
+            return None
+        return self.repo_size(item.spec.command[0], item.secrets.env.get("HF_TOKEN"))
 
 
 def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
@@ -129,7 +138,8 @@ def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
             run.reporter.step(f"starting {item.spec.name} ({item.spec.image})")
             assert facts is not None
             started.append(Started(item, session.docker.create_and_start(
-                item.spec, item.secrets.env, item.secrets.hash, facts.home), previous))
+                item.spec, item.secrets.env, item.secrets.hash, facts.home), previous,
+                facts.home))
         elif action.kind == "keep" and action.observed is not None:
             # A kept container may still be loading (an interrupted `up`): check it as well.
             started.append(Started(by_model[action.model], action.observed, None))
@@ -143,6 +153,7 @@ class Started:
     item: Desired
     container: Observed
     previous: Observed | None
+    home: str = ""  # the host's $HOME, where its caches are
 
 
 def _set_aside(session: HostSession, run: HostRun, action: Action,
@@ -175,7 +186,7 @@ def _settle(session: HostSession, run: HostRun, started: list[Started]) -> dict[
     ready: dict[str, float] = {}
     failures: list[tuple[Started, Failed, str]] = []
     for entry in started:
-        outcome = wait_container(session, run, entry.item, entry.container)
+        outcome = wait_container(session, run, entry.item, entry.container, entry.home)
         if isinstance(outcome, Failed):
             full = session.docker.logs(entry.container.id)
             # Stop it so a restart policy does not loop; the next `up` replaces it.
@@ -282,9 +293,41 @@ def _container_state(session: HostSession, ident: str) -> Callable[[], ProcessSt
     return state
 
 
+# How often the host's HF cache is measured while a model starts (one SSH command each).
+DOWNLOAD_SAMPLE_SECONDS = 2.0
+
+
+def hf_cache_on_host(spec: ContainerSpec, home: str) -> str | None:
+    """The host directory that holds the model's files (``…/hub/models--org--name``)."""
+    mount = next((m for m in spec.mounts if m.target == CACHE_TARGETS["huggingface"]), None)
+    if mount is None or not spec.command or not home:
+        return None
+    source = home + mount.source[1:] if mount.source.startswith("~") else mount.source
+    return f"{source.rstrip('/')}/hub/models--{spec.command[0].replace('/', '--')}"
+
+
+def download_sampler(session: HostSession, directory: str) -> Callable[[], int | None]:
+    """Bytes under ``directory`` on the host, measured at most every DOWNLOAD_SAMPLE_SECONDS."""
+    last: list[float | int | None] = [float("-inf"), None]
+
+    def sample() -> int | None:
+        now = time.monotonic()
+        if now - float(last[0] or 0) < DOWNLOAD_SAMPLE_SECONDS:
+            return None if last[1] is None else int(last[1])
+        last[0] = now
+        done = session.conn.run_script(
+            f"du -sbL {shlex.quote(directory)} 2>/dev/null | cut -f1", timeout=20)
+        text = done.stdout.strip()
+        last[1] = int(text) if text.isdigit() else None
+        return None if last[1] is None else int(last[1])
+
+    return sample
+
+
 def wait_container(session: HostSession, run: HostRun, item: Desired,
-                   container: Observed) -> Ready | Failed:
-    """Wait until the container serves, or say why it does not."""
+                   container: Observed, home: str = "") -> Ready | Failed:
+    """Wait until the container serves, or say why it does not; with the host's ``home``
+    known, the model's files arriving in its HF cache count as progress."""
     model = item.spec.model
     forwarder = None
     base_url = item.model.endpoint
@@ -292,8 +335,12 @@ def wait_container(session: HostSession, run: HostRun, item: Desired,
         forwarder, port = session.conn.forward("127.0.0.1", item.spec.host_port)
         base_url = f"http://127.0.0.1:{port}/v1"
     probe = run.probe(base_url, item.model.served_name, item.secrets.api_key)
+    directory = hf_cache_on_host(item.spec, home)
+    downloaded = download_sampler(session, directory) if directory else (lambda: None)
     try:
         return wait_ready(
+            downloaded=downloaded,
+            download_total=run.download_total(item),
             state=_container_state(session, container.id),
             logs=lambda: session.docker.logs(container.id, tail=400).splitlines(),
             probe=probe,

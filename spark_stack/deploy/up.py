@@ -50,6 +50,7 @@ class Edges:
     connect: Connect | None = None
     probe: ProbeFactory | None = None
     dial: Callable[[], DialName] | None = None
+    repo_size: Callable[[str, str | None], int | None] | None = None
 
     def real(self) -> tuple[Connect, ProbeFactory, Callable[[], DialName]]:
         from .readiness import HttpProbe
@@ -87,7 +88,7 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
     token = ensure_proxy_token(stack) if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
     run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback,
-                  options.drop_caches)
+                  options.drop_caches, edges.repo_size or _hub_size)
     for key, items in desired.items():
         with connect(key, deployment.hosts[key], options.trust_host_key) as session:
             reporter.step(f"connected to {session.display}")
@@ -114,6 +115,12 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
             _front_end(stack, deployment, keys, token, options, reporter, result)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _hub_size(repo: str, token: str | None) -> int | None:
+    from ..hf_api import repo_size
+
+    return repo_size(repo, token=token)
 
 
 def _report(actions: list[Action], reporter: Reporter, result: UpResult) -> None:

@@ -41,6 +41,9 @@ class SimConfig:
     max_num_seqs: int = 256
     kv_cache_tokens: int = 4 * DEFAULT_MAX_MODEL_LEN
     num_speculative_tokens: int | None = None
+    # A first start that downloads the weights: bytes written into the HF cache over seconds.
+    download_bytes: int = 0
+    download_seconds: float = 0.0
     non_default_args: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -173,4 +176,8 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
         kv_cache_tokens=max(1, kv_tokens),
         num_speculative_tokens=spec_tokens if isinstance(spec_tokens, int) and spec_tokens > 0
         else None,
+        download_bytes=max(0, _int("VLLM_SIM_DOWNLOAD_BYTES",
+                                   env.get("VLLM_SIM_DOWNLOAD_BYTES"), 0)),
+        download_seconds=max(0.0, _float("VLLM_SIM_DOWNLOAD_SECONDS",
+                                         env.get("VLLM_SIM_DOWNLOAD_SECONDS"), 0.0)),
     )

@@ -61,6 +61,8 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         except (RuntimeError, ValueError, NotImplementedError):
             pass  # not the main thread: the caller stops us through `stop`
+    if await _download(config, stop):
+        return 0
     phases = startup_phases(config)
     shown, failure = failure_lines(config)
     if failure:
@@ -78,6 +80,33 @@ async def serve(
             log.raw(text, error=True)
         return 1
     return await _listen(config, log, stop, ready)
+
+
+def hf_cache_dir(model: str, env: Mapping[str, str]) -> str:
+    """Where huggingface_hub keeps ``model``'s files (``$HF_HOME/hub/models--org--name``)."""
+    home = env.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return os.path.join(home, "hub", "models--" + model.replace("/", "--"))
+
+
+async def _download(config: SimConfig, stop: asyncio.Event) -> bool:
+    """Grow the model's file in the HF cache as a first download does (nothing when it is
+    already whole); True when stopped meanwhile."""
+    if config.download_bytes <= 0:
+        return False
+    path = os.path.join(hf_cache_dir(config.model, os.environ), "blobs", "sim-weights")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    have = os.path.getsize(path) if os.path.exists(path) else 0
+    steps = max(1, int(config.download_seconds * 10))
+    step = max(1, (config.download_bytes - have + steps - 1) // steps)
+    with open(path, "ab") as blob:
+        while have < config.download_bytes:
+            size = min(step, config.download_bytes - have)
+            blob.write(b"\0" * size)
+            blob.flush()
+            have += size
+            if await _wait(stop, config.download_seconds / steps):
+                return True
+    return False
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -835,3 +837,91 @@ def test_status_json_has_one_shape_reachable_or_not_and_a_dead_proxy_exits_4(
     assert gone["hosts"][0]["error"] and gone["hosts"][0]["ssh"] is None
     assert gone["models"][0]["state"] == "unknown" and gone["models"][0]["restarts"] is None
     deployer.write()  # so the fixture's `down` reaches the host
+
+
+# --- day 2: progress, memory guard --------------------------------------------------------------
+
+
+def _slow_download_model(deployer: Deployer, cache: str) -> dict[str, Any]:
+    model = deployer.model(cache={"huggingface": cache, "vllm": None, "flashinfer": None})
+    model["env"].update({"VLLM_SIM_STARTUP_SECONDS": "3", "VLLM_SIM_DOWNLOAD_BYTES": "40000000",
+                         "VLLM_SIM_DOWNLOAD_SECONDS": "5"})
+    return model
+
+
+def _run_in_a_terminal(argv: list[str], timeout: float = 120) -> tuple[int, str]:
+    """Run ``argv`` with a pseudo-terminal as its stdout and stderr; (exit code, screen bytes)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                               env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif process.poll() is not None:
+            break
+    os.close(master)
+    return process.wait(timeout=30), b"".join(chunks).decode(errors="replace")
+
+
+def test_a_slow_first_start_shows_a_moving_clock_the_download_and_json_events(
+    deployer: Deployer,
+) -> None:
+    """Was `slow: starting (0.0 s)` until the timeout: no moving time, no download phase."""
+    cache = f"/tmp/spark-stack-e2e-hf-{deployer.name}"
+    deployer.write(_slow_download_model(deployer, cache))
+    code, screen = _run_in_a_terminal(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "up", "--no-proxy"])
+    assert code == 0, screen
+    clocks = set(re.findall(r"\b0m0(\d)s\b", screen))
+    assert len(clocks) >= 3, screen  # the elapsed time moved while it waited
+    assert re.search(r"qwen: downloading \d+\.\d GB", screen), screen
+    assert "ready" in screen
+    # The same start with --json: one event per line on stderr, stdout the result.
+    deployer.run("down")
+    shutil.rmtree(cache)  # the stand-in shares this machine's file system: a cold cache again
+    done = subprocess.run(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "up", "--no-proxy",
+         "--json"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    phases = [e["phase"] for e in events if e["event"] == "phase"]
+    assert "downloading" in phases and phases[-1] == "ready", phases
+    downloading = next(e for e in events if e.get("phase") == "downloading")
+    assert downloading["downloaded_bytes"] >= 0
+    assert json.loads(done.stdout)["ok"] is True
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+def test_too_little_mem_available_is_refused_before_the_running_model_is_stopped(
+    deployer: Deployer, host_docker: docker.DockerClient
+) -> None:
+    from tests.testhost.sshd import reset_meminfo, set_mem_available
+
+    deployer.write(deployer.model())
+    assert deployer.run("up", "--no-proxy")[0] == 0
+    [before] = _containers(host_docker, deployer.name)
+    set_mem_available(1_000_000)  # ~1 GiB
+    try:
+        deployer.write(deployer.model(gpus="all", gpu_memory_utilization=0.5))
+        code, out, err = deployer.run("up", "--no-proxy", "--skip-preflight", "nvidia",
+                                      "--skip-preflight", "gpus")
+        assert code == 1 or code == 4, out + err
+        assert "gpu_memory_utilization 0.5 wants" in err and "1.0 GiB is available" in err
+        assert "drop the page cache" in err
+    finally:
+        reset_meminfo()
+    [after] = _containers(host_docker, deployer.name)
+    assert (after.id, after.status) == (before.id, "running")  # nothing was stopped
