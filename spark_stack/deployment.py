@@ -258,7 +258,7 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
     if isinstance(model, schema.RemoteModel):
         return ModelDeployment(
             name=model.name, kind="remote", served_name=name, endpoint=model.url.rstrip("/"),
-            key=KeySource.of(model.api_key), thinking=model.thinking, tools=True,
+            key=KeySource.of(model.api_key), thinking=model.thinking, tools=model.tools,
             max_model_len=model.max_model_len,
         )
     thinking: ThinkingFamily = "qwen3" if model.reasoning_parser else "none"

@@ -57,11 +57,14 @@ def smoke_after_up(loaded: LoadedStack, up_options: UpOptions, *, as_json: bool)
 
 
 def run_smoke_command(loaded: LoadedStack, options: SmokeOptions, *, as_json: bool) -> None:
+    from ..deploy.report import Reporter
     from ..smoke.pipeline import smoke_deployment
-    from .progress import RichReporter
+    from .progress import JsonEvents, RichReporter
 
     out = console(stderr=as_json)
-    reporter = None if as_json else RichReporter(out)
+    # With --json the report is stdout; `up`'s progress and a failed start's last log lines go
+    # to stderr as events (the report's reason points at them).
+    reporter: Reporter = JsonEvents() if as_json else RichReporter(out)
     report = smoke_deployment(
         loaded,
         options,

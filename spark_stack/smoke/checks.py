@@ -259,8 +259,10 @@ def skipped(name: str, reason: str) -> Check:
     return check
 
 
-NO_TOOLS = "the model has no tool_call_parser in the stack file, so it cannot call tools"
-NO_REASONING = "the model has no reasoning_parser in the stack file, so it returns no thinking"
+NO_TOOLS = ("the model has no tool_call_parser in the stack file (tools: false for a remote "
+            "model), so it cannot call tools")
+NO_REASONING = ("the model has no reasoning_parser in the stack file (thinking: none for a "
+                "remote model), so it returns no thinking")
 
 
 def checks_for(model: ModelTarget) -> list[Check]:

@@ -238,6 +238,8 @@ class RemoteModel(_ModelBase):
     url: str = Field(pattern=r"^https?://[^/\s]+(/.*)?$")
     api_key: str | None = None
     thinking: Literal["qwen3", "none"] = "qwen3"
+    # The server parses tool calls (vLLM's --tool-call-parser): smoke checks a tool round trip.
+    tools: bool = True
 
     @field_validator("api_key")
     @classmethod

@@ -79,3 +79,18 @@ def test_drift_is_named_with_the_up_hint(
     out = capsys.readouterr().out
     assert "sim: drift in command" in out
     assert f"hint: {DRIFT_HINT}" in out
+
+
+def test_a_remote_model_without_tools_skips_the_tool_round_trip() -> None:
+    from spark_stack.deployment import resolve
+    from spark_stack.smoke.checks import checks_for
+    from spark_stack.smoke.endpoints import ModelTarget
+    from spark_stack.stack.loader import load_stack_text
+
+    loaded = load_stack_text("name: r\nmodels:\n  - {name: far, url: 'http://127.0.0.1:9/v1', "
+                             "tools: false, thinking: none}\n")
+    model = resolve(loaded.stack).models[0]
+    assert (model.tools, model.reasoning) == (False, False)
+    target = ModelTarget("far", "far", model.endpoint, None, reasoning=False, tools=model.tools)
+    names = [check.__name__ for check in checks_for(target)]
+    assert "tool_round_trip" not in names and "thinking" not in names

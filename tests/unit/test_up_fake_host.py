@@ -210,3 +210,20 @@ def test_drop_caches_runs_before_a_start_and_only_when_asked(host: FakeHost) -> 
     assert host.conn.scripts.count(DROP_CACHES_SCRIPT) == 1
     _up(_stack(max_model_len=98304), host, drop_caches=True)  # nothing to start: no drop
     assert host.conn.scripts.count(DROP_CACHES_SCRIPT) == 1
+
+
+def test_status_with_ssh_up_but_docker_down_says_unreachable_in_both_views(
+    host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text said "unreachable" (exit 3) while the JSON said `"reachable": true`."""
+    from spark_stack.deploy.status import exit_code
+    from spark_stack.errors import HostUnreachable
+
+    def no_daemon(stack: str) -> list[object]:
+        raise HostUnreachable("the docker API on gb10.test does not answer through SSH")
+
+    monkeypatch.setattr(host.docker, "stack_containers", no_daemon)
+    report = status(resolve(_stack()), connect=host.connect, probe=host.probe)
+    (entry,) = report["hosts"]
+    assert (entry["reachable"], entry["ssh"]) == (False, "nvidia@gb10.test")
+    assert "docker API" in entry["error"] and exit_code(report) == 3
