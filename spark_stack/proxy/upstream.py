@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -21,6 +20,7 @@ import httptools
 import orjson
 from yarl import URL
 
+from spark_stack.neterrors import connect_reason
 from spark_stack.proxy.config import Upstream
 from spark_stack.proxy.errors import ProxyError, from_backend, unreachable, upstream_timeout
 
@@ -399,13 +399,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port} ({_os_reason(exc.os_error)})"
+        return f"cannot connect to {exc.host}:{exc.port} ({connect_reason(exc.os_error)})"
     if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno).lower()
+        return connect_reason(exc)
     return str(exc) or type(exc).__name__
-
-
-def _os_reason(error: OSError) -> str:
-    if error.errno:
-        return os.strerror(error.errno).lower()
-    return (error.strerror or str(error) or "connection failed").lower()

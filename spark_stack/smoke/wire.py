@@ -10,13 +10,14 @@ the result's ``error``, ready to be a check's reason.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from ..neterrors import connect_reason
 
 ANTHROPIC_VERSION = "2023-06-01"
 # spark-stack's proxy marks a count it estimated because the backend's tokenizer did not answer.
@@ -91,23 +92,6 @@ def _error_text(status: int, body: bytes) -> str:
         kind = error.get("type", "")
         return f"HTTP {status} {kind}: {error.get('message', '')}".replace("  ", " ")
     return f"HTTP {status}: {str(data)[:200]}"
-
-
-def connect_reason(exc: BaseException) -> str:
-    """Why a connection failed, in words ("connection refused"), not a library's repr."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno:
-            return os.strerror(seen.errno).lower()
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror.lower()
-        seen = seen.__cause__ or seen.__context__
-    text = str(exc).lower()
-    for words in ("connection refused", "no route to host", "name or service not known",
-                  "network is unreachable", "timed out"):
-        if words in text:
-            return words
-    return "the connection failed"
 
 
 def _transport_error(exc: httpx.HTTPError, url: str) -> str:
