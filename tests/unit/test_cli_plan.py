@@ -120,3 +120,23 @@ def test_stack_from_the_environment(
     monkeypatch.setenv("SPARK_STACK", "demo")
     assert main(["validate"]) == 0
     assert "stack 'demo'" in capsys.readouterr().out
+
+
+def test_plan_diff_against_an_unreachable_host_exits_3_with_the_error_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_home: Path
+) -> None:
+    """Was exit 0 after ~50 lines, the "unreachable" line last and without a fix."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: s\nhost: {{address: 127.0.0.1, port: {port}}}\nmodels:\n"
+                    "  - {name: q, image: 'vllm/vllm-openai:v0.28.0', model: Qwen/Qwen3-8B, "
+                    "max_model_len: 40960, gpu_memory_utilization: 0.4}\n")
+    assert main(["-s", str(path), "plan", "--diff", "--trust-host-key"]) == 3
+    out, err = capsys.readouterr()
+    assert err.splitlines()[0].startswith("error: host default (127.0.0.1) is unreachable")
+    assert "fix:" in err
+    assert "docker run" in out  # the plan itself still shows

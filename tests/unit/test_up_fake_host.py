@@ -227,3 +227,19 @@ def test_status_with_ssh_up_but_docker_down_says_unreachable_in_both_views(
     (entry,) = report["hosts"]
     assert (entry["reachable"], entry["ssh"]) == (False, "nvidia@gb10.test")
     assert "docker API" in entry["error"] and exit_code(report) == 3
+
+
+def test_a_second_up_on_this_machine_waits_for_the_local_lock_and_starts_no_proxy(
+    tmp_path: Path, spark_stack_home: Path
+) -> None:
+    """Two `up` at once could orphan a proxy `down` could not stop: local steps are locked."""
+    from spark_stack.deploy.local_lock import LocalLock
+    from spark_stack.errors import LockHeld
+    from spark_stack.paths import proxy_state_dir
+    from spark_stack.proxy.daemon import proxy_status
+
+    stack = load_stack_text("name: twoups\nmodels: [{name: s, kind: simulator, port: 1}]\n"
+                            "proxy: {listen: '127.0.0.1:2'}\n", lint=False).stack
+    with LocalLock("twoups"), pytest.raises(LockHeld, match="changing stack 'twoups'"):
+        up(stack, UpOptions(), QuietReporter(), Edges(dial=lambda: as_written))
+    assert not proxy_status(proxy_state_dir("twoups")).running
