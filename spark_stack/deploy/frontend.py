@@ -12,6 +12,7 @@ from ..proxy import daemon as proxy_daemon
 from ..stack import schema
 from . import tunnel
 from .report import Reporter
+from .session import ssh_host
 
 
 def ensure_tunnels(deployment: Deployment, reporter: Reporter) -> dict[str, str]:
@@ -23,7 +24,8 @@ def ensure_tunnels(deployment: Deployment, reporter: Reporter) -> dict[str, str]
     endpoints: dict[str, str] = {}
     for model in loopback.values():
         assert model.host is not None and model.port is not None
-        port = tunnel.ensure_tunnel(deployment.stack, model.name, model.host, model.port)
+        port = tunnel.ensure_tunnel(deployment.stack, model.name, ssh_host(model.host),
+                                    model.port)
         reporter.step(f"SSH tunnel 127.0.0.1:{port} -> {model.name} (bind: loopback)")
         endpoints[model.name] = f"http://127.0.0.1:{port}/v1"
     return endpoints

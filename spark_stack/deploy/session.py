@@ -6,11 +6,16 @@ from ..deployment import Deployment, DialName, resolve
 from ..stack import schema
 from .connector import HostSession
 from .docker_host import DockerHost
-from .ssh import SshTarget, connect, read_ssh_config, resolve_target
+from .ssh import SshHost, SshTarget, connect, read_ssh_config, resolve_target
+
+
+def ssh_host(host: schema.HostConfig) -> SshHost:
+    """The stack file's host as the SSH edge's own type (the edge does not know the schema)."""
+    return SshHost(host.address, host.user, host.port, host.identity_file)
 
 
 def target_for(host: schema.HostConfig) -> SshTarget:
-    return resolve_target(host, read_ssh_config())
+    return resolve_target(ssh_host(host), read_ssh_config())
 
 
 def open_session(key: str, host: schema.HostConfig, trust_host_key: bool = False

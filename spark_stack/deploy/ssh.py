@@ -28,7 +28,6 @@ from pathlib import Path
 import paramiko
 
 from ..errors import AuthenticationError, HostKeyError, HostUnreachable, SparkStackError
-from ..stack.schema import HostConfig
 from .connector import Completed
 from .known_hosts import KnownHost, Verdict, check_host_key, read_known_hosts
 
@@ -81,12 +80,22 @@ def read_ssh_config(path: Path | None = None) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class SshHost:
+    """A host as the SSH edge takes it: what the stack file (or a ProxyJump hop) says."""
+
+    address: str
+    user: str | None = None
+    port: int | None = None
+    identity_file: str | None = None
+
+
 def resolve_target(
-    host: HostConfig | str, ssh_config_text: str, *, local_user: str | None = None
+    host: SshHost | str, ssh_config_text: str, *, local_user: str | None = None
 ) -> SshTarget:
     """The connection target for a stack host (pure: the config text is passed in)."""
     if isinstance(host, str):
-        host = HostConfig(address=host)
+        host = SshHost(address=host)
     config = paramiko.SSHConfig.from_text(ssh_config_text).lookup(host.address)
     port = host.port or int(config.get("port", 22))
     user = host.user or config.get("user") or local_user or _local_user()
@@ -473,10 +482,10 @@ def connect(target: SshTarget, *, trust_host_key: bool = False,
     return conn
 
 
-def _hop_host(hop: str) -> HostConfig:
+def _hop_host(hop: str) -> SshHost:
     user, _, rest = hop.strip().rpartition("@")
     address, _, port = rest.partition(":")
-    return HostConfig(address=address, user=user or None, port=int(port) if port else None)
+    return SshHost(address=address, user=user or None, port=int(port) if port else None)
 
 
 def _connect_once_with_retries(target: SshTarget, trust: bool, timeout: float, attempts: int,

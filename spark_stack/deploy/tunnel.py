@@ -21,15 +21,14 @@ from .. import managed
 from ..errors import HostUnreachable, SparkStackError
 from ..managed import ManagedProcess
 from ..paths import stack_dir
-from ..stack.schema import HostConfig
-from .ssh import backoff, connect, read_ssh_config, resolve_target
+from .ssh import SshHost, backoff, connect, read_ssh_config, resolve_target
 
 START_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
 class TunnelConfig:
-    host: dict[str, object]  # HostConfig fields
+    host: dict[str, object]  # SshHost fields
     remote_port: int
     local_port: int
 
@@ -59,10 +58,10 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def ensure_tunnel(stack: str, model: str, host: HostConfig, remote_port: int) -> int:
+def ensure_tunnel(stack: str, model: str, host: SshHost, remote_port: int) -> int:
     """The local port of a running tunnel to ``remote_port`` on ``host`` (started if needed)."""
     process = tunnel_process(stack, model)
-    wanted_host = host.model_dump()
+    wanted_host = asdict(host)
     if process.running_pid() is not None:
         try:
             current: TunnelConfig | None = TunnelConfig(**process.record())
@@ -101,7 +100,7 @@ def known_tunnels(stack: str) -> list[str]:
 
 def serve(config: TunnelConfig) -> None:
     """Hold the forward, reconnecting with backoff when the connection drops."""
-    host = HostConfig.model_validate(config.host)
+    host = SshHost(**config.host)  # type: ignore[arg-type]
     target = resolve_target(host, read_ssh_config())
     attempt = 0
     while True:

@@ -14,6 +14,7 @@ import paramiko
 import pytest
 
 from spark_stack.deploy.ssh import (
+    SshHost,
     SshTarget,
     backoff,
     connect,
@@ -25,7 +26,6 @@ from spark_stack.deploy.ssh import (
     translate_error,
 )
 from spark_stack.errors import AuthenticationError, HostKeyError, HostUnreachable
-from spark_stack.stack.schema import HostConfig
 
 CONFIG = """
 Host spark
@@ -46,7 +46,7 @@ TARGET = SshTarget(alias="spark", hostname="192.0.2.10", port=2222, user="alice"
 
 
 def test_an_alias_resolves_through_the_ssh_config(fake_home: Path) -> None:
-    target = resolve_target(HostConfig(address="spark"), CONFIG)
+    target = resolve_target(SshHost(address="spark"), CONFIG)
     assert target == SshTarget(
         alias="spark", hostname="192.0.2.10", port=2222, user="alice",
         identity_files=(str(fake_home / ".ssh/spark_key"),), identities_only=True,
@@ -58,7 +58,7 @@ def test_an_alias_resolves_through_the_ssh_config(fake_home: Path) -> None:
 
 
 def test_the_stack_file_overrides_the_ssh_config(fake_home: Path) -> None:
-    host = HostConfig(address="spark", user="bob", port=22, identity_file="/keys/id")
+    host = SshHost(address="spark", user="bob", port=22, identity_file="/keys/id")
     target = resolve_target(host, CONFIG)
     assert (target.user, target.port, target.identity_files) == ("bob", 22, ("/keys/id",))
     assert target.known_hosts_name == "192.0.2.10"
