@@ -16,6 +16,12 @@ or in-process: ``with start_in_thread(["MODEL", "--port", "0"]) as sim: sim.url`
 Scripted answers (first match wins; the "last user text" is the text of the last message
 with role ``user``):
 
+0. A user or assistant text holds ``run each: A | B | C`` (a task of several commands): with
+   N steps done — tool results in the request plus the largest ``[sim-progress K]`` a summary
+   recorded — the next step's tool call; when all ran, ``All n commands ran. TASK DONE``; and
+   when the last text is Claude Code's compaction instruction ("create a detailed summary
+   of …"), a summary that keeps the task and ``[sim-progress N]`` (a compacted session resumes
+   where it was, as a real model's summary would let it).
 1. The last message is a tool result (role ``tool``): ``The command printed: <its text>``,
    finish ``stop`` — or the ``after_tool`` object of the SIM_SCRIPT (below), if it has one.
 2. The last user text contains ``SIM_SCRIPT:`` followed by a JSON object, with any of:

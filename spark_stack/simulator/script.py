@@ -16,6 +16,12 @@ from .tokenizer import text_of
 SCRIPT_MARKER = "SIM_SCRIPT:"
 DEFAULT_CHUNK_CHARS = 4
 _RUN = re.compile(r"run:\s*(.+)")
+# A task of several commands: "run each: A | B | C" (one tool call per step, in order).
+_TASK = re.compile(r"run each:\s*(.+)")
+# What a summary keeps of the task's progress, so a compacted session resumes where it was.
+_PROGRESS = re.compile(r"\[sim-progress (\d+)\]")
+# The start of Claude Code's compaction instruction (2.1.x).
+COMPACT_PROMPT = "create a detailed summary of"
 
 
 class ScriptError(ValueError):
@@ -185,6 +191,26 @@ def _is_carried_note(message: Any) -> bool:
     return text.startswith("<system-reminder>") and text.endswith("</system-reminder>")
 
 
+def _task_plan(messages: Sequence[Any], tools: Sequence[Any] | None) -> Plan | None:
+    """The next step of a "run each:" task, from its progress so far: tool results in this
+    conversation plus what a compaction summary recorded (``[sim-progress N]``)."""
+    texts = [text_of(m.get("content")) for m in messages
+             if isinstance(m, Mapping) and m.get("role") in ("user", "assistant")]
+    task = next((found[-1] for text in texts if (found := _TASK.findall(text))), None)
+    if task is None:
+        return None
+    steps = [step.strip() for step in task.split("|") if step.strip()]
+    before = max((int(n) for text in texts for n in _PROGRESS.findall(text)), default=0)
+    done = before + sum(1 for m in messages if isinstance(m, Mapping) and m.get("role") == "tool")
+    last = texts[-1] if texts else ""
+    if COMPACT_PROMPT in last:
+        return Plan(content=f"Summary: the user asked: run each: {task}. {done} of "
+                    f"{len(steps)} commands have run. [sim-progress {done}]")
+    if done >= len(steps) or not tool_names(tools):
+        return Plan(content=f"All {len(steps)} commands ran. TASK DONE")
+    return _run_plan(steps[done], tools)
+
+
 def plan_for(request: Mapping[str, Any], model: str) -> Plan:
     """The scripted answer for a chat request."""
     messages = [m for m in request.get("messages") or [] if not _is_carried_note(m)]
@@ -192,6 +218,9 @@ def plan_for(request: Mapping[str, Any], model: str) -> Plan:
     last = messages[-1] if messages and isinstance(messages[-1], Mapping) else {}
     user = last_of_role(messages, "user")
     user_text = text_of(user.get("content")) if user else ""
+    task = _task_plan(messages, tools)
+    if task is not None:
+        return task
     script = parse_script(user_text) if SCRIPT_MARKER in user_text else None
     if last.get("role") == "tool":
         if script is not None and script.after_tool is not None:

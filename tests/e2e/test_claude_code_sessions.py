@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,3 +130,49 @@ def test_a_stopped_model_stops_both_entry_points_at_once(sim_stack: SimStack) ->
     assert up.returncode == 0, up.stdout + up.stderr
     answer = result_of(sim_stack.launch("-p", "What is 12*17?", "--output-format", "json"))
     assert "204" in answer["result"]
+
+
+# Thirty commands with ~1,000-token outputs: with Claude Code's ~12,000-token prompt they
+# overflow a 40,000-token window unless the session compacts on the way. (The window leaves
+# 17,000 tokens before a compaction, so each compaction buys a few turns: much bigger outputs
+# would make Claude Code stop as "thrashing".)
+BIG = "python3 -c \"print('x' * 4000)\""
+TASK = "run each: " + " | ".join([BIG] * 30)
+
+
+def _proxy_log(stack: SimStack) -> Path:
+    name = yaml.safe_load(stack.stack_file.read_text())["name"]
+    return stack.state / "stacks" / name / "proxy.log"
+
+
+def test_a_session_that_fills_the_window_compacts_and_finishes(sim_stack: SimStack) -> None:
+    """Through the launcher Claude Code compacts before vLLM's limit: no request is refused.
+    Without the launcher's variables (it believes 1,000,000 tokens) the same session runs into
+    "prompt is too long" — Claude Code 2.1.332 then compacts after the fact and carries on, but
+    only because the refused request was retried; the contract avoids the refusal."""
+    log = _proxy_log(sim_stack)
+    args = ["-p", TASK, "--output-format", "json", "--max-turns", "80",
+            "--allowedTools", "Bash"]
+    start = log.stat().st_size
+    result = result_of(sim_stack.launch(*args))
+    assert "All 30 commands ran. TASK DONE" in result["result"], result
+    with_contract = log.read_text()[start:]
+    sizes = [int(n) for n in re.findall(r" in=(\d+) ", with_contract)]
+    drops = sum(1 for before, after in zip(sizes, sizes[1:], strict=False) if after < before)
+    assert max(sizes) <= WINDOW and drops >= 2, sizes  # it compacted, more than once
+    assert "status=400" not in with_contract, with_contract
+    # The same session with only the proxy's address and models (no context variables).
+    printed = sim_stack.spark_stack("claude", "--print-env")
+    assert printed.returncode == 0, printed.stderr
+    env = sim_stack.env()
+    for line in printed.stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        if name.startswith("ANTHROPIC_"):
+            env[name] = value.strip("'")
+    start = log.stat().st_size
+    plain = subprocess.run([str(sim_stack.claude_bin), *args], env=env, cwd=sim_stack.workdir,
+                           capture_output=True, text=True, timeout=CLAUDE_TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+    without = log.read_text()[start:]
+    assert re.search(r"status=400 .*prompt is too long: \d+ tokens > 40000 maximum", without), \
+        plain.stdout + plain.stderr

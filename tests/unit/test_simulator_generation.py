@@ -369,3 +369,27 @@ def test_overflow_wording() -> None:
         "tokens. Please reduce the length of the input prompt or the number of requested output "
         "tokens. (parameter=input_tokens, value=90)"
     )
+
+
+def test_a_task_of_several_commands_survives_a_compaction() -> None:
+    from spark_stack.simulator.script import plan_for
+
+    tools = [{"type": "function", "function": {"name": "Bash", "parameters": {}}}]
+    task = {"role": "user", "content": "run each: echo a | echo b | echo c"}
+    call = {"role": "assistant", "content": "", "tool_calls": [{"id": "1"}]}
+    result = {"role": "tool", "tool_call_id": "1", "content": "a"}
+    first = plan_for({"messages": [task], "tools": tools}, "m")
+    assert first.tool_calls[0].arguments["command"] == "echo a"
+    second = plan_for({"messages": [task, call, result], "tools": tools}, "m")
+    assert second.tool_calls[0].arguments["command"] == "echo b"
+    summary = plan_for({"messages": [task, call, result, {
+        "role": "user", "content": "Your task is to create a detailed summary of the "
+        "conversation so far"}]}, "m")
+    assert "[sim-progress 1]" in summary.content and "run each: echo a | echo b" in \
+        summary.content
+    resumed = [{"role": "user", "content": "This session is being continued from a previous "
+                "conversation that ran out of context. " + summary.content}]
+    third = plan_for({"messages": resumed, "tools": tools}, "m")
+    assert third.tool_calls[0].arguments["command"] == "echo b"
+    done = plan_for({"messages": [*resumed, call, result, call, result], "tools": tools}, "m")
+    assert done.content == "All 3 commands ran. TASK DONE"
