@@ -123,9 +123,11 @@ def ensure(layout: Layout = HOST1) -> None:
         if not layout.meminfo.exists():
             reset_meminfo(layout)
         # Without -D sshd checks its config, daemonizes and detaches from our pipes. Its own
-        # mount namespace shows the host's meminfo file as /proc/meminfo to every session.
-        start = f"mount --bind {layout.meminfo} /proc/meminfo && exec {sshd} " \
-            f"-f {layout.sshd_config} -E {layout.sshd_log}"
+        # mount namespace shows the host's meminfo file as /proc/meminfo to every session,
+        # and a sysfs of its network namespace (/sys/class/net lists the host's interfaces,
+        # cx7a/cx7b with their MTU, not this machine's).
+        start = f"mount --bind {layout.meminfo} /proc/meminfo && mount -t sysfs sysfs /sys " \
+            f"&& exec {sshd} -f {layout.sshd_config} -E {layout.sshd_log}"
         run(layout.in_netns_argv(["unshare", "--mount", "--propagation", "private",
                                   "sh", "-c", start]))
     # The pidfile shows it is our sshd that listens (sshd forks before it binds).
