@@ -45,6 +45,26 @@ class SimConfig:
     download_bytes: int = 0
     download_seconds: float = 0.0
     non_default_args: Mapping[str, Any] = field(default_factory=dict)
+    # vLLM's native multi-node mode (see .distributed): one simulator per node.
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29501
+    headless: bool = False
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    enable_expert_parallel: bool = False
+    distributed_executor_backend: str | None = None
+    # torch.distributed's store timeout (600 s) unless VLLM_SIM_DIST_TIMEOUT says otherwise.
+    dist_timeout: float = 600.0
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    @property
+    def multi_node(self) -> bool:
+        return self.nnodes > 1
 
     @property
     def display_host(self) -> str:
@@ -151,7 +171,28 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
     speculative = _json_object("--speculative-config", args.value("--speculative-config"))
     spec_tokens = speculative.get("num_speculative_tokens")
     kv_tokens = _int("VLLM_SIM_KV_CACHE_TOKENS", env.get("VLLM_SIM_KV_CACHE_TOKENS"), 4 * max_len)
+    nnodes = _int("--nnodes", args.value("--nnodes"), 1)
+    node_rank = _int("--node-rank", args.value("--node-rank"), 0)
+    tp = _int("--tensor-parallel-size", args.value("--tensor-parallel-size"), 1)
+    pp = _int("--pipeline-parallel-size", args.value("--pipeline-parallel-size"), 1)
+    if nnodes < 1 or not 0 <= node_rank < nnodes:
+        raise UsageError(f"argument --node-rank: node_rank ({node_rank}) must be in "
+                         f"[0, nnodes) with nnodes={nnodes}")
+    if (tp * pp) % nnodes:
+        raise UsageError(f"world_size ({tp * pp}) = tensor_parallel_size ({tp}) x "
+                         f"pipeline_parallel_size ({pp}) must be a multiple of nnodes ({nnodes})")
     return SimConfig(
+        nnodes=nnodes,
+        node_rank=node_rank,
+        master_addr=args.value("--master-addr") or "127.0.0.1",
+        master_port=_int("--master-port", args.value("--master-port"), 29501),
+        headless=args.value("--headless") == "true",
+        tensor_parallel_size=tp,
+        pipeline_parallel_size=pp,
+        enable_expert_parallel=args.value("--enable-expert-parallel") == "true",
+        distributed_executor_backend=args.value("--distributed-executor-backend"),
+        dist_timeout=max(0.1, _float("VLLM_SIM_DIST_TIMEOUT", env.get("VLLM_SIM_DIST_TIMEOUT"),
+                                     600.0)),
         model=model,
         served_model_names=tuple(names),
         host=args.value("--host") or "0.0.0.0",

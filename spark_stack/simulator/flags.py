@@ -80,6 +80,13 @@ VALUED_FLAGS = frozenset(
         "--sim-flags-file",
         "--sim-quirks",
         "--sim-startup-seconds",
+        "--nnodes",
+        "--node-rank",
+        "--master-addr",
+        "--master-port",
+        "--tensor-parallel-size",
+        "--pipeline-parallel-size",
+        "--distributed-executor-backend",
     }
 )
 
@@ -123,7 +130,7 @@ def builtin_spec() -> FlagSpec:
 def spec_from_json(data: Mapping[str, object]) -> FlagSpec:
     """Build a spec from a `vllm-flags-*.json` document."""
     flags = frozenset(_strings(data.get("flags")))
-    bools = frozenset(_strings(data.get("bool_flags"))) or BUILTIN_BOOL_FLAGS
+    bools = set(_strings(data.get("bool_flags"))) or set(BUILTIN_BOOL_FLAGS)
     details = data.get("flag_details")
     multi: set[str] = set()
     aliases: dict[str, str] = {}
@@ -131,6 +138,10 @@ def spec_from_json(data: Mapping[str, object]) -> FlagSpec:
         for option, info in details.items():
             if not isinstance(info, Mapping):
                 continue
+            # Plain argparse switches (--headless, --disable-log-stats) are not in
+            # bool_flags, which lists the BooleanOptionalAction pairs only.
+            if str(info.get("kind", "")).startswith("action:'store_"):
+                bools.add(option)
             if "list[" in str(info.get("annotation", "")):
                 multi.add(option)
             primary = info.get("primary")
@@ -139,7 +150,7 @@ def spec_from_json(data: Mapping[str, object]) -> FlagSpec:
     version = data.get("version")
     return FlagSpec(
         flags=flags,
-        bool_flags=bools | {"--sim-reasoning-content"},
+        bool_flags=frozenset(bools | {"--sim-reasoning-content"}),
         multi_value_flags=frozenset(multi) or BUILTIN_MULTI_VALUE_FLAGS,
         aliases=aliases,
         version=version if isinstance(version, str) else None,

@@ -13,9 +13,28 @@ from typing import TextIO
 
 from .app import SimApp
 from .config import VLLM_VERSION, SimConfig, build_config
+from .distributed import (
+    DistFailure,
+    World,
+    assigned_line,
+    form_world,
+    global_rank,
+    headless_line,
+    init_line,
+    peer_lost_lines,
+)
 from .flags import UsageError, find_flags_file, load_spec, parse_serve_args
 from .httpserver import HttpProtocol
-from .vlog import API, failure_lines, log_line, serving_lines, startup_phases, uvicorn_lines
+from .vlog import (
+    API,
+    ENGINE,
+    ENGINE_PID,
+    failure_lines,
+    log_line,
+    serving_lines,
+    startup_phases,
+    uvicorn_lines,
+)
 
 TOP_USAGE = "usage: vllm [-h] [-v] {chat,complete,serve,bench,collect-env,run-batch} ..."
 
@@ -67,19 +86,83 @@ async def serve(
     shown, failure = failure_lines(config)
     if failure:
         phases = phases[:shown]
-    for phase in phases:
-        if await _wait(stop, phase.weight * config.startup_seconds):
-            return 0
-        for prefix, level, where, message in phase.lines:
-            log.line(prefix, level, where, message)
-        if config.fail == "hang":
-            await stop.wait()
-            return 0
-    if failure:
-        for text in failure:
+    world: World | None = None
+    headless = config.multi_node and config.node_rank > 0
+    try:
+        for phase in phases:
+            if await _wait(stop, phase.weight * config.startup_seconds):
+                return 0
+            for prefix, level, where, message in phase.lines:
+                if config.multi_node and world is None and message.startswith(LOAD_START):
+                    world = await _form_world(config, log, stop)
+                    if world is None:
+                        return 0 if stop.is_set() else 1
+                if headless and prefix == API:
+                    continue
+                log.line(_rank_prefix(config, prefix), level, where, message)
+                if headless and message.startswith(PLATFORM_LINE):
+                    log.raw(headless_line(config))
+            if config.fail == "hang":
+                await stop.wait()
+                return 0
+        if failure:
+            for text in failure:
+                log.raw(text, error=True)
+            return 1
+        if headless and world is not None:
+            return await _run_headless(config, log, stop, world)
+        return await _listen(config, log, stop, ready, world)
+    finally:
+        if world is not None:
+            await world.close()
+
+
+LOAD_START = "Starting to load model"
+PLATFORM_LINE = "Automatically detected platform"
+
+
+def _rank_prefix(config: SimConfig, prefix: str) -> str:
+    """A headless rank's engine lines come from its worker process."""
+    if config.multi_node and config.node_rank > 0 and prefix == ENGINE:
+        rank = global_rank(config)
+        return f"(Worker_TP{rank % config.tensor_parallel_size} pid={ENGINE_PID + rank}) "
+    return prefix
+
+
+async def _form_world(config: SimConfig, log: _Log, stop: asyncio.Event) -> World | None:
+    """Meet the other ranks; None when stopped or failed (the failure lines are printed)."""
+    log.raw(init_line(config))
+    try:
+        world = await form_world(config, stop, lambda text: log.raw(text, error=True))
+    except DistFailure as failure:
+        for text in failure.lines:
             log.raw(text, error=True)
-        return 1
-    return await _listen(config, log, stop, ready)
+        return None
+    if world is not None:
+        log.raw(assigned_line(config))
+    return world
+
+
+async def _run_headless(config: SimConfig, log: _Log, stop: asyncio.Event, world: World) -> int:
+    """A rank above 0 serves no API: it lives until stopped or a peer is lost."""
+    if await _stopped_or_lost(stop, world):
+        return 0
+    for text in peer_lost_lines(config):
+        log.raw(text, error=True)
+    return 1
+
+
+async def _stopped_or_lost(stop: asyncio.Event, world: World | None) -> bool:
+    """Wait for a stop (True) or, in a multi-node world, a lost peer (False)."""
+    if world is None:
+        await stop.wait()
+        return True
+    stopped = asyncio.ensure_future(stop.wait())
+    lost = asyncio.ensure_future(world.lost.wait())
+    await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    lost.cancel()
+    return stop.is_set()
 
 
 def hf_cache_dir(model: str, env: Mapping[str, str]) -> str:
@@ -121,7 +204,11 @@ async def _wait(stop: asyncio.Event, seconds: float) -> bool:
 
 
 async def _listen(
-    config: SimConfig, log: _Log, stop: asyncio.Event, ready: Callable[[int], None] | None
+    config: SimConfig,
+    log: _Log,
+    stop: asyncio.Event,
+    ready: Callable[[int], None] | None,
+    world: World | None = None,
 ) -> int:
     app = SimApp(config)
     connections: set[HttpProtocol] = set()
@@ -150,15 +237,19 @@ async def _listen(
         log.raw(text)
     if ready is not None:
         ready(port)
+    stopped = True
     try:
-        await stop.wait()
+        stopped = await _stopped_or_lost(stop, world)
+        if not stopped:
+            for text in peer_lost_lines(config):
+                log.raw(text, error=True)
     finally:
         log.line(API, "INFO", "launcher.py:99", "Shutting down FastAPI HTTP server.")
         server.close()
         for protocol in list(connections):
             protocol.abort()
         await server.wait_closed()
-    return 0
+    return 0 if stopped else 1
 
 
 class SimHandle:

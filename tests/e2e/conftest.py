@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.two_hosts import host_pair  # noqa: F401  (a fixture)
 from tests.testhost import HostInfo, TestHostError, ensure_up
 
 E2E_DIR = Path(__file__).resolve().parent

@@ -1,13 +1,29 @@
-"""A real stand-in for the DGX Spark (GB10): sshd + dockerd in a network namespace at 10.213.0.2.
+"""Real stand-ins for DGX Sparks (GB10): sshd + dockerd in network namespaces.
 
-Used by the e2e fixtures (``ensure_up()`` returns a :class:`HostInfo`) and by people:
-``python -m tests.testhost up|down|status``.
+Host 1 (``sparkhost``, 10.213.0.2) is the single-Spark stand-in: ``ensure_up()`` returns its
+:class:`HostInfo`. ``ensure_pair_up()`` adds host 2 (``sparkhost2``, 10.213.1.2) and the CX7
+link between them (``cx7a`` 10.214.0.1 <-> ``cx7b`` 10.214.0.2) and returns a
+:class:`HostPair`. For people: ``python -m tests.testhost up [--hosts 2]|down|status``.
 """
 
 from __future__ import annotations
 
 from .errors import TestHostError
-from .host import down, ensure_up, status
-from .layout import HostInfo
+from .host import HostPair, down, ensure_pair_up, ensure_up, status
+from .layout import HOST1, HOST2, LINK, HostInfo
+from .link import LinkInfo, mtu_set_to
 
-__all__ = ["HostInfo", "TestHostError", "down", "ensure_up", "status"]
+__all__ = [
+    "HOST1",
+    "HOST2",
+    "LINK",
+    "HostInfo",
+    "HostPair",
+    "LinkInfo",
+    "TestHostError",
+    "down",
+    "ensure_pair_up",
+    "ensure_up",
+    "mtu_set_to",
+    "status",
+]

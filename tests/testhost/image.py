@@ -144,14 +144,14 @@ def write_base_rootfs(out: Path) -> None:
         _add_text(tar, "/etc/group", "root:x:0:\n")
 
 
-def ensure_base(client: docker.DockerClient) -> str:
+def ensure_base(client: docker.DockerClient, build_dir: Path = BUILD_DIR) -> str:
     """The base image's id, importing it when this daemon does not have it yet."""
     try:
         return str(client.images.get(BASE_IMAGE).id)
     except ImageNotFound:
         pass
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=BUILD_DIR) as tmp:
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         write_base_rootfs(rootfs)
         repository, tag = BASE_IMAGE.rsplit(":", 1)
@@ -192,13 +192,13 @@ def _current(client: docker.DockerClient, want: str) -> bool:
     return sim.labels.get(SIM_HASH_LABEL) == want and sim.id == vllm.id
 
 
-def ensure_sim(client: docker.DockerClient) -> None:
+def ensure_sim(client: docker.DockerClient, build_dir: Path = BUILD_DIR) -> None:
     """Build and tag the simulator image unless the current one matches the sources."""
-    want = sim_hash(ensure_base(client))
+    want = sim_hash(ensure_base(client, build_dir))
     if _current(client, want):
         return
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=BUILD_DIR) as tmp:
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=build_dir) as tmp:
         context = Path(tmp)
         (context / "Dockerfile").write_text(DOCKERFILE)
         package = context / "vllm_simulator"

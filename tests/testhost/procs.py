@@ -61,10 +61,11 @@ def running_pid(pidfile: Path, name: str) -> int | None:
     return pid
 
 
-def in_stand_in_netns(pid: int) -> bool:
-    """Whether ``pid`` lives in the current ``sparkhost`` namespace (not a deleted older one)."""
+def in_stand_in_netns(pid: int, netns_path: Path = NETNS_PATH) -> bool:
+    """Whether ``pid`` lives in the current namespace at ``netns_path`` (not a deleted older
+    one); by default the first host's ``sparkhost``."""
     try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(NETNS_PATH).st_ino
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns_path).st_ino
     except OSError:
         return False
 

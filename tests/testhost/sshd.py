@@ -1,6 +1,6 @@
-"""The stand-in's sshd: real OpenSSH on 10.213.0.2:22, key-only, with its own config and keys.
+"""A stand-in's sshd: real OpenSSH on its address, port 22, key-only, own config and keys.
 
-Remote sessions get ``DOCKER_HOST`` pointing at the stand-in's dockerd (sshd's ``SetEnv``), so
+Remote sessions get ``DOCKER_HOST`` pointing at that host's dockerd (sshd's ``SetEnv``), so
 both ``docker …`` over ``exec_command`` and the docker SDK's ``docker system dial-stdio`` reach
 the test daemon and never a daemon the machine itself may run.
 """
@@ -14,25 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .errors import INSTALL_HINT, TestHostError, log_tail
-from .layout import (
-    ADDRESS,
-    AUTHORIZED_KEYS,
-    CLIENT_KEY,
-    DOCKER_SOCK,
-    KNOWN_HOSTS,
-    MEMINFO,
-    SSH_ALIAS,
-    SSH_CONFIG,
-    SSH_DIR,
-    SSH_PORT,
-    SSHD_CONFIG,
-    SSHD_HOST_KEY,
-    SSHD_LOG,
-    SSHD_PIDFILE,
-    SSHD_PRIVSEP_DIR,
-    client_ssh_config,
-    in_netns_argv,
-)
+from .layout import HOST1, SSH_PORT, SSHD_PRIVSEP_DIR, Layout, client_ssh_config
 from .procs import (
     find_command,
     in_stand_in_netns,
@@ -47,12 +29,12 @@ from .procs import (
 START_TIMEOUT = 15.0
 
 
-def sshd_config() -> str:
+def sshd_config(layout: Layout = HOST1) -> str:
     return (
-        f"ListenAddress {ADDRESS}:{SSH_PORT}\n"
-        f"HostKey {SSHD_HOST_KEY}\n"
-        f"PidFile {SSHD_PIDFILE}\n"
-        f"AuthorizedKeysFile {AUTHORIZED_KEYS}\n"
+        f"ListenAddress {layout.address}:{SSH_PORT}\n"
+        f"HostKey {layout.sshd_host_key}\n"
+        f"PidFile {layout.sshd_pidfile}\n"
+        f"AuthorizedKeysFile {layout.authorized_keys}\n"
         "PermitRootLogin prohibit-password\n"
         "PubkeyAuthentication yes\n"
         "PasswordAuthentication no\n"
@@ -63,11 +45,11 @@ def sshd_config() -> str:
         "UseDNS no\n"
         "PrintMotd no\n"
         "AllowTcpForwarding yes\n"
-        f"SetEnv DOCKER_HOST=unix://{DOCKER_SOCK}\n"
+        f"SetEnv DOCKER_HOST=unix://{layout.docker_sock}\n"
         "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
         # Not read by sshd: a change of how it is started (its /proc/meminfo) restarts it.
-        f"# /proc/meminfo is {MEMINFO}\n"
+        f"# /proc/meminfo is {layout.meminfo}\n"
     )
 
 
@@ -86,83 +68,93 @@ def _generate_key(path: Path) -> None:
     public = key.public_key().public_bytes(
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_bytes(private)
     path.chmod(0o600)
     _pub(path).write_bytes(public + b" spark-stack-testhost\n")
 
 
-def ensure_keys() -> bool:
+def ensure_keys(layout: Layout = HOST1) -> bool:
     """Host key, client key, authorized_keys, known_hosts and ssh_config (kept between runs).
 
     Returns whether the host key is new: a running sshd still serves the old one.
     """
-    SSH_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    layout.ssh_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     new_host_key = False
-    for key in (SSHD_HOST_KEY, CLIENT_KEY):
+    for key in (layout.sshd_host_key, layout.client_key):
         if not key.exists() or not _pub(key).exists():
             _generate_key(key)
-            new_host_key = new_host_key or key == SSHD_HOST_KEY
-    write_if_changed(AUTHORIZED_KEYS, _pub(CLIENT_KEY).read_text(), 0o600)
-    host_key = " ".join(_pub(SSHD_HOST_KEY).read_text().split()[:2])
-    write_if_changed(KNOWN_HOSTS, f"{ADDRESS},{SSH_ALIAS} {host_key}\n")
-    write_if_changed(SSH_CONFIG, client_ssh_config(CLIENT_KEY, KNOWN_HOSTS))
+            new_host_key = new_host_key or key == layout.sshd_host_key
+    write_if_changed(layout.authorized_keys, _pub(layout.client_key).read_text(), 0o600)
+    host_key = " ".join(_pub(layout.sshd_host_key).read_text().split()[:2])
+    write_if_changed(layout.known_hosts, f"{layout.address},{layout.ssh_alias} {host_key}\n")
+    write_if_changed(
+        layout.ssh_config,
+        client_ssh_config(layout.client_key, layout.known_hosts, layout.ssh_alias,
+                          layout.address),
+    )
     return new_host_key
 
 
-def _listening() -> bool:
+def _listening(layout: Layout) -> bool:
     try:
-        with socket.create_connection((ADDRESS, SSH_PORT), timeout=1.0) as conn:
+        with socket.create_connection((layout.address, SSH_PORT), timeout=1.0) as conn:
             return conn.recv(8).startswith(b"SSH-")
     except OSError:
         return False
 
 
-def ensure() -> None:
+def ensure(layout: Layout = HOST1) -> None:
     """Start sshd in the namespace unless it already runs with the current config."""
     sshd = find_command("sshd")
     if sshd is None:
         raise TestHostError("sshd is not installed", fix=INSTALL_HINT)
-    new_host_key = ensure_keys()
-    config_changed = write_if_changed(SSHD_CONFIG, sshd_config())
-    pid = running_pid(SSHD_PIDFILE, "sshd")
-    if pid is not None and (new_host_key or config_changed or not in_stand_in_netns(pid)):
+    new_host_key = ensure_keys(layout)
+    config_changed = write_if_changed(layout.sshd_config, sshd_config(layout))
+    pid = running_pid(layout.sshd_pidfile, "sshd")
+    if pid is not None and (
+        new_host_key or config_changed or not in_stand_in_netns(pid, layout.netns_path)
+    ):
         stop(pid)
         pid = None
     if pid is None:
         SSHD_PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
-        open_log(SSHD_LOG).close()
-        if not MEMINFO.exists():
-            reset_meminfo()
+        open_log(layout.sshd_log).close()
+        if not layout.meminfo.exists():
+            reset_meminfo(layout)
         # Without -D sshd checks its config, daemonizes and detaches from our pipes. Its own
-        # mount namespace shows MEMINFO as /proc/meminfo to every session.
-        start = f"mount --bind {MEMINFO} /proc/meminfo && exec {sshd} -f {SSHD_CONFIG} " \
-            f"-E {SSHD_LOG}"
-        run(in_netns_argv(["unshare", "--mount", "--propagation", "private",
-                           "sh", "-c", start]))
+        # mount namespace shows the host's meminfo file as /proc/meminfo to every session,
+        # and a sysfs of its network namespace (/sys/class/net lists the host's interfaces,
+        # cx7a/cx7b with their MTU, not this machine's).
+        start = f"mount --bind {layout.meminfo} /proc/meminfo && mount -t sysfs sysfs /sys " \
+            f"&& exec {sshd} -f {layout.sshd_config} -E {layout.sshd_log}"
+        run(layout.in_netns_argv(["unshare", "--mount", "--propagation", "private",
+                                  "sh", "-c", start]))
     # The pidfile shows it is our sshd that listens (sshd forks before it binds).
     if not wait_for(
-        lambda: running_pid(SSHD_PIDFILE, "sshd") is not None and _listening(),
+        lambda: running_pid(layout.sshd_pidfile, "sshd") is not None and _listening(layout),
         START_TIMEOUT,
     ):
         raise TestHostError(
-            f"sshd does not answer on {ADDRESS}:{SSH_PORT}\n" + log_tail(SSHD_LOG),
+            f"sshd does not answer on {layout.address}:{SSH_PORT}\n" + log_tail(layout.sshd_log),
             fix="read the log above; `python -m tests.testhost down` clears a stuck stand-in",
         )
 
 
-def reset_meminfo() -> None:
+def reset_meminfo(layout: Layout = HOST1) -> None:
     """The stand-in reports this machine's real memory again."""
-    MEMINFO.write_text(Path("/proc/meminfo").read_text())
+    layout.meminfo.parent.mkdir(parents=True, exist_ok=True)
+    layout.meminfo.write_text(Path("/proc/meminfo").read_text())
 
 
-def set_mem_available(kib: int) -> None:
+def set_mem_available(kib: int, layout: Layout = HOST1) -> None:
     """Make the stand-in report ``kib`` of MemAvailable (until :func:`reset_meminfo`)."""
     lines = [f"MemAvailable:   {kib} kB" if line.startswith("MemAvailable:") else line
              for line in Path("/proc/meminfo").read_text().splitlines()]
-    MEMINFO.write_text("\n".join(lines) + "\n")
+    layout.meminfo.write_text("\n".join(lines) + "\n")
 
 
-def remove() -> None:
-    pid = running_pid(SSHD_PIDFILE, "sshd")
+def remove(layout: Layout = HOST1) -> None:
+    pid = running_pid(layout.sshd_pidfile, "sshd")
     if pid is not None:
         stop(pid)

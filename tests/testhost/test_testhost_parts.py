@@ -64,3 +64,39 @@ def test_missing_daemon_names_the_install_command(monkeypatch: pytest.MonkeyPatc
         host.check_prerequisites()
     assert "no-such-daemon-xyz" in failure.value.message
     assert failure.value.fix is not None and "bash scripts/test.sh" in failure.value.fix
+
+
+def test_the_second_host_shares_nothing_with_the_first_but_the_client_key() -> None:
+    from tests.testhost.layout import HOST1, HOST2, LINK
+
+    for part in ("netns", "host_side_link", "guest_link_tmp", "host_side_address", "address",
+                 "ssh_alias", "data_dir", "run_dir", "subnet", "daemon_label",
+                 "docker_sock", "docker_pidfile", "docker_data_root", "sshd_pidfile",
+                 "sshd_host_key", "lock_file", "meminfo", "known_hosts"):
+        assert getattr(HOST1, part) != getattr(HOST2, part), part
+    assert HOST1.client_key == HOST2.client_key
+    assert LINK.subnet not in (HOST1.subnet, HOST2.subnet)
+    assert all(len(name) <= 15 for name in (*LINK.interfaces, HOST2.host_side_link,
+                                            HOST2.guest_link_tmp))
+
+
+def test_the_first_host_keeps_its_historic_names() -> None:
+    from tests.testhost.layout import HOST1
+
+    assert (HOST1.netns, HOST1.address, HOST1.ssh_alias) == ("sparkhost", "10.213.0.2",
+                                                             "gb10-test")
+    assert str(HOST1.docker_sock) == "/run/spark-stack-testhost/docker.sock"
+    assert HOST1.daemon_label == "spark-stack-testhost=1"
+
+
+@pytest.mark.parametrize(("argv", "parsed"), [
+    (["up"], ("up", 1)), (["up", "--hosts", "2"], ("up", 2)), (["down"], ("down", 0)),
+    (["down", "--host", "2"], ("down", 2)), (["status"], ("status", 0)),
+    (["up", "--hosts", "3"], None), (["down", "--hosts", "2"], None), (["stop"], None),
+])
+def test_the_cli_takes_the_second_host_options(
+    argv: list[str], parsed: tuple[str, int] | None
+) -> None:
+    from tests.testhost.__main__ import _parse
+
+    assert _parse(argv) == parsed
