@@ -106,6 +106,7 @@ class ProxySettings:
     token: str | None  # the setting: None, "auto" or a ${VAR} reference — never a value
     log_prompts: bool
     limits: Mapping[str, int | float] = field(default_factory=dict)  # the ones the file sets
+    repair_tool_markup: bool = False
 
     @property
     def url(self) -> str:
@@ -171,6 +172,7 @@ class Deployment:
             upstreams=upstreams,
             routes=[Route(r.pattern, r.model, r.origin) for r in self.routes],
             log_prompts=self.proxy.log_prompts,
+            repair_tool_markup=self.proxy.repair_tool_markup,
             **self.proxy.limits,  # type: ignore[arg-type]
         )
 
@@ -181,7 +183,8 @@ def resolve(stack: schema.Stack, dial: DialName = as_written) -> Deployment:
     models = tuple(_model(stack, model, hosts, dial) for model in stack.models)
     rules = routing_rules(stack, models)
     proxy = ProxySettings(stack.proxy.host, stack.proxy.port, stack.proxy.token,
-                          stack.proxy.log_prompts, stack.proxy.limits.set_values())
+                          stack.proxy.log_prompts, stack.proxy.limits.set_values(),
+                          stack.proxy.repair_tool_markup)
     reached = claude_reach(stack, RouteTable(rules))
     context = context_of([m for m in models if m.name in reached])
     return Deployment(

@@ -8,6 +8,9 @@ import typer
 
 from .common import JsonOption, StackOption, console, load, print_json, set_exit, use_json
 
+# Turns of `smoke --soak` without N: enough for an intermittent parser failure to show.
+DEFAULT_SOAK_TURNS = 20
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -30,6 +33,16 @@ def smoke(
     trust_host_key: Annotated[
         bool, typer.Option("--trust-host-key", help="Accept an unknown SSH host key.")
     ] = False,
+    soak: Annotated[
+        bool,
+        typer.Option("--soak", help="Then a tool-call soak: N turns (default 20) of one "
+                     "agentic session with Claude Code's tools, each turn checked."),
+    ] = False,
+    turns: Annotated[
+        int | None,
+        typer.Argument(metavar="[N]", min=1, show_default=False,
+                       help="Turns of the soak (`--soak N`; default 20)."),
+    ] = None,
 ) -> None:
     """Check the stack through the proxy (Anthropic API) and straight to vLLM.
 
@@ -42,8 +55,11 @@ def smoke(
     from ..smoke.pipeline import SmokeOptions
 
     use_json(json)
+    if turns is not None and not soak:
+        raise typer.BadParameter("N is the number of soak turns: give it after --soak")
     options = SmokeOptions(
-        bring_up="auto", keep=keep, up=UpOptions(trust_host_key=trust_host_key), timeout=timeout
+        bring_up="auto", keep=keep, up=UpOptions(trust_host_key=trust_host_key), timeout=timeout,
+        soak=(turns or DEFAULT_SOAK_TURNS) if soak else None,
     )
     run_smoke_command(load(stack), options, as_json=json)
 

@@ -71,6 +71,8 @@ class ProxyConfig:
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
     log_prompts: bool = False
+    # Tool calls leaked into the text as markup become tool_use blocks again (markup.py).
+    repair_tool_markup: bool = False
     # Bounds on what one client can hold (README "Limits and timeouts"). They apply before
     # authentication: the proxy may listen on a LAN.
     max_header_bytes: int = 64 * 1024
@@ -132,6 +134,7 @@ class ProxyConfig:
                 upstreams=upstreams,
                 routes=routes,
                 log_prompts=bool(raw.get("log_prompts", False)),
+                repair_tool_markup=bool(raw.get("repair_tool_markup", False)),
                 **_limits(raw),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -43,7 +43,8 @@ class Histogram:
 
 
 class RouteMetrics:
-    __slots__ = ("requests", "errors", "ttft", "duration", "input_tokens", "output_tokens")
+    __slots__ = ("requests", "errors", "ttft", "duration", "input_tokens", "cached_tokens",
+                 "output_tokens", "leaked_tool_markup")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -51,7 +52,9 @@ class RouteMetrics:
         self.ttft = Histogram()
         self.duration = Histogram()
         self.input_tokens = 0
+        self.cached_tokens = 0
         self.output_tokens = 0
+        self.leaked_tool_markup = 0
 
 
 _ROUTE_COUNTERS = (
@@ -59,7 +62,11 @@ _ROUTE_COUNTERS = (
     ("spark_proxy_errors_total", "errors",
      "POST /v1/messages requests answered with an error status or ended by a stream error"),
     ("spark_proxy_input_tokens_total", "input_tokens", "prompt tokens"),
+    ("spark_proxy_cached_input_tokens_total", "cached_tokens",
+     "prompt tokens vLLM's prefix cache served (part of spark_proxy_input_tokens_total)"),
     ("spark_proxy_output_tokens_total", "output_tokens", "generated tokens"),
+    ("spark_proxy_leaked_tool_markup_total", "leaked_tool_markup",
+     "answers whose text held tool calls as markup instead of tool calls"),
 )
 _ROUTE_HISTOGRAMS = (
     ("spark_proxy_ttft_seconds", "ttft", "time to the first content token"),

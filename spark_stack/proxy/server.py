@@ -306,12 +306,16 @@ class ProxyApp:
         message_id = "msg_" + os.urandom(12).hex()
         model = body["model"]
         try:
+            tools = body.get("tools") if isinstance(body.get("tools"), list) else None
             if request.get("stream"):
-                await self._stream(
-                    response, model, message_id, prompt_tokens, send, record, started
+                translator = StreamTranslator(
+                    model, message_id, prompt_tokens,
+                    repair_markup=self.config.repair_tool_markup, tools=tools,
                 )
+                await self._stream(response, translator, send, record, started)
             else:
-                await self._complete(response, model, message_id, prompt_tokens, send, record)
+                await self._complete(response, model, message_id, prompt_tokens, tools, send,
+                                     record)
         finally:
             response.release()
 
@@ -334,7 +338,14 @@ class ProxyApp:
         return prompt
 
     async def _complete(
-        self, response: Any, model: str, message_id: str, prompt: int, send: Send, record: _Record
+        self,
+        response: Any,
+        model: str,
+        message_id: str,
+        prompt: int,
+        tools: list[Any] | None,
+        send: Send,
+        record: _Record,
     ) -> None:
         try:
             completion = orjson.loads(await response.read())
@@ -342,23 +353,27 @@ class ProxyApp:
             raise upstream_timeout(self.config.upstream_timeout) from None
         except _unreadable(self._transport_errors) as exc:
             raise ProxyError(502, "api_error", f"upstream answer unreadable: {exc}") from None
-        message = translate_response(completion, model, message_id, prompt)
-        record.input_tokens = message["usage"]["input_tokens"]
-        record.output_tokens = message["usage"]["output_tokens"]
+        translation = translate_response(
+            completion, model, message_id, prompt,
+            repair_markup=self.config.repair_tool_markup, tools=tools,
+        )
+        message = translation.message
+        usage = message["usage"]
+        record.cached_tokens = usage["cache_read_input_tokens"]
+        record.input_tokens = usage["input_tokens"] + record.cached_tokens
+        record.output_tokens = usage["output_tokens"]
+        record.leaked_calls = translation.leaked_calls
         record.status = 200
         await _respond(send, 200, orjson.dumps(message))
 
     async def _stream(
         self,
         response: Any,
-        model: str,
-        message_id: str,
-        prompt: int,
+        translator: StreamTranslator,
         send: Send,
         record: _Record,
         started: float,
     ) -> None:
-        translator = StreamTranslator(model, message_id, prompt)
         record.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": _SSE})
         await send(_body(encode_events(translator.start()), more=True))
@@ -395,7 +410,9 @@ class ProxyApp:
                 events = translator.finish()
             else:
                 events = translator.fail("api_error", "upstream closed the stream before the end")
-        record.input_tokens = translator.input_tokens
+        record.input_tokens = translator.prompt_tokens
+        record.cached_tokens = translator.cached_tokens
+        record.leaked_calls = translator.leaked_calls
         record.output_tokens = translator.output_tokens or translator.deltas
         record.failed = translator.failed
         await send(_body(encode_events(events), more=False))
@@ -414,14 +431,21 @@ class ProxyApp:
         if record.ttft is not None:
             route.ttft.observe(record.ttft)
         route.input_tokens += record.input_tokens
+        route.cached_tokens += record.cached_tokens
         route.output_tokens += record.output_tokens
+        leak = ""
+        if record.leaked_calls:
+            route.leaked_tool_markup += 1
+            how = "repaired" if self.config.repair_tool_markup else "left in the text"
+            leak = f" leaked_tool_markup={record.leaked_calls} ({how})"
         ttft = "-" if record.ttft is None else f"{record.ttft * 1000:.1f}"
         self.access_log.write(
             f"{record.method} /v1/messages model={clip(record.model)!r} "
             f"route={record.route or '-'!r} upstream={record.upstream or '-'} "
             f"stream={record.stream} "
             f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
-            f"dur_ms={duration * 1000:.1f} in={record.input_tokens} out={record.output_tokens}"
+            f"dur_ms={duration * 1000:.1f} in={record.input_tokens} "
+            f"cached={record.cached_tokens} out={record.output_tokens}{leak}"
             f"{_error_note(record)}"
         )
 
@@ -440,7 +464,8 @@ class _Record:
     """What the per-request log line and the metrics need."""
 
     __slots__ = ("method", "path", "model", "route", "upstream", "stream", "status", "failed",
-                 "ttft", "input_tokens", "output_tokens", "estimate", "error")
+                 "ttft", "input_tokens", "cached_tokens", "output_tokens", "leaked_calls",
+                 "estimate", "error")
 
     def __init__(self, method: str, path: str) -> None:
         self.method = method
@@ -452,8 +477,10 @@ class _Record:
         self.status = 200
         self.failed = False
         self.ttft: float | None = None
-        self.input_tokens = 0
+        self.input_tokens = 0  # the whole prompt
+        self.cached_tokens = 0  # of which vLLM's prefix cache served
         self.output_tokens = 0
+        self.leaked_calls = 0
         self.estimate = False
         self.error = ""
 

@@ -6,6 +6,17 @@ chunk completes, in order. Guarantees, whatever the chunks look like: ``message_
 started, given deltas and stopped; then ``message_delta`` and ``message_stop`` — or a single
 ``error`` event, after which nothing more is emitted.
 
+Usage: ``message_delta`` carries vLLM's final counts as Anthropic counts them:
+``cache_read_input_tokens`` is ``prompt_tokens_details.cached_tokens`` (the prompt tokens
+vLLM's prefix cache served) and ``input_tokens`` the rest of the prompt.
+
+Leaked tool calls (``markup.py``): text deltas are scanned for ``<tool_call>`` / ``<function=``
+(two substring searches a delta, nothing more while no ``<`` comes). From a marker on, the text
+is also kept; at the end of the text it is parsed, and well-formed calls count as a leak. With
+``repair_markup`` the text from a marker on (and a delta's last characters that could begin
+one) is held back instead of sent, and goes out as ``tool_use`` blocks when it parses, as the
+text it was otherwise.
+
 Tool calls: the block starts as soon as the call's name is known (the client sees the call
 begin at once); its arguments are collected and sent as one ``input_json_delta`` when the
 block closes, because only the whole text can be checked and, when safe, repaired (see
@@ -22,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from spark_stack.proxy.markup import marker_index, parse_calls, partial_marker
 from spark_stack.proxy.repair import repair_arguments
 
 Event = dict[str, Any]
@@ -44,11 +56,27 @@ class _Call:
 class StreamTranslator:
     """One streamed response; see the module docstring for the guarantees."""
 
-    def __init__(self, model: str, message_id: str, input_tokens: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        message_id: str,
+        input_tokens: int,
+        *,
+        repair_markup: bool = False,
+        tools: list[Any] | None = None,
+    ) -> None:
         self.model = model
         self.message_id = message_id
         self.input_tokens = input_tokens
+        self.prompt_tokens = input_tokens  # the whole prompt, cached part included
+        self.cached_tokens = 0
         self.output_tokens = 0
+        self.repair_markup = repair_markup
+        self.leaked_calls = 0  # tool calls found as markup in the text
+        self._tools = tools
+        self._carry = ""  # the end of the text so far that could begin a marker
+        self._held: list[str] | None = None  # the text from a marker on
+        self._ticks = 0  # backticks in the text before the marker (code spans)
         self.failed = False
         self.finished = False
         self.finish_reason: str | None = None
@@ -150,8 +178,13 @@ class StreamTranslator:
             prompt = self._usage.get("prompt_tokens")
             completion = self._usage.get("completion_tokens")
             if isinstance(prompt, int):
-                usage["input_tokens"] = prompt
-                self.input_tokens = prompt
+                cached = cached_tokens(self._usage, prompt)
+                usage["input_tokens"] = prompt - cached
+                if cached:  # else message_start's 0 stands
+                    usage["cache_read_input_tokens"] = cached
+                self.input_tokens = prompt - cached
+                self.prompt_tokens = prompt
+                self.cached_tokens = cached
             if isinstance(completion, int):
                 usage["output_tokens"] = completion
         self.output_tokens = usage["output_tokens"]
@@ -202,6 +235,60 @@ class StreamTranslator:
         )
 
     def _text(self, text: str, events: list[Event]) -> None:
+        """Scan a text delta for leaked tool-call markup, then send what may go out now."""
+        if self._held is not None:
+            self._held.append(text)
+            if not self.repair_markup:
+                self._send_text(text, events)
+            return
+        if not self._carry and "<" not in text:
+            if "`" in text:
+                self._ticks += text.count("`")
+            self._send_text(text, events)
+            return
+        window = self._carry + text
+        self._carry = ""
+        start = marker_index(window)
+        held = carry = ""
+        if start >= 0 and (self._ticks + window[:start].count("`")) % 2 == 0:
+            ready, held = window[:start], window[start:]
+        else:
+            keep = partial_marker(window) if start < 0 else 0
+            ready, carry = window[: len(window) - keep], window[len(window) - keep :]
+        self._ticks += ready.count("`")
+        # Sent before the state changes: opening the text block may close another one.
+        if not self.repair_markup:
+            self._send_text(text, events)
+        elif ready:
+            self._send_text(ready, events)
+        self._carry = carry
+        if held:
+            self._held = [held]
+
+    def _settle_text(self, events: list[Event]) -> None:
+        """The text has ended: parse what followed a marker; with ``repair_markup`` send it as
+        ``tool_use`` blocks when it is well-formed calls, as text otherwise."""
+        held, rest = self._held, self._carry
+        self._held, self._carry = None, ""
+        calls = parse_calls("".join(held), self._tools) if held else None
+        if calls:
+            self.leaked_calls += len(calls)
+        if not self.repair_markup:
+            return
+        if not calls:
+            rest += "".join(held or ())
+            if rest:
+                self._send_text(rest, events)
+            return
+        self._close_block(events)
+        for number, leaked in enumerate(calls):
+            call = _Call(f"toolu_{self.message_id[-12:]}m{number:02d}")
+            call.name = leaked.name
+            call.args = [leaked.arguments]
+            self._start_call(call, events)
+            self._close_call(call, events)
+
+    def _send_text(self, text: str, events: list[Event]) -> None:
         if self._open != "text":
             self._flush(events)
             if self.failed:
@@ -288,6 +375,11 @@ class StreamTranslator:
         events.append({"type": "content_block_stop", "index": call.block})
 
     def _close_open(self, events: list[Event]) -> None:
+        if self._held is not None or self._carry:
+            self._settle_text(events)
+        self._close_block(events)
+
+    def _close_block(self, events: list[Event]) -> None:
         current = self._open
         if current is None:
             return
@@ -320,6 +412,16 @@ class StreamTranslator:
                 return
             self._start_call(call, events)
             self._close_call(call, events)
+
+
+def cached_tokens(usage: dict[str, Any], prompt: int) -> int:
+    """The prompt tokens vLLM's prefix cache served (``--enable-prompt-tokens-details``; vLLM
+    leaves the field out when there were none), never more than the prompt."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if not isinstance(cached, int) or cached < 0:
+        return 0
+    return min(cached, prompt)
 
 
 def _loads_object(text: str) -> dict[str, Any] | None:

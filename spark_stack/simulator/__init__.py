@@ -33,13 +33,15 @@ with role ``user``):
    ``reasoning_content`` (quirks, below); ``prompt_tokens`` (report this prompt size, also
    for the context-length check); ``after_tool`` (the script for the turn after the tool
    results).
-3. Tools are offered and the last user text contains ``run: <command>``: one call to the tool
+3. A tool named ``X`` is offered and the last user text contains ``Call the X tool with the
+   arguments {…}`` (a JSON object): one call to ``X`` with those arguments.
+4. Tools are offered and the last user text contains ``run: <command>``: one call to the tool
    named ``Bash`` (else the first tool) with ``{"command": <command>, "description": ...}``,
    finish ``tool_calls``.
-4. The last user text contains ``What is 12*17?``: ``204``.
-5. Otherwise: ``Hello from the vLLM simulator (<model>). Your message had <n> words.``
+5. The last user text contains ``What is 12*17?``: ``204``.
+6. Otherwise: ``Hello from the vLLM simulator (<model>). Your message had <n> words.``
 
-Answers 1 and 3-5 think first (a short ``reasoning``) when a reasoning parser is set and
+Answers 1 and 3-6 think first (a short ``reasoning``) when a reasoning parser is set and
 thinking is on (``chat_template_kwargs.enable_thinking`` per request, else
 ``--default-chat-template-kwargs``). Without ``--reasoning-parser`` the thinking stays in
 the content, closed by ``</think>``, as with the real model.
@@ -56,9 +58,16 @@ Environment:
 - ``VLLM_SIM_BENCH_CHUNKS=N``: every chat answer is N content chunks, no reasoning, no delay.
 - ``VLLM_SIM_QUIRKS`` (or ``--sim-quirks``): comma list of ``resend_id`` (repeat the tool-call
   id on every argument delta), ``multi_index_chunk`` (finish one call and start the next in
-  one chunk), ``reasoning_content`` (the pre-0.17 field name; also ``--sim-reasoning-content``).
+  one chunk), ``reasoning_content`` (the pre-0.17 field name; also ``--sim-reasoning-content``),
+  ``wrong_tool`` (every call goes to another offered tool) and ``leak_markup`` (every call
+  comes out as ``<tool_call><function=…>`` markup in the text, finish ``stop``: the Spark's
+  silent tool-call failure).
 
 - ``VLLM_SIM_KV_CACHE_TOKENS``: the simulated KV cache's size (default 4 × max model length).
+
+With ``--enable-prompt-tokens-details`` (as vLLM) the usage of a whole answer (non-streamed, or
+the final chunk with ``stream_options.include_usage``) carries ``prompt_tokens_details:
+{"cached_tokens": N}`` when N, the prompt tokens its prefix cache served, is not zero.
 
 ``GET /metrics`` exposes vLLM's own metrics (requests running and waiting under
 ``--max-num-seqs``, KV-cache use, prefix-cache queries and hits, prompt and generation tokens,

@@ -15,7 +15,7 @@ from .config import SimConfig
 from .generation import Outcome, Settings, generate
 from .httpserver import Request, Responder
 from .metrics import Metrics
-from .script import Plan, ScriptError, apply_tool_choice, bench_plan, plan_for
+from .script import Plan, ScriptError, apply_quirks, apply_tool_choice, bench_plan, plan_for
 from .tokenizer import count_tokens, render_chat, token_ids
 from .wire import (
     StreamContext,
@@ -182,7 +182,9 @@ class SimApp:
             plan = plan_for(data, self.config.primary_name)
         except ScriptError as exc:
             raise RequestError(str(exc)) from exc
-        return apply_tool_choice(plan, data.get("tool_choice"), data.get("tools") or None)
+        tools = data.get("tools") or None
+        plan = apply_tool_choice(plan, data.get("tool_choice"), tools)
+        return apply_quirks(plan, self.config.quirks, tools)
 
     async def _chat(self, data: dict[str, Any], responder: Responder) -> None:
         arrived = time.monotonic()
@@ -244,7 +246,9 @@ class SimApp:
         # The first token comes one decoding step (`delay_ms`) after the request gets a slot.
         first_token = plan.delay_ms / 1000
         async with self._engine_slot(prompt.encode(), prompt_tokens, kv_tokens,
-                                     time.monotonic() - arrived + first_token):
+                                     time.monotonic() - arrived + first_token) as cached:
+            if self.config.enable_prompt_tokens_details:
+                ctx = replace(ctx, cached_tokens=cached)
             if not data.get("stream"):
                 if plan.delay_ms:
                     await asyncio.sleep(plan.delay_ms * len(outcome.deltas) / 1000)
@@ -256,9 +260,10 @@ class SimApp:
     @asynccontextmanager
     async def _engine_slot(
         self, prompt: bytes, prompt_tokens: int, kv_tokens: int, ttft: float
-    ) -> AsyncIterator[None]:
+    ) -> AsyncIterator[int]:
         """Wait for one of ``--max-num-seqs`` slots, then count the request as running; its
-        time to first token is ``ttft`` plus that wait."""
+        time to first token is ``ttft`` plus that wait. Yields the prompt tokens the prefix
+        cache served."""
         waited = time.monotonic()
         metrics = self.metrics
         if self._slots is None:
@@ -269,10 +274,10 @@ class SimApp:
         finally:
             metrics.waiting -= 1
         metrics.running += 1
-        blocks = metrics.admitted(prompt, prompt_tokens, kv_tokens)
+        blocks, cached = metrics.admitted(prompt, prompt_tokens, kv_tokens)
         metrics.ttft.observe(ttft + time.monotonic() - waited)
         try:
-            yield
+            yield cached
         except asyncio.CancelledError:
             metrics.cancelled += 1
             metrics.finish("abort", 0)

@@ -14,7 +14,9 @@ DEFAULT_MODEL = "Qwen/Qwen3-0.6B"
 DEFAULT_MAX_MODEL_LEN = 262144
 VLLM_VERSION = "0.28.0"
 
-QUIRKS = frozenset({"resend_id", "multi_index_chunk", "reasoning_content"})
+QUIRKS = frozenset(
+    {"resend_id", "multi_index_chunk", "reasoning_content", "leak_markup", "wrong_tool"}
+)
 FAILURES = frozenset({"gpu_memory", "kv_cache", "oom", "no_kernel", "gated", "engine_dead", "hang"})
 
 
@@ -31,6 +33,8 @@ class SimConfig:
     reasoning_parser: str | None = None
     tool_call_parser: str | None = None
     enable_auto_tool_choice: bool = False
+    # vLLM's --enable-prompt-tokens-details: usage carries the prefix cache's cached_tokens.
+    enable_prompt_tokens_details: bool = False
     default_chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     gpu_memory_utilization: float = 0.9
     startup_seconds: float = 0.3
@@ -202,6 +206,7 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
         reasoning_parser=_parser_name(args.value("--reasoning-parser")),
         tool_call_parser=_parser_name(args.value("--tool-call-parser")),
         enable_auto_tool_choice=args.value("--enable-auto-tool-choice") == "true",
+        enable_prompt_tokens_details=args.value("--enable-prompt-tokens-details") == "true",
         default_chat_template_kwargs=_json_object(
             "--default-chat-template-kwargs", args.value("--default-chat-template-kwargs")
         ),

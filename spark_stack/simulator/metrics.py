@@ -132,15 +132,17 @@ class Metrics:
     def __post_init__(self) -> None:
         self.prefix_cache = PrefixCache(self.kv_cache_tokens // BLOCK_TOKENS)
 
-    def admitted(self, prompt: bytes, prompt_tokens: int, kv_tokens: int) -> int:
+    def admitted(self, prompt: bytes, prompt_tokens: int, kv_tokens: int) -> tuple[int, int]:
         """A request starts generating: count its prompt and prefix-cache lookup; returns the
-        KV blocks its ``kv_tokens`` hold (give them back with :meth:`released`)."""
+        KV blocks its ``kv_tokens`` hold (give them back with :meth:`released`) and the prompt
+        tokens the prefix cache served (vLLM's ``num_cached_tokens``)."""
         self.prompt_tokens += prompt_tokens
         self.prefix_queries += prompt_tokens
-        self.prefix_hits += self.prefix_cache.lookup_and_fill(prompt, prompt_tokens)
+        cached = self.prefix_cache.lookup_and_fill(prompt, prompt_tokens)
+        self.prefix_hits += cached
         blocks = -(-kv_tokens // BLOCK_TOKENS)
         self.kv_blocks_used += blocks
-        return blocks
+        return blocks, cached
 
     def released(self, blocks: int) -> None:
         self.kv_blocks_used -= blocks

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .tokenizer import text_of
+from .tokenizer import text_of, tool_call_markup
 
 SCRIPT_MARKER = "SIM_SCRIPT:"
 DEFAULT_CHUNK_CHARS = 4
@@ -22,6 +22,7 @@ _TASK = re.compile(r"run each:\s*(.+)")
 _PROGRESS = re.compile(r"\[sim-progress (\d+)\]")
 # The start of Claude Code's compaction instruction (2.1.x).
 COMPACT_PROMPT = "create a detailed summary of"
+_CALL = re.compile(r"Call the (\w+) tool with the arguments (\{.*\})")
 
 
 class ScriptError(ValueError):
@@ -174,6 +175,19 @@ def _run_plan(command: str, tools: Sequence[Any] | None) -> Plan:
     )
 
 
+def _call_plan(name: str, arguments: str) -> Plan:
+    try:
+        args = json.loads(arguments)
+    except ValueError as exc:
+        raise ScriptError(f"the arguments for {name} are not JSON: {exc}") from exc
+    if not isinstance(args, Mapping):
+        raise ScriptError(f"the arguments for {name} must be a JSON object")
+    return Plan(
+        reasoning=f"The user asks for the {name} tool with given arguments. I will call it.",
+        tool_calls=(ToolCallPlan(name, dict(args)),),
+    )
+
+
 def _default_plan(model: str, user_text: str) -> Plan:
     words = len(user_text.split())
     return Plan(
@@ -232,6 +246,9 @@ def plan_for(request: Mapping[str, Any], model: str) -> Plan:
         )
     if script is not None:
         return script
+    call = _CALL.search(user_text)
+    if call and call.group(1) in tool_names(tools):
+        return _call_plan(call.group(1), call.group(2))
     commands = _RUN.findall(user_text)
     if commands and tool_names(tools):
         return _run_plan(commands[-1].strip(), tools)
@@ -255,3 +272,26 @@ def apply_tool_choice(plan: Plan, tool_choice: Any, tools: Sequence[Any] | None)
         return plan
     calls = plan.tool_calls or (ToolCallPlan(forced, {}),)
     return replace(plan, tool_calls=tuple(replace(c, name=forced) for c in calls[:1]))
+
+
+def apply_quirks(plan: Plan, quirks: frozenset[str], tools: Sequence[Any] | None) -> Plan:
+    """Tool-call failures seen on real deployments, for soak tests to catch:
+
+    - ``wrong_tool``: every call goes to another offered tool (the first one whose name differs);
+    - ``leak_markup``: the parser misses the calls (MTP with prefix caching on the Spark): they
+      come out as qwen3_coder markup in the text, and the answer ends with ``stop``.
+    """
+    if not plan.tool_calls:
+        return plan
+    if "wrong_tool" in quirks:
+        names = tool_names(tools)
+        calls = []
+        for call in plan.tool_calls:
+            other = next((n for n in names if n != call.name), call.name)
+            calls.append(replace(call, name=other))
+        plan = replace(plan, tool_calls=tuple(calls))
+    if "leak_markup" in quirks:
+        markup = "\n".join(tool_call_markup(c.name, c.arguments) for c in plan.tool_calls)
+        content = f"{plan.content}\n\n{markup}" if plan.content else markup
+        plan = replace(plan, content=content, tool_calls=())
+    return plan

@@ -50,12 +50,17 @@ def _render_tool_calls(tool_calls: Any) -> str:
             args = json.loads(raw_args) if isinstance(raw_args, str) else raw_args
         except ValueError:
             args = {}
-        params = "".join(
-            f"<parameter={k}>\n{v if isinstance(v, str) else json.dumps(v)}\n</parameter>\n"
-            for k, v in (args.items() if isinstance(args, Mapping) else [])
-        )
-        out.append(f"\n<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>")
+        out.append("\n" + tool_call_markup(name, args if isinstance(args, Mapping) else {}))
     return "".join(out)
+
+
+def tool_call_markup(name: str, args: Mapping[str, Any]) -> str:
+    """One call in qwen3_coder's format, as the model writes it (and the template renders it)."""
+    params = "".join(
+        f"<parameter={k}>\n{v if isinstance(v, str) else json.dumps(v)}\n</parameter>\n"
+        for k, v in args.items()
+    )
+    return f"<tool_call>\n<function={name}>\n{params}</function>\n</tool_call>"
 
 
 def render_chat(

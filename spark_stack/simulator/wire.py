@@ -75,6 +75,9 @@ class StreamContext:
     reasoning_field: str = "reasoning"
     resend_id: bool = False
     reasoning_details: bool = False
+    # Prompt tokens the prefix cache served; reported (as vLLM does with
+    # --enable-prompt-tokens-details) only in the final usage, and only when not zero.
+    cached_tokens: int = 0
 
 
 def _tool_delta(t: ToolDelta, resend_id: bool, ids: dict[int, str]) -> dict[str, Any]:
@@ -119,6 +122,20 @@ def _usage(ctx: StreamContext, completion: int, reasoning: int) -> dict[str, Any
         {"reasoning_tokens": reasoning} if ctx.reasoning_details else None
     )
     return usage
+
+
+def _final_usage(ctx: StreamContext, outcome: Outcome) -> dict[str, Any]:
+    """The whole answer's usage, in vLLM's field order (``UsageInfo``)."""
+    usage = _usage(ctx, outcome.completion_tokens, outcome.reasoning_tokens)
+    return {
+        "prompt_tokens": usage["prompt_tokens"],
+        "total_tokens": usage["total_tokens"],
+        "completion_tokens": usage["completion_tokens"],
+        "prompt_tokens_details": (
+            {"cached_tokens": ctx.cached_tokens} if ctx.cached_tokens else None
+        ),
+        "completion_tokens_details": usage["completion_tokens_details"],
+    }
 
 
 def _chunk(ctx: StreamContext, choices: list[dict[str, Any]], **extra: Any) -> str:
@@ -180,9 +197,10 @@ def stream_events(outcome: Outcome, ctx: StreamContext) -> Iterator[str]:
         )
         yield _chunk(ctx, [choice], **extra)
     if ctx.include_usage:
-        usage = _usage(ctx, outcome.completion_tokens, outcome.reasoning_tokens)
-        if usage["completion_tokens_details"] is None:
-            del usage["completion_tokens_details"]
+        usage = _final_usage(ctx, outcome)
+        for key in ("prompt_tokens_details", "completion_tokens_details"):
+            if usage[key] is None:
+                del usage[key]
         yield _chunk(ctx, [], usage=usage)
     yield "data: [DONE]\n\n"
 
@@ -203,14 +221,7 @@ def completion_body(outcome: Outcome, ctx: StreamContext) -> dict[str, Any]:
             for cid, name, args in outcome.tool_calls
         ]
     message[ctx.reasoning_field] = outcome.reasoning
-    usage = _usage(ctx, outcome.completion_tokens, outcome.reasoning_tokens)
-    usage = {
-        "prompt_tokens": usage["prompt_tokens"],
-        "total_tokens": usage["total_tokens"],
-        "completion_tokens": usage["completion_tokens"],
-        "prompt_tokens_details": None,
-        "completion_tokens_details": usage["completion_tokens_details"],
-    }
+    usage = _final_usage(ctx, outcome)
     return {
         "id": ctx.request_id,
         "object": "chat.completion",

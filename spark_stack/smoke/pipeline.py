@@ -34,6 +34,7 @@ class SmokeOptions:
     keep: bool = False
     up: UpOptions = UpOptions()
     timeout: float = DEFAULT_TIMEOUT_S
+    soak: int | None = None  # turns of the tool-call soak (None: no soak)
 
 
 def stack_is_up(stack: schema.Stack) -> bool:
@@ -108,7 +109,8 @@ def smoke_deployment(
         report = SmokeReport(stack.name, _no_endpoints(stack))
         report.error = "the stack's proxy config is missing: `up` did not start the proxy"
     else:
-        report = run_smoke(loaded, endpoints, timeout=options.timeout, on_result=on_result)
+        report = run_smoke(loaded, endpoints, timeout=options.timeout, on_result=on_result,
+                           soak=options.soak)
     report.up_ms = up_ms
     if brought_up and not options.keep and options.bring_up == "auto":
         started = time.perf_counter()

@@ -8,9 +8,10 @@ from collections.abc import Callable
 import httpx
 
 from ..stack.loader import LoadedStack
-from .checks import CheckResult, checks_for, warm_up
+from .checks import NO_TOOLS, CheckResult, checks_for, skipped, warm_up
 from .endpoints import Endpoints
 from .report import SmokeReport
+from .soak import tool_soak
 
 # A real model on a Spark answers the longest check (thinking) well within this.
 DEFAULT_TIMEOUT_S = 120.0
@@ -24,8 +25,10 @@ def run_smoke(
     models: list[str] | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
     transport: httpx.BaseTransport | None = None,
+    soak: int | None = None,
 ) -> SmokeReport:
-    """Run the checks (all models, or those named in ``models``) and report every verdict.
+    """Run the checks (all models, or those named in ``models``) and report every verdict;
+    with ``soak``, the tool-call soak of that many turns last.
 
     ``on_result`` sees each verdict as it comes (for live output); ``transport`` lets tests
     replace the network.
@@ -40,6 +43,14 @@ def run_smoke(
             warm_up(client, endpoints, model)  # its failures show in the measured checks
             for check in checks_for(model):
                 result = check(client, endpoints, model)
+                report.checks.append(result)
+                if on_result is not None:
+                    on_result(result)
+            if soak:
+                if model.tools:
+                    result = tool_soak(client, endpoints, model, soak)
+                else:
+                    result = skipped("tool_soak", NO_TOOLS)(client, endpoints, model)
                 report.checks.append(result)
                 if on_result is not None:
                     on_result(result)

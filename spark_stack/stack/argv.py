@@ -18,6 +18,9 @@ from . import schema
 # The port vLLM listens on inside its container (the host port is the model's `port`).
 CONTAINER_PORT = 8000
 
+# Always on: usage then says how many prompt tokens vLLM's prefix cache served, which the proxy
+# reports to Claude Code as cache_read_input_tokens.
+PROMPT_TOKENS_DETAILS = "--enable-prompt-tokens-details"
 # Fields rendered as ``--flag value`` when set, in the common recipes' order.
 VALUE_FIELDS: tuple[tuple[str, str], ...] = (
     ("tool_call_parser", "--tool-call-parser"),
@@ -83,6 +86,7 @@ def vllm_argv_sources(model: schema.ContainerModel) -> list[tuple[str, ArgSource
     auto_tools = model.enable_auto_tool_choice
     if auto_tools or (auto_tools is None and model.tool_call_parser):
         add("enable_auto_tool_choice", "--enable-auto-tool-choice")
+    add("model", PROMPT_TOKENS_DETAILS)
     for field_name, flag in VALUE_FIELDS:
         value = getattr(model, field_name)
         if value:
@@ -115,6 +119,7 @@ def simulator_argv(model: schema.SimulatorModel) -> list[str]:
         argv += ["--max-model-len", str(model.max_model_len)]
     if model.tool_call_parser:
         argv.append("--enable-auto-tool-choice")
+    argv.append(PROMPT_TOKENS_DETAILS)
     for field_name, flag in VALUE_FIELDS:
         value = getattr(model, field_name, None)
         if value:

@@ -304,6 +304,8 @@ class ProxySection(StrictModel):
     # unset = the first model (see spark_stack.routing).
     fallback: str | None = None
     log_prompts: bool = False
+    # Turn tool calls the model left as markup in its text back into tool_use blocks.
+    repair_tool_markup: bool = False
     limits: ProxyLimits = Field(default_factory=ProxyLimits)
 
     @field_validator("listen")

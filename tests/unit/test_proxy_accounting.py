@@ -172,7 +172,9 @@ def test_metrics_round_trip_through_prometheus_parser_with_the_right_types() -> 
         "spark_proxy_requests": "counter",
         "spark_proxy_errors": "counter",
         "spark_proxy_input_tokens": "counter",
+        "spark_proxy_cached_input_tokens": "counter",
         "spark_proxy_output_tokens": "counter",
+        "spark_proxy_leaked_tool_markup": "counter",
         "spark_proxy_ttft_seconds": "histogram",
         "spark_proxy_duration_seconds": "histogram",
     }

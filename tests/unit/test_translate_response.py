@@ -40,7 +40,7 @@ def test_reasoning_text_and_tool_calls() -> None:
         "claude-x",
         "msg_abcdefabcdef",
         3,
-    )
+    ).message
     signature = out["content"][0]["signature"]
     assert out == {
         "id": "msg_abcdefabcdef",
@@ -61,13 +61,15 @@ def test_reasoning_text_and_tool_calls() -> None:
 
 
 def test_stop_sequence() -> None:
-    out = translate_response(completion({"content": "a"}, stop_reason="END"), "m", "msg_1", 1)
+    out = translate_response(
+        completion({"content": "a"}, stop_reason="END"), "m", "msg_1", 1).message
     assert (out["stop_reason"], out["stop_sequence"]) == ("stop_sequence", "END")
     assert out["content"] == [{"type": "text", "text": "a"}]
 
 
 def test_length() -> None:
-    out = translate_response(completion({"content": "a"}, finish="length"), "m", "msg_1", 1)
+    out = translate_response(
+        completion({"content": "a"}, finish="length"), "m", "msg_1", 1).message
     assert out["stop_reason"] == "max_tokens"
 
 
