@@ -83,6 +83,8 @@ class FakeConnection:
     hostname: str = "gb10.test"
     facts: str = field(default_factory=facts_output)
     scripts: list[str] = field(default_factory=list)
+    # Scripted answers: the first whose marker the script contains gives its stdout.
+    answers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def display(self) -> str:
@@ -93,6 +95,9 @@ class FakeConnection:
         self.scripts.append(script)
         if script.startswith(f"echo '{M} home'"):
             return Completed((script,), 0, self.facts, "")
+        for marker, stdout in self.answers:
+            if marker in script:
+                return Completed((script,), 0, stdout, "")
         return Completed((script,), 0, "", "")  # nvidia-smi for status: nothing listed
 
     def hold(self, command: str) -> _ShellHeld:
