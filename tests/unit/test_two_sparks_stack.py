@@ -179,3 +179,25 @@ def test_mtp_across_hosts_is_a_warning() -> None:
     loaded = load_stack_text(yaml.safe_dump(doc), filename="s.yaml")
     assert any("speculative decoding (MTP)" in w.message and w.key_path ==
                "models[0].speculative" for w in loaded.warnings)
+
+
+def test_plan_json_lists_the_nodes(tmp_path: Path) -> None:
+    import json
+
+    from spark_stack.cli import main
+    from spark_stack.cli.common import state as cli_state
+
+    path = tmp_path / "duo.yaml"
+    path.write_text(yaml.safe_dump(two_sparks()))
+    cli_state.exit_code = 0
+    cli_state.json = False
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["plan", "--json", "-s", str(path)]) == 0
+    (model,) = json.loads(out.getvalue())["models"]
+    assert [n["container"] for n in model["nodes"]] == ["spark-stack-duo-big-0",
+                                                          "spark-stack-duo-big-1"]
+    assert model["nodes"][1]["env"]["VLLM_HOST_IP"] == "192.168.100.11"

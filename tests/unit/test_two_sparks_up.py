@@ -179,3 +179,14 @@ def test_logs_come_from_every_node_with_the_host_named(sparks: FakeHosts) -> Non
                        connect=sparks.connect))
     assert [name for name, _ in chunks] == ["big [a]", "big [b]"]
     assert "rank 1 in world size 2 is assigned" in chunks[1][1]
+
+
+def test_plan_diff_replaces_both_nodes_when_one_is_stale(sparks: FakeHosts) -> None:
+    from spark_stack.deploy.plan_diff import host_diff
+
+    _up(_stack(), sparks)
+    for container in sparks.hosts["b"].docker.containers.values():
+        container["State"]["Status"] = "exited"
+    diff = host_diff(resolve(_stack()), connect=sparks.connect)
+    assert [(h["host"], [a["action"] for a in h["actions"]]) for h in diff] == [
+        ("a", ["replace"]), ("b", ["replace"])]
