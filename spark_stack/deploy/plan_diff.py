@@ -10,8 +10,8 @@ from typing import Any
 
 from ..deployment import Deployment
 from ..errors import SparkStackError
-from .connector import Connect
 from .actions import Action
+from .connector import Connect
 from .host_exec import Desired, observe, plan_host
 from .keys import READ, ContainerSecrets, Unknown, container_secrets
 from .nodes import together
