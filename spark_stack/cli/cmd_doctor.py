@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from .common import JsonOption, StackOption, console, load, print_json, set_exit, use_json
@@ -12,6 +14,9 @@ def doctor(
     stack: StackOption = None,
     json: JsonOption = False,
     trust_host_key: TrustOption = False,
+    bandwidth: Annotated[bool, typer.Option(
+        "--bandwidth", help="Also time a short TCP transfer between the hosts over the link "
+        "(GB/s against the ~24 GB/s NCCL reaches).")] = False,
 ) -> None:
     """Check the link between two Sparks before deploying: interfaces, addresses, MTU, each
     host reaching the other over the link, the image and the model files on every node."""
@@ -24,7 +29,8 @@ def doctor(
 
     use_json(json)
     loaded = load(stack)
-    verdicts = run_doctor(resolve_for_this_machine(loaded.stack), trust_host_key=trust_host_key)
+    verdicts = run_doctor(resolve_for_this_machine(loaded.stack), trust_host_key=trust_host_key,
+                          bandwidth=bandwidth)
     report = as_json(verdicts)
     if json:
         print_json(report)

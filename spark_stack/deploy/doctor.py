@@ -197,9 +197,91 @@ def _image_verdicts(model: ModelDeployment, looks: Mapping[str, HostLook]) -> li
     return out
 
 
+# `--bandwidth`: one TCP stream for a few seconds from a worker to the head, by python3 on
+# both (no iperf3 needed on the hosts). NCCL over RoCE reaches ~24 GB/s (playbooks PR #103);
+# one Python stream is bounded by a CPU core, so the figure is a floor; below the 10G port's
+# ~1.2 GB/s the traffic is not on the CX7 link.
+BANDWIDTH_MARK = "@@spark-stack-bandwidth@@"
+BANDWIDTH_PORT = 5201
+BANDWIDTH_SECONDS = 3
+EXPECTED_GBPS = 24.0
+SLOW_GBPS = 1.5
+_SINK = ("import socket,sys\n"
+         "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+         "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1); s.settimeout(30)\n"
+         "c, _ = s.accept()\n"
+         "while c.recv(1 << 22): pass\n")
+_SOURCE = ("import socket,sys,time\n"
+           "end = time.time() + 5\n"
+           "while True:\n"
+           "    try:\n"
+           "        c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)\n"
+           "        break\n"
+           "    except OSError:\n"
+           "        if time.time() > end: raise\n"
+           "        time.sleep(0.2)\n"
+           "b = bytes(1 << 22); n = 0; t = time.time()\n"
+           "while time.time() - t < float(sys.argv[3]): c.sendall(b); n += len(b)\n"
+           "c.close(); print(n, time.time() - t)\n")
+
+
+def sink_script(address: str) -> str:
+    """Started in the background on the head: receives one stream on its link address."""
+    return (f": {BANDWIDTH_MARK} sink; nohup python3 -c {shlex.quote(_SINK)} "
+            f"{shlex.quote(address)} {BANDWIDTH_PORT} >/dev/null 2>&1 &")
+
+
+def source_script(address: str) -> str:
+    return (f"echo '{BANDWIDTH_MARK}'; python3 -c {shlex.quote(_SOURCE)} "
+            f"{shlex.quote(address)} {BANDWIDTH_PORT} {BANDWIDTH_SECONDS} 2>&1 | tail -1")
+
+
+def bandwidth_verdict(source: str, sink: str, output: str) -> Verdict:
+    """The verdict on one measured stream (``BYTES SECONDS`` from the source's script)."""
+    words = output.replace(BANDWIDTH_MARK, "").split()
+    try:
+        gbps = int(words[0]) / float(words[1]) / 1e9
+    except (IndexError, ValueError, ZeroDivisionError):
+        return Verdict("bandwidth", source, "fail",
+                       f"no stream from {source} to {sink} over the link: "
+                       f"{' '.join(words)[:160] or 'no answer'}",
+                       "check `reach` above, python3 on both hosts and that port "
+                       f"{BANDWIDTH_PORT} is free on {sink}")
+    text = (f"{gbps:.1f} GB/s from {source} to {sink} over the link (one TCP stream; NCCL "
+            f"over RoCE reaches ~{EXPECTED_GBPS:.0f} GB/s)")
+    if gbps < SLOW_GBPS:
+        return Verdict("bandwidth", source, "warn", text,
+                       "the traffic may use the 10G port or a small MTU: check the addresses, "
+                       "MTU 9000 and set nccl_ib_hca for RoCE")
+    return Verdict("bandwidth", source, "ok", text)
+
+
+def measure(deployment: Deployment, connect: Connect, trust_host_key: bool) -> list[Verdict]:
+    """One stream from every worker to its head."""
+    out = []
+    for model in deployment.models:
+        if not model.nodes:
+            continue
+        head = model.nodes[0]
+        for node in model.nodes[1:]:
+            try:
+                with connect(head.host_key, head.host, trust_host_key) as session:
+                    session.conn.run_script(sink_script(head.link_address), timeout=20)
+                with connect(node.host_key, node.host, trust_host_key) as session:
+                    done = session.conn.run_script(source_script(head.link_address),
+                                                   timeout=BANDWIDTH_SECONDS + 30)
+            except SparkStackError as exc:
+                out.append(Verdict("ssh", node.host_key, "fail", exc.message, exc.fix))
+                continue
+            out.append(bandwidth_verdict(node.host_key, head.host_key,
+                                         done.stdout + done.stderr))
+    return out
+
+
 def doctor(deployment: Deployment, *, trust_host_key: bool = False,
-           connect: Connect | None = None) -> list[Verdict]:
-    """Every verdict on every model across hosts (none when the stack has none)."""
+           connect: Connect | None = None, bandwidth: bool = False) -> list[Verdict]:
+    """Every verdict on every model across hosts (none when the stack has none); with
+    ``bandwidth`` also a short transfer between the hosts."""
     if connect is None:
         from .session import open_session
 
@@ -219,6 +301,8 @@ def doctor(deployment: Deployment, *, trust_host_key: bool = False,
             except SparkStackError as exc:
                 out.append(Verdict("ssh", node.host_key, "fail", exc.message, exc.fix))
         out += judge(model, looks)
+    if bandwidth:
+        out += measure(deployment, connect, trust_host_key)
     return out
 
 

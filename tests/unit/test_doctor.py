@@ -99,3 +99,26 @@ def test_json_says_not_ok_on_any_failure(sparks: FakeHosts) -> None:
 def test_parse_look_reads_missing_sections_as_unknown() -> None:
     look = parse_look(f"{MARK} operstate\n{MARK} mtu\n")
     assert look.operstate is None and look.mtu is None and look.reach == {}
+
+
+def test_bandwidth_is_measured_from_the_worker_to_the_heads_link_address(
+    sparks: FakeHosts,
+) -> None:
+    from spark_stack.deploy.doctor import BANDWIDTH_MARK
+
+    answer = f"{BANDWIDTH_MARK}\n9000000000 3.0\n"
+    sparks.hosts["b"].conn.answers.insert(0, (BANDWIDTH_MARK, answer))
+    deployment = resolve(load_stack_text(STACK, lint=False).stack)
+    (verdict,) = [v for v in doctor(deployment, connect=sparks.connect, bandwidth=True)
+                  if v.check == "bandwidth"]
+    assert (verdict.host, verdict.level) == ("b", "ok")
+    assert verdict.message.startswith("3.0 GB/s from b to a") and "~24 GB/s" in verdict.message
+    assert "192.168.100.10 5201" in sparks.hosts["a"].conn.scripts[-1]  # the sink, on the head
+
+
+def test_a_slow_or_failed_transfer_is_named() -> None:
+    from spark_stack.deploy.doctor import bandwidth_verdict
+
+    assert bandwidth_verdict("b", "a", "1000000000 1.0").level == "warn"
+    failed = bandwidth_verdict("b", "a", "ConnectionRefusedError: [Errno 111]")
+    assert failed.level == "fail" and "ConnectionRefusedError" in failed.message
