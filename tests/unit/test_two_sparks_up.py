@@ -190,3 +190,17 @@ def test_plan_diff_replaces_both_nodes_when_one_is_stale(sparks: FakeHosts) -> N
     diff = host_diff(resolve(_stack()), connect=sparks.connect)
     assert [(h["host"], [a["action"] for a in h["actions"]]) for h in diff] == [
         ("a", ["replace"]), ("b", ["replace"])]
+
+
+def test_status_text_names_each_node_and_whether_it_joined(sparks: FakeHosts) -> None:
+    from rich.console import Console
+
+    from spark_stack.cli.cmd_status import _render
+
+    _up(_stack(), sparks)
+    sparks.never_join.add("b")
+    report = status(resolve(_stack()), connect=sparks.connect, probe=sparks.probe)
+    console = Console(record=True, width=120)
+    console.print(_render(report))
+    text = console.export_text()
+    assert "big [a] rank 0, not joined" in text and "big [b] rank 1, not joined" in text
