@@ -14,7 +14,7 @@ alias stands for its ``HostName``): the caller passes that mapping in (:data:`Di
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -28,7 +28,7 @@ from .claude_context import (
 )
 from .proxy.config import ProxyConfig, Route, ThinkingFamily, Upstream, dial_host
 from .routing import CATCH_ALL, RouteTable, Rule, is_glob
-from .spec import ContainerSpec, render_container
+from .spec import ContainerSpec, render_container, render_nodes
 from .stack import schema
 from .stack.argv import served_name, simulator_argv
 from .stack.secrets import referenced_names
@@ -71,6 +71,22 @@ class KeySource:
 
 
 @dataclass(frozen=True)
+class Node:
+    """One host's part of a multi-node model: its rank, container and end of the link."""
+
+    rank: int
+    host_key: str
+    host: schema.HostConfig
+    container: ContainerSpec
+    link_address: str
+    interface: str
+
+    @property
+    def head(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     """One model as the stack deploys (container, simulator) or reaches (remote) it."""
 
@@ -89,6 +105,20 @@ class ModelDeployment:
     via_tunnel: bool = False  # bound to the host's loopback: `up` dials it through SSH
     readiness_timeout: float = 900.0
     gpu_memory_utilization: float | None = None
+    # A model across several hosts: every node (rank order). The model's own host_key, host
+    # and container are its head's (rank 0), which serves the API at ``endpoint``.
+    nodes: tuple[Node, ...] = ()
+    rank: int | None = None  # set on a per-node view (:meth:`on_node`)
+
+    @property
+    def multi_node(self) -> bool:
+        return bool(self.nodes)
+
+    def on_node(self, node: Node) -> ModelDeployment:
+        """This model as one node runs it: that node's host and container (the endpoint
+        stays the head's)."""
+        return replace(self, host_key=node.host_key, host=node.host, container=node.container,
+                       rank=node.rank)
 
     @property
     def reasoning(self) -> bool:
@@ -143,10 +173,13 @@ class Deployment:
         return [m for m in self.models if m.kind == kind]
 
     def containers_by_host(self) -> dict[str, list[ModelDeployment]]:
+        """Per host, the containers it runs: a multi-node model appears on each of its hosts
+        as that node's view (:meth:`ModelDeployment.on_node`)."""
         grouped: dict[str, list[ModelDeployment]] = {}
         for model in self.of_kind("container"):
-            assert model.host_key is not None  # validation: every container has a host
-            grouped.setdefault(model.host_key, []).append(model)
+            for view in [model.on_node(n) for n in model.nodes] or [model]:
+                assert view.host_key is not None  # validation: every container has a host
+                grouped.setdefault(view.host_key, []).append(view)
         return grouped
 
     def proxy_config(self, keys: Mapping[str, str | None], token: str | None,
@@ -275,7 +308,8 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
         )
     key = host_key_of(stack, model)
     host = hosts.get(key) if key else None
-    spec = render_container(stack, model)
+    nodes = _nodes(stack, model, hosts) if model.multi_node else ()
+    spec = nodes[0].container if nodes else render_container(stack, model)
     loopback = model.bind == "loopback"
     address = "127.0.0.1" if loopback or host is None else url_host(dial(host.address))
     return ModelDeployment(
@@ -284,5 +318,15 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
         thinking=thinking, tools=model.tool_call_parser is not None,
         max_model_len=model.max_model_len, host_key=key, host=host, container=spec,
         via_tunnel=loopback, readiness_timeout=model.readiness_timeout,
-        gpu_memory_utilization=model.gpu_memory_utilization,
+        gpu_memory_utilization=model.gpu_memory_utilization, nodes=nodes,
     )
+
+
+def _nodes(stack: schema.Stack, model: schema.ContainerModel,
+           hosts: Mapping[str, schema.HostConfig]) -> tuple[Node, ...]:
+    assert model.hosts and stack.cluster is not None  # validation: checked before
+    return tuple(
+        Node(rank, key, hosts[key], spec, stack.cluster.link[key].address,
+             stack.cluster.link[key].interface)
+        for rank, (key, spec) in enumerate(zip(model.hosts, render_nodes(stack, model),
+                                               strict=True)))

@@ -21,6 +21,19 @@ from .vllm.flags import version_for_image
 
 
 @dataclass(frozen=True)
+class NodePlan:
+    """One node of a model across hosts: its host, container and environment."""
+
+    rank: int
+    host: str
+    role: str  # "head (serves the API)" or "worker (headless)"
+    link: str  # "enp1s0f1np1 192.168.100.11"
+    container: str
+    docker_run: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ModelPlan:
     """One model as `up` would run it (container) or reach it (remote, simulator)."""
 
@@ -37,6 +50,7 @@ class ModelPlan:
     env: dict[str, str] = field(default_factory=dict)
     api_key: str = "none"
     spec_hash: str | None = None
+    nodes: list[NodePlan] = field(default_factory=list)  # a model across hosts
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,18 @@ def _model_plan(model: ModelDeployment) -> ModelPlan:
         env={var.name: var.shown() for var in spec.env},
         api_key=_container_key(model.key),
         spec_hash=spec.spec_hash,
+        nodes=[
+            NodePlan(
+                rank=node.rank,
+                host=f"{node.host_key} ({_host_text(node.host)})",
+                role="head (serves the API)" if node.head else "worker (headless)",
+                link=f"{node.interface} {node.link_address}",
+                container=node.container.name,
+                docker_run=docker_run_command(node.container),
+                env={var.name: var.shown() for var in node.container.env},
+            )
+            for node in model.nodes
+        ],
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from .stack import schema
-from .stack.argv import CONTAINER_PORT, served_name, vllm_argv
+from .stack.argv import CONTAINER_PORT, node_argv, served_name, vllm_argv
 from .stack.secrets import has_reference, mask
 
 LABEL_PREFIX = "io.spark-stack"
@@ -25,6 +25,7 @@ LABEL_MANAGED_BY = f"{LABEL_PREFIX}.managed-by"
 LABEL_STACK = f"{LABEL_PREFIX}.stack"
 LABEL_MODEL = f"{LABEL_PREFIX}.model"
 LABEL_SPEC_HASH = f"{LABEL_PREFIX}.spec-hash"
+LABEL_RANK = f"{LABEL_PREFIX}.rank"  # a multi-node model's node (0: the head)
 MANAGED_BY = "spark-stack"
 API_KEY_ENV = "VLLM_API_KEY"  # vLLM reads its API key from here: keeps it out of argv
 CACHE_TARGETS = {
@@ -78,42 +79,97 @@ class ContainerSpec:
     served_name: str
     container_port: int = CONTAINER_PORT
     spec_hash: str = field(default="", compare=False)
+    # A node of a multi-node model: its rank, on the host's network (NCCL needs the link).
+    rank: int | None = None
+    network_mode: Literal["host"] | None = None
+
+    @property
+    def head(self) -> bool:
+        """Serves the API: every single-node container, and rank 0 of a multi-node model."""
+        return not self.rank
 
     def labels(self) -> dict[str, str]:
-        return {
+        labels = {
             LABEL_MANAGED_BY: MANAGED_BY,
             LABEL_STACK: self.stack,
             LABEL_MODEL: self.model,
             LABEL_SPEC_HASH: self.spec_hash,
         }
+        if self.rank is not None:
+            labels[LABEL_RANK] = str(self.rank)
+        return labels
 
     def canonical(self) -> str:
-        """Canonical JSON of the spec without its hash (secret references, never values)."""
+        """Canonical JSON of the spec without its hash (secret references, never values).
+
+        The multi-node fields are left out while unset, so a single-node container's hash
+        stays what it was before they existed (no spurious replace on upgrade)."""
         data = asdict(self)
         data.pop("spec_hash")
+        for name in ("rank", "network_mode"):
+            if data[name] is None:
+                data.pop(name)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
-def container_name(stack: str, model: str) -> str:
-    return f"spark-stack-{stack}-{model}"
+def container_name(stack: str, model: str, rank: int | None = None) -> str:
+    base = f"spark-stack-{stack}-{model}"
+    return base if rank is None else f"{base}-{rank}"
 
 
-def render_container(stack: schema.Stack, model: schema.ContainerModel) -> ContainerSpec:
+def node_env(cluster: schema.ClusterSection, host_key: str, head_key: str) -> dict[str, str]:
+    """The environment that pins one node's vLLM, NCCL, GLOO, UCX and MPI to the link (as
+    NVIDIA's playbook and vLLM's run_cluster.sh set it): its own link address and interface,
+    and the head's address."""
+    end, head = cluster.link[host_key], cluster.link[head_key]
+    env = {
+        "VLLM_HOST_IP": end.address,
+        "NCCL_SOCKET_IFNAME": end.interface,
+        "GLOO_SOCKET_IFNAME": end.interface,
+        "TP_SOCKET_IFNAME": end.interface,
+        "UCX_NET_DEVICES": end.interface,
+        "OMPI_MCA_btl_tcp_if_include": end.interface,
+        "MASTER_ADDR": head.address,
+    }
+    if cluster.nccl_ib_hca:
+        env["NCCL_IB_HCA"] = cluster.nccl_ib_hca
+    return env
+
+
+def render_nodes(stack: schema.Stack, model: schema.ContainerModel) -> list[ContainerSpec]:
+    """One container spec per host of a multi-node model, in rank order (0: the head)."""
+    assert model.hosts and stack.cluster is not None  # validation: checked before
+    head_key = model.hosts[0]
+    master = stack.cluster.link[head_key].address
+    specs = []
+    for rank, host_key in enumerate(model.hosts):
+        derived = node_env(stack.cluster, host_key, head_key)
+        specs.append(render_container(
+            stack, model, rank=rank,
+            extra_command=node_argv(rank, len(model.hosts), master, stack.cluster.master_port),
+            extra_env={**derived, **model.env}))
+    return specs
+
+
+def render_container(stack: schema.Stack, model: schema.ContainerModel, *,
+                     rank: int | None = None, extra_command: list[str] | None = None,
+                     extra_env: dict[str, str] | None = None) -> ContainerSpec:
     mounts = [
         MountSpec(source, CACHE_TARGETS[kind])
         for kind, source in model.cache.model_dump().items()
         if source is not None
     ]
     mounts += [MountSpec(m.source, m.target, m.read_only) for m in model.mounts]
-    env = [EnvVar(name, value) for name, value in sorted(model.env.items())]
+    env = [EnvVar(name, value)
+           for name, value in sorted((model.env if extra_env is None else extra_env).items())]
     gpus: Literal["all", "none"] | int | tuple[int, ...]
     gpus = tuple(model.gpus) if isinstance(model.gpus, list) else model.gpus
     spec = ContainerSpec(
         stack=stack.name,
         model=model.name,
-        name=container_name(stack.name, model.name),
+        name=container_name(stack.name, model.name, rank),
         image=model.image or "",
-        command=tuple(vllm_argv(model)),
+        command=(*vllm_argv(model), *(extra_command or ())),
         env=tuple(env),
         host_port=model.port,
         bind_address="127.0.0.1" if model.bind == "loopback" else "0.0.0.0",
@@ -125,13 +181,17 @@ def render_container(stack: schema.Stack, model: schema.ContainerModel) -> Conta
         restart=model.restart,
         api_key=model.api_key,
         served_name=served_name(model),
+        container_port=model.port if rank is not None else CONTAINER_PORT,
+        rank=rank,
+        network_mode="host" if rank is not None else None,
     )
     digest = hashlib.sha256(spec.canonical().encode()).hexdigest()[:16]
     return ContainerSpec(**{**spec.__dict__, "spec_hash": digest})
 
 
 def render_containers(stack: schema.Stack) -> list[ContainerSpec]:
-    return [render_container(stack, m) for m in stack.container_models()]
+    return [spec for m in stack.container_models()
+            for spec in (render_nodes(stack, m) if m.multi_node else [render_container(stack, m)])]
 
 
 def docker_run_command(spec: ContainerSpec) -> str:
@@ -151,8 +211,11 @@ def docker_run_command(spec: ContainerSpec) -> str:
         args += ["--shm-size", spec.shm_size]
     for name, soft, hard in spec.ulimits:
         args += ["--ulimit", f"{name}={soft}" if soft == hard else f"{name}={soft}:{hard}"]
-    bind = "" if spec.bind_address == "0.0.0.0" else f"{spec.bind_address}:"
-    args += ["-p", f"{bind}{spec.host_port}:{spec.container_port}"]
+    if spec.network_mode == "host":
+        args += ["--network", "host"]  # vLLM binds the host's port itself (see the argv)
+    else:
+        bind = "" if spec.bind_address == "0.0.0.0" else f"{spec.bind_address}:"
+        args += ["-p", f"{bind}{spec.host_port}:{spec.container_port}"]
     for mount in spec.mounts:
         args += ["-v", f"{mount.source}:{mount.target}{':ro' if mount.read_only else ''}"]
     for var in spec.env:

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "status",
     "top",
     "logs",
+    "doctor",
     "claude",
     "proxy",
     "smoke",

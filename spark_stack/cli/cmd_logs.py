@@ -27,8 +27,10 @@ def logs(
     from ..deploy.session import resolve_for_this_machine
 
     loaded = load(stack)
-    several = model is None and len(loaded.stack.models) > 1
     deployment = resolve_for_this_machine(loaded.stack)
+    # A model across hosts prints each node's log under its own "==> model [host] <==".
+    several = (model is None and len(loaded.stack.models) > 1) or any(
+        m.nodes for m in deployment.models if model in (None, m.name))
     for name, chunk in read_logs(deployment, model, tail=tail, follow=follow,
                                  trust_host_key=trust_host_key):
         if several:

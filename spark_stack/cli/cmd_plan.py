@@ -131,8 +131,21 @@ def _print_model(model: ModelPlan, text: Callable[[str], None]) -> None:
             text(f"  already running; spark-stack only proxies to it (api key: {model.api_key})")
         return
     text(f"  image: {model.image} (flags checked against vLLM {model.vllm_flags_version})")
-    text(f"  container: {model.container} (spec hash {model.spec_hash})")
     text(f"  api key: {model.api_key}")
+    if model.nodes:
+        text(f"  across {len(model.nodes)} hosts (workers start first, then the head):")
+        for node in model.nodes:
+            text(f"  node {node.rank}: {node.role} on {node.host}, link {node.link}")
+            text(f"    container: {node.container}")
+            for name, value in node.env.items():
+                text(f"    env {name}={value}")
+            text("    docker run:")
+            text(f"      {node.docker_run}")
+        text("  vllm serve argv (the head's):")
+        for line in _argv_lines(model.vllm_argv):
+            text(f"    {line}")
+        return
+    text(f"  container: {model.container} (spec hash {model.spec_hash})")
     for name, value in model.env.items():
         text(f"  env {name}={value}")
     text("  docker run:")

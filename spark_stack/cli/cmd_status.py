@@ -124,8 +124,12 @@ def _render(report: dict[str, Any]) -> Group:
     details: list[Any] = []
     for model in report["models"]:
         restarts = model["restarts"]
+        # A node of a model across hosts: "big [b] rank 1, joined" (or "not joined").
+        name = model["name"] if model.get("rank") is None else (
+            f"{model['name']} [{model['host']}] rank {model['rank']}, "
+            f"{'joined' if model['joined'] else 'not joined'}")
         table.add_row(
-            escape(model["name"]),
+            escape(name),
             model["state"],
             _yes_no(bool(model["health"] and model["models_listed"])),
             _yes_no(bool(model["healthy"])),
@@ -134,7 +138,7 @@ def _render(report: dict[str, Any]) -> Group:
             escape(", ".join(model["drift_fields"] or [])) or "-",
         )
         served = f"serves '{model['served_name']}'" if model["served_name"] else "serves ?"
-        detail = f"  {model['name']}: {served} at {model['endpoint'] or '-'}"
+        detail = f"  {name}: {served} at {model['endpoint'] or '-'}"
         if model["image"]:
             detail += f"\n    image {model['image']}"
         details.append(Text(detail))

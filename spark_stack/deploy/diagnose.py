@@ -69,6 +69,31 @@ SIGNATURES: tuple[Signature, ...] = (
     _sig("qwen3_xml_parser", r"qwen3xml_tool_parser.*not well-formed",
          "the qwen3_xml tool parser failed on the model's output (NVIDIA/NemoClaw PR #6551)",
          "set tool_call_parser: qwen3_coder"),
+    # Two Sparks (research/two-sparks.md): the ranks of a model across hosts fail to meet.
+    _sig("tp_exceeds_gpus", r"Tensor parallel size \((?P<detail>\d+)\) exceeds available GPUs",
+         "vLLM saw fewer GPUs than tensor_parallel_size {detail}: the other node never joined "
+         "(a link-local 169.254.x address was picked, dgx-spark-playbooks #63)",
+         "give each CX7 port a static address in cluster.link (not 169.254.x) and check the "
+         "link with `spark-stack doctor`"),
+    _sig("ibv_reg_mr", r"ibv_reg_mr.*(?:ENOMEM|Cannot allocate memory)",
+         "NCCL could not register memory for RDMA (the kernel has CmaTotal: 0)",
+         "boot the hosts with a CMA reservation (cma= on the kernel command line) or unset "
+         "nccl_ib_hca to use sockets"),
+    _sig("nccl", r"NCCL error|ncclSystemError|ncclInternalError|ncclRemoteError|"
+         r"ncclUnhandledCudaError|NCCL WARN (?P<detail>.*)",
+         "NCCL failed between the nodes {detail}",
+         "check the link (`spark-stack doctor`), that cluster.link names each host's CX7 "
+         "interface, nccl_ib_hca, and remove a stale /etc/nccl.conf on the hosts"),
+    _sig("gloo", r"Gloo connectFullMesh failed|\[Gloo\].*(?:[Tt]imed out|refused)|"
+         r"gloo.*(?:Connection refused|Timed out)",
+         "GLOO could not connect the ranks over the link",
+         "check that cluster.link's interface is up on both hosts with the addresses given "
+         "(`spark-stack doctor`)"),
+    _sig("rendezvous", r"DistNetworkError|TCPStore.*(?:timed out|Connection refused)|"
+         r"Timed out after \d+ seconds waiting for clients",
+         "a rank could not reach the head's master address and port over the link",
+         "check the head's link address (cluster.link) and that master_port is free and not "
+         "firewalled on the head (`spark-stack doctor`)"),
     _sig("unknown_flag", r"error: unrecognized arguments: (?P<detail>.*)",
          "vLLM does not know the flag(s) {detail} (not in this vLLM version)",
          "remove them from extra_args, or use an image whose vLLM has them"),

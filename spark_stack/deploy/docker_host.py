@@ -230,12 +230,17 @@ class DockerHost:
             "command": list(spec.command),
             "environment": dict(environment),
             "labels": labels,
-            "ports": {f"{spec.container_port}/tcp": (spec.bind_address, spec.host_port)},
             "volumes": volumes,
             "detach": True,
             "ulimits": [Ulimit(name=n, soft=s, hard=h) for n, s, h in spec.ulimits],
             "device_requests": _device_requests(spec.gpus),
         }
+        if spec.network_mode == "host":
+            # A node of a model across hosts: NCCL and GLOO need the host's own interfaces;
+            # vLLM binds the model's port itself (``--host``/``--port`` in its argv).
+            kwargs["network_mode"] = "host"
+        else:
+            kwargs["ports"] = {f"{spec.container_port}/tcp": (spec.bind_address, spec.host_port)}
         if spec.restart != "no":
             kwargs["restart_policy"] = {"Name": spec.restart}
         if spec.ipc:

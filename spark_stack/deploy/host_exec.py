@@ -15,15 +15,17 @@ import json
 import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..deployment import ModelDeployment
 from ..errors import DeployError, SparkStackError
 from ..spec import CACHE_TARGETS, ContainerSpec
 from .actions import Action, Observed, plan_actions
 from .connector import HostSession
+from .diagnose import Diagnosis, diagnose, diagnose_exit
 from .failure import fail
 from .keys import ContainerSecrets
+from .nodes import joined
 from .preflight import (
     FACTS_SCRIPT,
     VLLM_DEFAULT_UTILIZATION,
@@ -106,44 +108,83 @@ class HostRun:
 
 def execute(session: HostSession, run: HostRun, desired: Sequence[Desired],
             snapshot: HostSnapshot, actions: Sequence[Action]) -> dict[str, float]:
-    """Carry out ``actions``; every model's seconds to ready (kept ones are checked too)."""
+    """Carry out ``actions`` on one host; every model's seconds to ready (kept ones are
+    checked too). ``up`` runs these steps across hosts: :func:`preflight`, :func:`pull_missing`,
+    :func:`start`, :func:`settle`."""
+    facts = preflight(session, run, desired, snapshot, actions)
+    pull_missing(session, run, desired, snapshot, actions, facts)
+    return settle(run, [(session, s) for s in start(session, run, desired, snapshot, actions,
+                                                     facts)])
+
+
+def _changing(desired: Sequence[Desired], actions: Sequence[Action]) -> list[Desired]:
     by_model = {d.spec.model: d for d in desired}
-    changing = [by_model[a.model] for a in actions if a.kind in ("create", "replace")]
-    facts: HostFacts | None = None
-    if changing or any(a.kind == "remove" for a in actions):
-        facts = parse_facts(session.conn.run_script(FACTS_SCRIPT, timeout=60).stdout)
-    if changing and facts is not None:
+    return [by_model[a.model] for a in actions if a.kind in ("create", "replace")]
+
+
+def preflight(session: HostSession, run: HostRun, desired: Sequence[Desired],
+              snapshot: HostSnapshot, actions: Sequence[Action]) -> HostFacts | None:
+    """The host's facts when anything changes on it, after the checks passed."""
+    changing = _changing(desired, actions)
+    if not changing and not any(a.kind == "remove" for a in actions):
+        return None
+    facts = parse_facts(session.conn.run_script(FACTS_SCRIPT, timeout=60).stdout)
+    if changing:
         _preflight(run, changing, snapshot, facts)
-        for item in changing:
-            image = item.spec.image
-            if snapshot.images.get(image) is None:  # pull while the old containers serve
-                pull_image(session, image, run.reporter)
-                attrs = session.docker.image_attrs(image) or {}
-                arch = str(attrs.get("Architecture", ""))
-                snapshot.images[image] = ImageOnHost(str(attrs.get("Id", "")), arch)
-                if "arch" not in run.skips:
-                    raise_failures([arch_check(facts, image, arch)])
+    return facts
+
+
+def pull_missing(session: HostSession, run: HostRun, desired: Sequence[Desired],
+                 snapshot: HostSnapshot, actions: Sequence[Action],
+                 facts: HostFacts | None) -> None:
+    """Pull the images the changing containers lack, while the old containers still serve;
+    then drop the page cache when asked."""
+    changing = _changing(desired, actions)
+    for item in changing:
+        image = item.spec.image
+        if snapshot.images.get(image) is None and facts is not None:
+            pull_image(session, image, run.reporter)
+            attrs = session.docker.image_attrs(image) or {}
+            arch = str(attrs.get("Architecture", ""))
+            snapshot.images[image] = ImageOnHost(str(attrs.get("Id", "")), arch)
+            if "arch" not in run.skips:
+                raise_failures([arch_check(facts, image, arch)])
     if changing and run.drop_caches:
         drop_page_cache(session, run.reporter)
+
+
+def start(session: HostSession, run: HostRun, desired: Sequence[Desired],
+          snapshot: HostSnapshot, actions: Sequence[Action], facts: HostFacts | None,
+          *, ranks: Callable[[int | None], bool] = lambda rank: True) -> list[Started]:
+    """Remove, replace and create the containers whose rank ``ranks`` selects (removals go
+    with the first call); what to wait for, kept containers included."""
+    by_model = {d.spec.model: d for d in desired}
     started: list[Started] = []
     for action in actions:
         if action.kind == "remove" and action.observed is not None:
-            run.reporter.step(f"removing {action.observed.name} ({action.reason})")
-            session.docker.remove(action.observed.id)
-        elif action.kind in ("create", "replace"):
-            item = by_model[action.model]
+            if ranks(None):
+                run.reporter.step(f"removing {action.observed.name} ({action.reason})")
+                session.docker.remove(action.observed.id)
+            continue
+        item = by_model[action.model]
+        if not ranks(item.spec.rank):
+            continue
+        if action.kind in ("create", "replace"):
             previous = None
             if action.kind == "replace":
-                previous = _set_aside(session, run, action, snapshot)
-            run.reporter.step(f"starting {item.spec.name} ({item.spec.image})")
+                # The nodes of a model across hosts start together: no single-node rollback.
+                aside = run if item.spec.rank is None else replace(run, rollback=False)
+                previous = _set_aside(session, aside, action, snapshot)
+            run.reporter.step(f"starting {item.spec.name} ({item.spec.image}) on "
+                              f"{session.hostname}")
             assert facts is not None
             started.append(Started(item, session.docker.create_and_start(
                 item.spec, item.secrets.env, item.secrets.hash, facts.home), previous,
                 facts.home))
         elif action.kind == "keep" and action.observed is not None:
             # A kept container may still be loading (an interrupted `up`): check it as well.
-            started.append(Started(by_model[action.model], action.observed, None))
-    return _settle(session, run, started)
+            started.append(Started(item, action.observed, None))
+    return started
 
 
 @dataclass(frozen=True)
@@ -180,26 +221,87 @@ def previous_name(name: str) -> str:
     return f"{name}-previous"
 
 
-def _settle(session: HostSession, run: HostRun, started: list[Started]) -> dict[str, float]:
-    """Wait for each container; a failed one is stopped (and its predecessor brought back),
-    a ready one's predecessor removed. The first failure is raised once all have settled."""
+def settle(run: HostRun, started: Sequence[tuple[HostSession, Started]]) -> dict[str, float]:
+    """Wait for each container — heads (every single-node container) first, then the other
+    nodes of a model across hosts, which must have joined by the time their head serves. A
+    failed one is stopped (and its predecessor brought back), a ready one's predecessor
+    removed. The first failure is raised once all have settled."""
     ready: dict[str, float] = {}
-    failures: list[tuple[Started, Failed, str]] = []
-    for entry in started:
-        outcome = wait_container(session, run, entry.item, entry.container, entry.home)
+    failures: list[tuple[HostSession, Started, Failed, str]] = []
+    failed_models: set[str] = set()
+    heads = [(s, e) for s, e in started if e.item.spec.head]
+    for session, entry in [*heads, *[(s, e) for s, e in started if not e.item.spec.head]]:
+        model = entry.item.spec.model
+        if not entry.item.spec.head:
+            if model in failed_models:
+                session.docker.stop(entry.container.id, timeout=5)
+                continue
+            outcome: Ready | Failed = worker_joined(session, entry)
+        else:
+            outcome = wait_container(session, run, entry.item, entry.container, entry.home)
         if isinstance(outcome, Failed):
+            if entry.item.model.multi_node and entry.item.spec.head:
+                outcome = _why_head_failed(outcome, started, entry)
             full = session.docker.logs(entry.container.id)
             # Stop it so a restart policy does not loop; the next `up` replaces it.
             session.docker.stop(entry.container.id, timeout=5)
-            failures.append((entry, outcome, full))
+            failures.append((session, entry, outcome, full))
+            failed_models.add(model)
             continue
-        ready[entry.item.spec.model] = outcome.elapsed
+        if entry.item.spec.head:
+            ready[model] = outcome.elapsed
         if entry.previous is not None:
             session.docker.remove(entry.previous.id)
-    for entry, outcome, full in failures:
+    for session, entry, outcome, full in failures:
         note = _roll_back(session, run, entry) if entry.previous is not None else None
         fail(run.stack, entry.item.spec.model, full, outcome, run.reporter, note=note)
     return ready
+
+
+def worker_joined(session: HostSession, entry: Started) -> Ready | Failed:
+    """A worker node, once its head serves: still running, and its rank joined."""
+    spec = entry.item.spec
+    attrs = session.docker.inspect(entry.container.id) or {}
+    status = str((attrs.get("State") or {}).get("Status", "removed"))
+    log = session.docker.logs(entry.container.id, tail=400)
+    where = f"rank {spec.rank} on {session.key} ({session.hostname})"
+    if status != "running":
+        found = diagnose_exit(log.splitlines(), exit_code=None, oom_killed=False, restarts=0)
+        return Failed("exited", Diagnosis(found.key, f"worker {where} is {status}: "
+                                          f"{found.message}", found.fix, found.evidence),
+                      0.0, "starting")
+    if spec.rank is not None and not joined(log, spec.rank):
+        return Failed("timeout", Diagnosis(
+            "worker_not_joined", f"worker {where} never joined the head",
+            "check the link with `spark-stack doctor` and the worker's log "
+            f"(`spark-stack logs {spec.model}`)"), 0.0, "starting")
+    return Ready(0.0)
+
+
+def _why_head_failed(outcome: Failed, started: Sequence[tuple[HostSession, Started]],
+                     head: Started) -> Failed:
+    """A head that did not serve: name the worker that never joined, and what its log says."""
+    specific = outcome.diagnosis.key not in ("exited", "engine_dead", "restart_loop", "timeout",
+                                             "tp_exceeds_gpus")
+    for session, entry in started:
+        spec = entry.item.spec
+        if spec.model != head.item.spec.model or spec.head or spec.rank is None:
+            continue
+        log = session.docker.logs(entry.container.id, tail=400)
+        if joined(log, spec.rank):
+            continue
+        own = diagnose(log.splitlines())
+        where = f"worker rank {spec.rank} on {session.key} ({session.hostname})"
+        if own is not None:
+            return replace(outcome, diagnosis=Diagnosis(
+                own.key, f"{where}: {own.message}", own.fix, own.evidence))
+        if not specific:
+            return replace(outcome, diagnosis=Diagnosis(
+                "worker_not_joined",
+                f"{where} never joined the head ({outcome.diagnosis.message})",
+                "check the link with `spark-stack doctor` (addresses, MTU, reachability from "
+                f"each host) and the worker's log (`spark-stack logs {spec.model}`)"))
+    return outcome
 
 
 def _roll_back(session: HostSession, run: HostRun, entry: Started) -> str:

@@ -39,21 +39,28 @@ def logs(deployment: Deployment, model_name: str | None, *, tail: int | None, fo
             if model.kind == "simulator":
                 yield from _local_logs(deployment.stack, name, tail, follow)
                 continue
-            key = model.host_key
-            assert key is not None
-            if key not in sessions:
-                sessions[key] = connect(key, deployment.hosts[key], trust_host_key)
-            session = sessions[key]
-            found = [o for o in session.docker.stack_containers(deployment.stack)
-                     if o.model == name]
-            if not found:
-                raise NotHealthy(f"model {name} has no container on {key}",
-                                 fix="run `spark-stack up`")
-            if follow:
-                for chunk in session.docker.follow_logs(found[0].id, tail=tail_arg):
-                    yield name, chunk
-            else:
-                yield name, session.docker.logs(found[0].id, tail=tail_arg)
+            assert model.host_key is not None
+            keys = [n.host_key for n in model.nodes] or [model.host_key]
+            if follow and len(keys) > 1:
+                raise UsageError(f"--follow reads one host; model {name} runs on "
+                                 f"{', '.join(keys)}",
+                                 fix="leave out --follow, or use `docker logs -f` on the host")
+            for key in keys:
+                if key not in sessions:
+                    sessions[key] = connect(key, deployment.hosts[key], trust_host_key)
+                session = sessions[key]
+                # A model across hosts: every node's log, its host named ("model [host]").
+                label = f"{name} [{key}]" if model.nodes else name
+                found = [o for o in session.docker.stack_containers(deployment.stack)
+                         if o.model == name]
+                if not found:
+                    raise NotHealthy(f"model {name} has no container on {key}",
+                                     fix="run `spark-stack up`")
+                if follow:
+                    for chunk in session.docker.follow_logs(found[0].id, tail=tail_arg):
+                        yield label, chunk
+                else:
+                    yield label, session.docker.logs(found[0].id, tail=tail_arg)
     finally:
         for session in sessions.values():
             session.close()

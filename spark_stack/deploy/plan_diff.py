@@ -10,9 +10,11 @@ from typing import Any
 
 from ..deployment import Deployment
 from ..errors import SparkStackError
+from .actions import Action
 from .connector import Connect
 from .host_exec import Desired, observe, plan_host
 from .keys import READ, ContainerSecrets, Unknown, container_secrets
+from .nodes import together
 
 
 def host_diff(deployment: Deployment, *, trust_host_key: bool = False,
@@ -23,6 +25,7 @@ def host_diff(deployment: Deployment, *, trust_host_key: bool = False,
 
         connect = open_session
     report: list[dict[str, Any]] = []
+    plans: dict[str, list[Action]] = {}
     for key, models in deployment.containers_by_host().items():
         entry: dict[str, Any] = {"host": key, "address": deployment.hosts[key].address,
                                  "reachable": False, "error": None, "fix": None, "actions": []}
@@ -42,8 +45,11 @@ def host_diff(deployment: Deployment, *, trust_host_key: bool = False,
             entry["fix"] = exc.fix
             continue
         entry["reachable"] = True
+        plans[key] = plan_host(desired, snapshot)
+    # The nodes of a model across hosts change together, as `up` plans them.
+    for entry in report:
         entry["actions"] = [
             {"model": a.model, "action": a.kind, "reason": a.reason, "changed": list(a.changed)}
-            for a in plan_host(desired, snapshot)
+            for a in together(deployment, plans).get(entry["host"], [])
         ]
     return report

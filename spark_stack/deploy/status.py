@@ -21,6 +21,7 @@ from .actions import Observed, changed_fields
 from .connector import Connect, HostSession
 from .host_exec import ProbeFactory
 from .keys import READ, model_key
+from .nodes import joined
 from .readiness import HttpProbe, Probe
 
 
@@ -51,7 +52,7 @@ HOST_KEYS = ("name", "address", "reachable", "ssh", "error", "gpus")
 MODEL_KEYS = (
     "name", "kind", "host", "state", "healthy", "served_name", "endpoint", "uptime_seconds",
     "restarts", "health", "models_listed", "drift", "drift_fields", "container", "container_id",
-    "image", "image_id", "image_digest", "exit_code", "oom_killed", "pid",
+    "image", "image_id", "image_digest", "exit_code", "oom_killed", "pid", "rank", "joined",
 )
 
 
@@ -129,6 +130,14 @@ def _host_models(stack: str, key: str, models: list[ModelDeployment],
         entry["endpoint"] = model.endpoint
         if found is not None:
             entry.update(_container_entry(session, spec, found))
+            if model.rank is not None:  # a node of a model across hosts: did its rank join?
+                log = session.docker.logs(found.id, tail=400) if found.running else ""
+                entry["joined"] = found.running and joined(log, model.rank)
+            if model.rank:  # a worker serves no API: it is healthy once it joined
+                entry["endpoint"] = None
+                entry["healthy"] = bool(entry["joined"] and not entry["drift"])
+                entries.append(entry)
+                continue
             if found.running:
                 base = model.endpoint
                 forwarder = None
@@ -140,7 +149,8 @@ def _host_models(stack: str, key: str, models: list[ModelDeployment],
                 finally:
                     if forwarder is not None:
                         forwarder.close()
-        entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"])
+        entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"]
+                                and entry["joined"] is not False)
         entries.append(entry)
     for leftover in observed.values():
         entry = {key_: None for key_ in MODEL_KEYS}
@@ -175,6 +185,8 @@ def _model_entry(model: ModelDeployment, *, state: str) -> dict[str, Any]:
         "exit_code": None,
         "oom_killed": None,
         "pid": None,
+        "rank": model.rank,
+        "joined": None if model.rank is None else False,
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,10 +22,23 @@ from ..stack import schema
 from . import frontend
 from .actions import Action, is_noop
 from .connector import Connect
-from .host_exec import Desired, HostRun, ProbeFactory, execute, observe, plan_host, pull_image
+from .host_exec import (
+    Desired,
+    HostRun,
+    HostSnapshot,
+    ProbeFactory,
+    observe,
+    plan_host,
+    preflight,
+    pull_image,
+    pull_missing,
+    settle,
+    start,
+)
 from .keys import CREATE, container_secrets, model_keys
 from .local_lock import LocalLock
 from .lock import StackLock
+from .nodes import same_image, together
 from .preflight import validate_skips
 from .report import Reporter
 from .simulators import apply_simulators
@@ -89,23 +103,8 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
     run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback,
                   options.drop_caches, edges.repo_size or _hub_size)
-    for key, items in desired.items():
-        with connect(key, deployment.hosts[key], options.trust_host_key) as session:
-            reporter.step(f"connected to {session.display}")
-            images = [d.spec.image for d in items]
-            snapshot = observe(session, deployment.stack, images)
-            actions = plan_host(items, snapshot)
-            if is_noop(actions) and not options.pull:
-                _report(actions, reporter, result)
-                result.ready.update(execute(session, run, items, snapshot, actions))
-                continue
-            with StackLock(session.conn, deployment.stack, wait_seconds=options.wait_lock):
-                snapshot = observe(session, deployment.stack, images)
-                pulled = ({image: pull_image(session, image, reporter)
-                           for image in sorted(set(images))} if options.pull else None)
-                actions = plan_host(items, snapshot, pulled)
-                _report(actions, reporter, result)
-                result.ready.update(execute(session, run, items, snapshot, actions))
+    if desired:
+        _apply_hosts(deployment, desired, connect, run, options, reporter, result)
     with LocalLock(deployment.stack, wait_seconds=options.wait_lock):
         actions, ready = apply_simulators(deployment, timeout=options.timeout,
                                           reporter=reporter, probe=probe)
@@ -115,6 +114,71 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
             _front_end(stack, deployment, keys, token, options, reporter, result)
     result.elapsed = time.monotonic() - started
     return result
+
+
+def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], connect: Connect,
+                 run: HostRun, options: UpOptions, reporter: Reporter, result: UpResult) -> None:
+    """Every host at once: a model across hosts is planned, checked and started as one.
+
+    Connect to and observe every host first (a host whose docker does not answer stops
+    ``up`` before anything changes); lock them all when anything changes, observe again, run
+    preflight on every changing host, pull, check that a multi-node model has the same image
+    id everywhere, then start the workers of such models before everything else, and wait.
+    """
+    with ExitStack() as stack:
+        sessions = {}
+        for key in desired:
+            sessions[key] = stack.enter_context(
+                connect(key, deployment.hosts[key], options.trust_host_key))
+            reporter.step(f"connected to {sessions[key].display}")
+
+        def look(pulled: dict[str, dict[str, str]] | None = None
+                 ) -> tuple[dict[str, HostSnapshot], dict[str, list[Action]]]:
+            snapshots = {key: observe(sessions[key], deployment.stack,
+                                      [d.spec.image for d in items])
+                         for key, items in desired.items()}
+            plans = {key: plan_host(items, snapshots[key], (pulled or {}).get(key))
+                     for key, items in desired.items()}
+            return snapshots, together(deployment, plans)
+
+        snapshots, plans = look()
+        if all(is_noop(actions) for actions in plans.values()) and not options.pull:
+            for actions in plans.values():
+                _report(actions, reporter, result)
+            result.ready.update(settle(run, [
+                (sessions[key], entry) for key, items in desired.items()
+                for entry in start(sessions[key], run, items, snapshots[key], plans[key],
+                                   None)]))
+            return
+        for key in sorted(sessions):
+            stack.enter_context(StackLock(sessions[key].conn, deployment.stack,
+                                          wait_seconds=options.wait_lock))
+        pulled = None
+        if options.pull:
+            pulled = {key: {image: pull_image(sessions[key], image, reporter)
+                            for image in sorted({d.spec.image for d in items})}
+                      for key, items in desired.items()}
+        snapshots, plans = look(pulled)
+        for actions in plans.values():
+            _report(actions, reporter, result)
+        # Preflight on every host before anything is pulled, stopped or started anywhere.
+        facts = {key: preflight(sessions[key], run, items, snapshots[key], plans[key])
+                 for key, items in desired.items()}
+        for key, items in desired.items():
+            pull_missing(sessions[key], run, items, snapshots[key], plans[key], facts[key])
+        changing = [a.model for actions in plans.values() for a in actions
+                    if a.kind in ("create", "replace")]
+        same_image(deployment, {key: {image: None if found is None else found.id
+                                      for image, found in snap.images.items()}
+                                for key, snap in snapshots.items()}, changing)
+        started = []
+        for phase in (lambda rank: rank is not None and rank > 0,  # the workers first
+                      lambda rank: rank is None or rank == 0):
+            for key, items in desired.items():
+                started += [(sessions[key], entry) for entry in start(
+                    sessions[key], run, items, snapshots[key], plans[key], facts[key],
+                    ranks=phase)]
+        result.ready.update(settle(run, started))
 
 
 def _hub_size(repo: str, token: str | None) -> int | None:

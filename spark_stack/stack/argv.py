@@ -42,8 +42,18 @@ FIELD_FLAGS: dict[str, str] = {
     "--kv-cache-memory-bytes": "kv_cache_memory_bytes",
     "--enable-auto-tool-choice": "enable_auto_tool_choice",
     "--speculative-config": "speculative",
+    "--tensor-parallel-size": "tensor_parallel_size",
+    # A multi-node model's own flags (rendered per node from `hosts` and `cluster`).
+    "--nnodes": "hosts",
+    "--node-rank": "hosts",
+    "--headless": "hosts",
+    "--master-addr": "cluster",
+    "--master-port": "cluster",
+    "--distributed-executor-backend": "cluster",
     **{flag: field for field, flag in VALUE_FIELDS},
 }
+# The flags vLLM's native multi-node mode needs (eugr/spark-vllm-docker, vllm recipes #713).
+NODE_FLAGS = ("--nnodes", "--node-rank", "--master-addr", "--master-port", "--headless")
 
 
 def served_name(model: schema.ModelConfig) -> str:
@@ -72,8 +82,15 @@ def vllm_argv_sources(model: schema.ContainerModel) -> list[tuple[str, ArgSource
 
     add("model", model.model)
     add("served_name", "--served-model-name", served_name(model))
-    add("bind", "--host", "0.0.0.0")
-    add("port", "--port", str(CONTAINER_PORT))
+    if model.multi_node:
+        # Host networking (NCCL needs the link): vLLM binds the host's own port and address.
+        add("bind", "--host", "127.0.0.1" if model.bind == "loopback" else "0.0.0.0")
+        add("port", "--port", str(model.port))
+    else:
+        add("bind", "--host", "0.0.0.0")
+        add("port", "--port", str(CONTAINER_PORT))
+    if model.tp_size is not None:
+        add("tensor_parallel_size", "--tensor-parallel-size", str(model.tp_size))
     if model.dtype:
         add("dtype", "--dtype", model.dtype)
     if model.gpu_memory_utilization is not None:
@@ -107,6 +124,14 @@ def vllm_argv(model: schema.ContainerModel) -> list[str]:
     """The arguments after ``vllm serve``; a flag given twice keeps its last occurrence."""
     tokens = [token for token, _ in vllm_argv_sources(model)]
     return dedupe(tokens, flag_set_for_image(model.image))
+
+
+def node_argv(rank: int, nnodes: int, master_addr: str, master_port: int) -> list[str]:
+    """What follows a multi-node model's argv on node ``rank`` (vLLM's native mode): every
+    node names the world and the head's link address; the others run without the API."""
+    argv = ["--nnodes", str(nnodes), "--node-rank", str(rank),
+            "--master-addr", master_addr, "--master-port", str(master_port)]
+    return [*argv, "--headless"] if rank > 0 else argv
 
 
 def simulator_argv(model: schema.SimulatorModel) -> list[str]:

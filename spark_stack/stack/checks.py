@@ -13,6 +13,7 @@ from collections import defaultdict
 from ..errors import Problem
 from . import schema
 from .argv import served_name
+from .cluster_checks import cluster_link, mtp_across_hosts, multi_node_hosts
 from .lint import LINTS, nvfp4_version_problems
 from .loaded import Check, LoadedStack, did_you_mean
 from .secrets import has_reference
@@ -46,21 +47,22 @@ def duplicate_ports(loaded: LoadedStack) -> list[Problem]:
     used: dict[tuple[str, int], str] = {}
     for index, model in enumerate(loaded.stack.models):
         if isinstance(model, schema.ContainerModel):
-            where = model.host or schema.DEFAULT_HOST_KEY
+            places = _model_hosts(model)
         elif isinstance(model, schema.SimulatorModel):
-            where = "localhost"
+            places = ["localhost"]
         else:
             continue
-        key = (where, model.port)
-        if key in used:
+        clashes = [used[(where, model.port)] for where in places if (where, model.port) in used]
+        if clashes:
             problems.append(
                 loaded.problem(
-                    f"port {model.port} is already used by model '{used[key]}' on the same host",
+                    f"port {model.port} is already used by model '{clashes[0]}' on the same host",
                     ("models", index, "port"),
                     fix="give each model its own port",
                 )
             )
-        used.setdefault(key, model.name)
+        for where in places:
+            used.setdefault((where, model.port), model.name)
     proxy = loaded.stack.proxy
     if ("localhost", proxy.port) in used:
         problems.append(
@@ -72,6 +74,13 @@ def duplicate_ports(loaded: LoadedStack) -> list[Problem]:
             )
         )
     return problems
+
+
+def _model_hosts(model: schema.ContainerModel) -> list[str]:
+    """The host keys a container model runs on (every node of a multi-node model)."""
+    if model.hosts:
+        return list(dict.fromkeys(model.hosts))
+    return [model.host or schema.DEFAULT_HOST_KEY]
 
 
 def hosts_defined(loaded: LoadedStack) -> list[Problem]:
@@ -89,7 +98,9 @@ def hosts_defined(loaded: LoadedStack) -> list[Problem]:
     for index, model in enumerate(stack.models):
         if not isinstance(model, schema.ContainerModel):
             continue
-        if model.host is not None and model.host not in hosts:
+        if model.hosts is not None:
+            pass  # cluster_checks.multi_node_hosts
+        elif model.host is not None and model.host not in hosts:
             problems.append(
                 loaded.problem(
                     f"model '{model.name}' runs on unknown host '{model.host}'",
@@ -225,7 +236,8 @@ def shared_gpu_memory(loaded: LoadedStack) -> list[Problem]:
     by_host: dict[str, list[tuple[int, schema.ContainerModel]]] = defaultdict(list)
     for index, model in enumerate(loaded.stack.models):
         if isinstance(model, schema.ContainerModel) and model.gpus != "none":
-            by_host[model.host or schema.DEFAULT_HOST_KEY].append((index, model))
+            for where in _model_hosts(model):
+                by_host[where].append((index, model))
     problems = []
     for entries in by_host.values():
         total = sum(m.gpu_memory_utilization or 0.9 for _, m in entries)
@@ -321,6 +333,8 @@ ERROR_CHECKS: list[Check] = [
     duplicate_names,
     duplicate_ports,
     hosts_defined,
+    multi_node_hosts,
+    cluster_link,
     routes_known,
     routing_conflicts,
     nvfp4_needs_recent_vllm,
@@ -329,4 +343,5 @@ ERROR_CHECKS: list[Check] = [
     proxy_token_off_loopback,
     vllm_flags,
 ]
-LINT_CHECKS: list[Check] = [*LINTS, shared_served_names, abbreviated_flags, flag_set_notes]
+LINT_CHECKS: list[Check] = [*LINTS, shared_served_names, abbreviated_flags, flag_set_notes,
+                            mtp_across_hosts]

@@ -158,6 +158,10 @@ class ContainerModel(_ModelBase):
     kind: Literal["container"] = "container"
     preset: str | None = None
     host: str | None = None
+    # One model across several hosts (two Sparks): the first is the head, which serves the API;
+    # the link between them is the stack's ``cluster`` section.
+    hosts: list[str] | None = None
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
     image: str | None = None
     model: str | None = None
     port: int = Field(default=8000, ge=1, le=65535)
@@ -190,6 +194,17 @@ class ContainerModel(_ModelBase):
     @classmethod
     def _image(cls, value: str | None) -> str | None:
         return None if value is None else check_image(value)
+
+    @property
+    def multi_node(self) -> bool:
+        return bool(self.hosts) and len(self.hosts or ()) > 1
+
+    @property
+    def tp_size(self) -> int | None:
+        """``tensor_parallel_size``; for a multi-node model by default one rank per host."""
+        if self.tensor_parallel_size is not None:
+            return self.tensor_parallel_size
+        return len(self.hosts or ()) if self.multi_node else None
 
     @field_validator("env")
     @classmethod
@@ -276,6 +291,47 @@ ModelConfig = Annotated[
 MODEL_KINDS = ("container", "remote", "simulator")
 
 
+# Linux interface names: at most 15 characters (IFNAMSIZ), no '/', whitespace or ':'.
+_INTERFACE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+
+
+class LinkEnd(StrictModel):
+    """One host's end of the link between the Sparks (the ConnectX-7 port)."""
+
+    interface: str = Field(description="e.g. enp1s0f1np1 (`ip -br addr` on the host)")
+    address: str = Field(description="this host's static address on that interface")
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: str) -> str:
+        if not _INTERFACE.fullmatch(value):
+            raise ValueError(f"interface must be a network interface name such as enp1s0f1np1 "
+                             f"(got {value!r})")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"address must be an IP address such as 192.168.100.10, the "
+                             f"host's static address on the link (got {value!r})") from None
+        return value
+
+
+class ClusterSection(StrictModel):
+    """The stack file's ``cluster:`` section: the link a multi-node model's ranks talk over."""
+
+    link: dict[str, LinkEnd] = Field(default_factory=dict)  # host name → its end of the link
+    distributed: Literal["native", "ray"] = "native"
+    master_port: int = Field(default=29501, ge=1, le=65535)
+    # NCCL_IB_HCA, e.g. "rocep1s0f1,roceP2p1s0f1": NCCL then uses RoCE on the CX7 (~24 GB/s).
+    nccl_ib_hca: str | None = Field(default=None, pattern=r"^[=^]?[A-Za-z0-9_.:,-]+$")
+
+
 class ProxyLimits(StrictModel):
     """Bounds on what one client can hold (README "Limits and timeouts"); unset: the default."""
 
@@ -348,6 +404,7 @@ class Stack(StrictModel):
     host: HostConfig | None = None
     hosts: dict[str, HostConfig] = Field(default_factory=dict)
     models: list[ModelConfig] = Field(min_length=1)
+    cluster: ClusterSection | None = None
     proxy: ProxySection = Field(default_factory=ProxySection)
     claude: ClaudeSection = Field(default_factory=ClaudeSection)
 
@@ -358,7 +415,10 @@ class Stack(StrictModel):
         return dict(self.hosts)
 
     def host_for(self, model: ContainerModel) -> HostConfig | None:
+        """The model's host (a multi-node model's: its head's)."""
         hosts = self.all_hosts()
+        if model.hosts:
+            return hosts.get(model.hosts[0])
         if model.host is not None:
             return hosts.get(model.host)
         if len(hosts) == 1:

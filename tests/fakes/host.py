@@ -22,7 +22,8 @@ from spark_stack.deploy.actions import (
     observed_from_inspect,
 )
 from spark_stack.deploy.connector import Completed, HostSession
-from spark_stack.spec import ContainerSpec
+from spark_stack.errors import HostUnreachable
+from spark_stack.spec import LABEL_MODEL, LABEL_RANK, ContainerSpec
 from spark_stack.stack import schema
 
 M = "@@spark-stack@@"
@@ -82,6 +83,8 @@ class FakeConnection:
     hostname: str = "gb10.test"
     facts: str = field(default_factory=facts_output)
     scripts: list[str] = field(default_factory=list)
+    # Scripted answers: the first whose marker the script contains gives its stdout.
+    answers: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def display(self) -> str:
@@ -92,6 +95,9 @@ class FakeConnection:
         self.scripts.append(script)
         if script.startswith(f"echo '{M} home'"):
             return Completed((script,), 0, self.facts, "")
+        for marker, stdout in self.answers:
+            if marker in script:
+                return Completed((script,), 0, stdout, "")
         return Completed((script,), 0, "", "")  # nvidia-smi for status: nothing listed
 
     def hold(self, command: str) -> _ShellHeld:
@@ -115,6 +121,15 @@ class FakeDocker:
     fail_if: Callable[[ContainerSpec], bool] | None = None  # ... or specs that do
     loading: set[str] = field(default_factory=set)  # models that run but do not serve yet
     calls: list[str] = field(default_factory=list)
+    # A model across hosts: whether its world of ranks formed (set by FakeHosts).
+    world: Callable[[str], bool] | None = None
+    daemon_down: bool = False  # the docker daemon does not answer
+
+    def _check_daemon(self) -> None:
+        if self.daemon_down:
+            raise HostUnreachable("the docker API on this fake host does not answer through "
+                                  "SSH (`docker system dial-stdio`): connection refused",
+                                  fix="start docker on the host")
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def add_image(self, name: str, arch: str = "arm64") -> None:
@@ -122,6 +137,7 @@ class FakeDocker:
                              "RepoDigests": []}
 
     def stack_containers(self, stack: str) -> list[Observed]:
+        self._check_daemon()
         return [observed_from_inspect(c) for c in self.containers.values()
                 if c["Config"]["Labels"].get("io.spark-stack.stack") == stack]
 
@@ -162,6 +178,7 @@ class FakeDocker:
                        "Labels": {**spec.labels(), LABEL_SECRETS_HASH: secrets_hash,
                                   LABEL_SPEC: spec.canonical()}},
             "HostPort": spec.host_port, "Served": spec.served_name, "Fails": fails,
+            "Cmd": list(spec.command),
         }
         return observed_from_inspect(self.containers[ident])
 
@@ -184,6 +201,24 @@ class FakeDocker:
         del self.containers[ident]
 
     def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
+        container = self.containers.get(ident)
+        if container is None:
+            return ""
+        rank = container["Config"]["Labels"].get(LABEL_RANK)
+        if rank is not None and not container["Fails"]:
+            # vLLM's own lines (see spark_stack.deploy.nodes): waiting, then joined.
+            cmd = container["Cmd"]
+            size = cmd[cmd.index("--nnodes") + 1]
+            model = container["Config"]["Labels"][LABEL_MODEL]
+            text = (f"INFO [parallel_state.py:1203] world_size={size} rank={rank} local_rank=0 "
+                    "distributed_init_method=tcp://192.168.100.10:29501 backend=nccl\n")
+            if self.world is not None and self.world(model):
+                text += (f"INFO [parallel_state.py:1411] rank {rank} in world size {size} is "
+                         f"assigned as DP rank 0, PP rank 0, PCP rank 0, TP rank {rank}, EP "
+                         f"rank {rank}\n")
+                if rank == "0":
+                    text += "INFO Application startup complete.\n"
+            return text
         if self.containers[ident]["Fails"]:
             return ("INFO starting\nValueError: To serve at least one request with the models's "
                     "max seq len (262144), (20.00 GiB KV cache is needed, which is larger than "
@@ -200,7 +235,16 @@ class FakeDocker:
         return any(c["HostPort"] == port and c["State"]["Status"] == "running"
                    and c["Served"] == served
                    and c["Config"]["Labels"].get("io.spark-stack.model") not in self.loading
+                   and self._serves_api(c)
                    for c in self.containers.values())
+
+    def _serves_api(self, container: dict[str, Any]) -> bool:
+        """A node of a model across hosts: only the head, once every rank joined."""
+        labels = container["Config"]["Labels"]
+        rank = labels.get(LABEL_RANK)
+        if rank is None:
+            return True
+        return rank == "0" and self.world is not None and self.world(labels[LABEL_MODEL])
 
 
 @dataclass
@@ -235,3 +279,39 @@ class FakeProbe:
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class FakeHosts:
+    """Several fake hosts (two Sparks): a model across them forms its world of ranks when a
+    container of every rank runs on a host whose link works (not in ``never_join``)."""
+
+    hosts: dict[str, FakeHost]
+    never_join: set[str] = field(default_factory=set)  # host keys whose node never joins
+
+    def __post_init__(self) -> None:
+        for host in self.hosts.values():
+            host.docker.world = self.world_formed
+
+    def world_formed(self, model: str) -> bool:
+        ranks: set[int] = set()
+        size = 0
+        for key, host in self.hosts.items():
+            for container in host.docker.containers.values():
+                labels = container["Config"]["Labels"]
+                if labels.get(LABEL_MODEL) != model or LABEL_RANK not in labels:
+                    continue
+                if container["State"]["Status"] != "running" or key in self.never_join:
+                    continue
+                ranks.add(int(labels[LABEL_RANK]))
+                cmd = container["Cmd"]
+                size = int(cmd[cmd.index("--nnodes") + 1])
+        return bool(size) and ranks == set(range(size))
+
+    def connect(self, key: str, host: schema.HostConfig, trust: bool = False) -> HostSession:
+        return self.hosts[key].connect(key, host, trust)
+
+    def probe(self, base_url: str, served_name: str, api_key: str | None) -> FakeProbe:
+        address = base_url.split("://", 1)[1].rsplit(":", 1)[0]
+        host = next(h for h in self.hosts.values() if h.conn.hostname == address)
+        return host.probe(base_url, served_name, api_key)

@@ -1,0 +1,206 @@
+"""`up`, `status`, `logs` and `down` of one model across two fake Sparks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spark_stack.deploy.down import down
+from spark_stack.deploy.logs import logs
+from spark_stack.deploy.report import QuietReporter
+from spark_stack.deploy.status import status
+from spark_stack.deploy.up import Edges, UpOptions, up
+from spark_stack.deployment import as_written, resolve
+from spark_stack.errors import DeployError, HostUnreachable, NotHealthy, PreflightError
+from spark_stack.stack import schema
+from spark_stack.stack.loader import load_stack_text
+from tests.fakes.host import FakeConnection, FakeHost, FakeHosts, facts_output
+
+IMAGE = "vllm/vllm-openai:v0.28.0"
+
+
+def _stack(**model: object) -> schema.Stack:
+    big = {"name": "big", "image": IMAGE, "model": "org/big", "hosts": ["a", "b"],
+           "port": 8000, "max_model_len": 65536, "gpu_memory_utilization": 0.5, **model}
+    text = yaml.safe_dump({
+        "name": "duo",
+        "hosts": {"a": {"address": "spark-a"}, "b": {"address": "spark-b"}},
+        "cluster": {"link": {"a": {"interface": "enp1s0f1np1", "address": "192.168.100.10"},
+                             "b": {"interface": "enp1s0f1np1", "address": "192.168.100.11"}}},
+        "models": [big]})
+    return load_stack_text(text, lint=False).stack
+
+
+@pytest.fixture
+def sparks(tmp_path: Path, spark_stack_home: Path) -> FakeHosts:
+    hosts = {}
+    for key in ("a", "b"):
+        home = tmp_path / f"home-{key}"
+        home.mkdir()
+        hosts[key] = FakeHost(FakeConnection(home=home, hostname=f"spark-{key}"))
+        hosts[key].docker.add_image(IMAGE)
+    return FakeHosts(hosts)
+
+
+def _up(stack: schema.Stack, sparks: FakeHosts, **options: object) -> list[tuple[str, str]]:
+    edges = Edges(connect=sparks.connect, probe=sparks.probe, dial=lambda: as_written)
+    result = up(stack, UpOptions(start_proxy=False, **options), QuietReporter(), edges)  # type: ignore[arg-type]
+    return [(a.kind, a.model) for a in result.actions]
+
+
+def _names(host: FakeHost) -> list[tuple[str, str]]:
+    return [(c["Name"].lstrip("/"), c["State"]["Status"]) for c in host.docker.containers.values()]
+
+
+def test_up_starts_the_worker_then_the_head_keeps_them_and_down_removes_both(
+    sparks: FakeHosts,
+) -> None:
+    stack = _stack()
+    assert _up(stack, sparks) == [("create", "big"), ("create", "big")]
+    a, b = sparks.hosts["a"], sparks.hosts["b"]
+    assert _names(a) == [("spark-stack-duo-big-0", "running")]
+    assert _names(b) == [("spark-stack-duo-big-1", "running")]
+    (head,) = a.docker.containers.values()
+    assert "--headless" not in head["Cmd"]
+    assert "--headless" in next(iter(b.docker.containers.values()))["Cmd"]
+    # Preflight ran on both hosts.
+    for host in (a, b):
+        assert sum(s.startswith("echo '@@spark-stack@@ home'") for s in host.conn.scripts) == 1
+
+    assert _up(stack, sparks) == [("keep", "big"), ("keep", "big")]
+    assert a.docker.calls == ["create big"] and b.docker.calls == ["create big"]
+
+    result = down(stack, connect=sparks.connect)
+    assert sorted(result.removed) == ["spark-stack-duo-big-0", "spark-stack-duo-big-1"]
+    assert a.docker.containers == {} and b.docker.containers == {}
+
+
+def test_the_workers_start_before_the_head(sparks: FakeHosts) -> None:
+    order: list[str] = []
+    for key, host in sparks.hosts.items():
+        original = host.docker.create_and_start
+
+        def record(spec, env, secrets, home, _original=original, _key=key):  # type: ignore[no-untyped-def]
+            order.append(f"{_key}:{spec.rank}")
+            return _original(spec, env, secrets, home)
+
+        host.docker.create_and_start = record  # type: ignore[method-assign]
+    _up(_stack(), sparks)
+    assert order == ["b:1", "a:0"]
+
+
+def test_a_change_replaces_every_node_together(sparks: FakeHosts) -> None:
+    _up(_stack(), sparks)
+    for container in sparks.hosts["b"].docker.containers.values():
+        container["State"]["Status"] = "exited"  # only the worker is stale
+    assert _up(_stack(), sparks) == [("replace", "big"), ("replace", "big")]
+    assert _names(sparks.hosts["a"]) == [("spark-stack-duo-big-0", "running")]
+    assert _names(sparks.hosts["b"]) == [("spark-stack-duo-big-1", "running")]
+
+
+def test_a_worker_host_whose_docker_is_down_stops_up_before_anything_starts(
+    sparks: FakeHosts,
+) -> None:
+    sparks.hosts["b"].docker.daemon_down = True
+    with pytest.raises(HostUnreachable, match="docker API"):
+        _up(_stack(), sparks)
+    assert sparks.hosts["a"].docker.calls == [] and sparks.hosts["b"].docker.calls == []
+
+
+def test_a_worker_that_fails_preflight_leaves_the_head_host_untouched(
+    sparks: FakeHosts,
+) -> None:
+    sparks.hosts["b"].conn.facts = facts_output(mem_available_kib=10_000_000)
+    with pytest.raises(PreflightError, match="memory"):
+        _up(_stack(), sparks)
+    assert sparks.hosts["a"].docker.calls == [] and sparks.hosts["b"].docker.calls == []
+
+
+def test_image_drift_between_the_nodes_is_refused(sparks: FakeHosts) -> None:
+    sparks.hosts["b"].docker.images[IMAGE]["Id"] = "sha256:" + "f" * 64
+    with pytest.raises(DeployError) as caught:
+        _up(_stack(), sparks)
+    assert "differs between its hosts" in caught.value.message
+    assert "--pull" in str(caught.value.fix)
+    assert sparks.hosts["a"].docker.containers == {} and sparks.hosts["b"].docker.containers == {}
+
+
+def test_a_missing_image_is_pulled_on_the_node_that_lacks_it(sparks: FakeHosts) -> None:
+    del sparks.hosts["b"].docker.images[IMAGE]
+    sparks.hosts["b"].docker.registry[IMAGE] = dict(sparks.hosts["a"].docker.images[IMAGE])
+    assert _up(_stack(), sparks) == [("create", "big"), ("create", "big")]
+    assert f"pull {IMAGE}" in sparks.hosts["b"].docker.calls
+    assert f"pull {IMAGE}" not in sparks.hosts["a"].docker.calls
+
+
+def test_a_worker_that_never_joins_is_named_on_the_heads_timeout(sparks: FakeHosts) -> None:
+    sparks.never_join.add("b")
+    with pytest.raises(NotHealthy) as caught:
+        _up(_stack(), sparks, timeout=0.3)
+    message = caught.value.message
+    assert "model big did not become ready" in message
+    assert "worker rank 1 on b (spark-b) never joined the head" in message
+    assert "spark-stack doctor" in str(caught.value.fix)
+
+
+def test_a_worker_nccl_failure_is_diagnosed_with_its_host(sparks: FakeHosts) -> None:
+    sparks.never_join.add("b")
+    docker_b = sparks.hosts["b"].docker
+    plain = docker_b.logs
+
+    def nccl_log(ident: str, *, tail: object = "all") -> str:
+        return plain(ident) + "NCCL WARN NET/Socket : Connect to 192.168.100.10<29501> failed\n"
+
+    docker_b.logs = nccl_log  # type: ignore[assignment,method-assign]
+    with pytest.raises(NotHealthy) as caught:
+        _up(_stack(), sparks, timeout=0.3)
+    assert "worker rank 1 on b (spark-b): NCCL failed between the nodes" in caught.value.message
+
+
+def test_status_shows_each_node_and_whether_it_joined(sparks: FakeHosts) -> None:
+    stack = _stack()
+    _up(stack, sparks)
+    report = status(resolve(stack), connect=sparks.connect, probe=sparks.probe)
+    nodes = [(m["host"], m["rank"], m["container"], m["joined"], m["healthy"])
+             for m in report["models"]]
+    assert nodes == [("a", 0, "spark-stack-duo-big-0", True, True),
+                     ("b", 1, "spark-stack-duo-big-1", True, True)]
+    sparks.never_join.add("b")
+    report = status(resolve(stack), connect=sparks.connect, probe=sparks.probe)
+    assert [(m["rank"], m["joined"], m["healthy"]) for m in report["models"]] == [
+        (0, False, False), (1, False, False)]
+
+
+def test_logs_come_from_every_node_with_the_host_named(sparks: FakeHosts) -> None:
+    _up(_stack(), sparks)
+    chunks = list(logs(resolve(_stack()), "big", tail=None, follow=False,
+                       connect=sparks.connect))
+    assert [name for name, _ in chunks] == ["big [a]", "big [b]"]
+    assert "rank 1 in world size 2 is assigned" in chunks[1][1]
+
+
+def test_plan_diff_replaces_both_nodes_when_one_is_stale(sparks: FakeHosts) -> None:
+    from spark_stack.deploy.plan_diff import host_diff
+
+    _up(_stack(), sparks)
+    for container in sparks.hosts["b"].docker.containers.values():
+        container["State"]["Status"] = "exited"
+    diff = host_diff(resolve(_stack()), connect=sparks.connect)
+    assert [(h["host"], [a["action"] for a in h["actions"]]) for h in diff] == [
+        ("a", ["replace"]), ("b", ["replace"])]
+
+
+def test_status_text_names_each_node_and_whether_it_joined(sparks: FakeHosts) -> None:
+    from rich.console import Console
+
+    from spark_stack.cli.cmd_status import _render
+
+    _up(_stack(), sparks)
+    sparks.never_join.add("b")
+    report = status(resolve(_stack()), connect=sparks.connect, probe=sparks.probe)
+    console = Console(record=True, width=120)
+    console.print(_render(report))
+    text = console.export_text()
+    assert "big [a] rank 0, not joined" in text and "big [b] rank 1, not joined" in text
