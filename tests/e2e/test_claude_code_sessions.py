@@ -140,13 +140,25 @@ BIG = "python3 -c \"print('x' * 4000)\""
 TASK = "run each: " + " | ".join([BIG] * 30)
 
 
+def _sim_prefix_hits(stack: SimStack) -> int:
+    port = yaml.safe_load(stack.stack_file.read_text())["models"][0]["port"]
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found = re.search(r"^vllm:prefix_cache_hits_total(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
+    assert found, text[:2000]
+    return int(float(found.group(1)))
+
+
 def _proxy_log(stack: SimStack) -> Path:
     name = yaml.safe_load(stack.stack_file.read_text())["name"]
     return stack.state / "stacks" / name / "proxy.log"
 
 
 def test_a_session_that_fills_the_window_compacts_and_finishes(sim_stack: SimStack) -> None:
-    """Through the launcher Claude Code compacts before vLLM's limit: no request is refused.
+    """Through the launcher Claude Code compacts before vLLM's limit: no request is refused,
+    and every turn's upstream prompt extends the previous one (the prefix cache serves all of
+    it but the last block; `cache_read_input_tokens` equals what the simulator reused).
     Without the launcher's variables (it believes 1,000,000 tokens) the same session runs into
     "prompt is too long" — Claude Code 2.1.332 then compacts after the fact and carries on, but
     only because the refused request was retried; the contract avoids the refusal."""
@@ -154,6 +166,7 @@ def test_a_session_that_fills_the_window_compacts_and_finishes(sim_stack: SimSta
     args = ["-p", TASK, "--output-format", "json", "--max-turns", "80",
             "--allowedTools", "Bash"]
     start = log.stat().st_size
+    hits_before = _sim_prefix_hits(sim_stack)
     result = result_of(sim_stack.launch(*args))
     assert "All 30 commands ran. TASK DONE" in result["result"], result
     with_contract = log.read_text()[start:]
@@ -161,6 +174,18 @@ def test_a_session_that_fills_the_window_compacts_and_finishes(sim_stack: SimSta
     drops = sum(1 for before, after in zip(sizes, sizes[1:], strict=False) if after < before)
     assert max(sizes) <= WINDOW and drops >= 2, sizes  # it compacted, more than once
     assert "status=400" not in with_contract, with_contract
+    # vLLM reuses KV only for a byte-identical prefix: every turn must extend the one before
+    # (all but the last block and the re-rendered generation prompt are served from the cache),
+    # and a compacted session still reuses the system prompt and tools.
+    turns = [(int(i), int(c)) for i, c in re.findall(r" in=(\d+) cached=(\d+) ", with_contract)]
+    assert len(turns) >= 30
+    for (before, _), (after, cached) in zip(turns, turns[1:], strict=False):
+        if after > before:
+            assert cached >= before - 32, (before, after, cached)
+        else:  # the turn after a compaction
+            assert cached >= 9000, (before, after, cached)
+    # What the proxy reported as cache_read_input_tokens is what the simulator reused.
+    assert sum(c for _, c in turns) == _sim_prefix_hits(sim_stack) - hits_before
     # The same session with only the proxy's address and models (no context variables).
     printed = sim_stack.spark_stack("claude", "--print-env")
     assert printed.returncode == 0, printed.stderr
