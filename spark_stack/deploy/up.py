@@ -11,13 +11,14 @@ step can be interrupted: the next ``up`` sees what is missing, stopped or stale 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..claude_env import ensure_proxy_token
 from ..deployment import Deployment, DialName, resolve
+from ..errors import HostUnreachable
 from ..stack import schema
 from . import frontend
 from .actions import Action, is_noop
@@ -125,18 +126,22 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
     preflight on every changing host, pull, check that a multi-node model has the same image
     id everywhere, then start the workers of such models before everything else, and wait.
     """
+    several = len(desired) > 1
     with ExitStack() as stack:
         sessions = {}
         for key in desired:
-            sessions[key] = stack.enter_context(
-                connect(key, deployment.hosts[key], options.trust_host_key))
+            with _naming(key, several):
+                sessions[key] = stack.enter_context(
+                    connect(key, deployment.hosts[key], options.trust_host_key))
             reporter.step(f"connected to {sessions[key].display}")
+
+        def observe_host(key: str, items: list[Desired]) -> HostSnapshot:
+            with _naming(key, several):
+                return observe(sessions[key], deployment.stack, [d.spec.image for d in items])
 
         def look(pulled: dict[str, dict[str, str]] | None = None
                  ) -> tuple[dict[str, HostSnapshot], dict[str, list[Action]]]:
-            snapshots = {key: observe(sessions[key], deployment.stack,
-                                      [d.spec.image for d in items])
-                         for key, items in desired.items()}
+            snapshots = {key: observe_host(key, items) for key, items in desired.items()}
             plans = {key: plan_host(items, snapshots[key], (pulled or {}).get(key))
                      for key, items in desired.items()}
             return snapshots, together(deployment, plans)
@@ -179,6 +184,19 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
                     sessions[key], run, items, snapshots[key], plans[key], facts[key],
                     ranks=phase)]
         result.ready.update(settle(run, started))
+
+
+@contextmanager
+def _naming(key: str, several: bool) -> Iterator[None]:
+    """An unreachable host named by its name in the stack too, when the stack has several
+    (the address alone may be an alias's HostName the user never wrote)."""
+    try:
+        yield
+    except HostUnreachable as exc:
+        if several:
+            exc.message = f"host {key}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
 
 
 def _hub_size(repo: str, token: str | None) -> int | None:

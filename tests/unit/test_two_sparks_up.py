@@ -104,7 +104,7 @@ def test_a_worker_host_whose_docker_is_down_stops_up_before_anything_starts(
     sparks: FakeHosts,
 ) -> None:
     sparks.hosts["b"].docker.daemon_down = True
-    with pytest.raises(HostUnreachable, match="docker API"):
+    with pytest.raises(HostUnreachable, match="^host b: the docker API on this fake host"):
         _up(_stack(), sparks)
     assert sparks.hosts["a"].docker.calls == [] and sparks.hosts["b"].docker.calls == []
 
