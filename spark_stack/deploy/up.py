@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..claude_env import ensure_proxy_token
@@ -148,8 +148,8 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
 
         snapshots, plans = look()
         if all(is_noop(actions) for actions in plans.values()) and not options.pull:
-            for actions in plans.values():
-                _report(actions, reporter, result)
+            for key, actions in plans.items():
+                _report(key, actions, reporter, result)
             result.ready.update(settle(run, [
                 (sessions[key], entry) for key, items in desired.items()
                 for entry in start(sessions[key], run, items, snapshots[key], plans[key],
@@ -164,11 +164,14 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
                             for image in sorted({d.spec.image for d in items})}
                       for key, items in desired.items()}
         snapshots, plans = look(pulled)
-        for actions in plans.values():
-            _report(actions, reporter, result)
+        for key, actions in plans.items():
+            _report(key, actions, reporter, result)
         # Preflight on every host before anything is pulled, stopped or started anywhere.
-        facts = {key: preflight(sessions[key], run, items, snapshots[key], plans[key])
-                 for key, items in desired.items()}
+        facts = {}
+        for key, items in desired.items():
+            if several:
+                reporter.step(f"checking {key} ({sessions[key].display})")
+            facts[key] = preflight(sessions[key], run, items, snapshots[key], plans[key])
         for key, items in desired.items():
             pull_missing(sessions[key], run, items, snapshots[key], plans[key], facts[key])
         changing = [a.model for actions in plans.values() for a in actions
@@ -205,10 +208,12 @@ def _hub_size(repo: str, token: str | None) -> int | None:
     return repo_size(repo, token=token)
 
 
-def _report(actions: list[Action], reporter: Reporter, result: UpResult) -> None:
+def _report(key: str, actions: list[Action], reporter: Reporter, result: UpResult) -> None:
     for action in actions:
+        if action.spec is not None and action.spec.rank is not None:
+            action = replace(action, host=key)
         reporter.action(action)
-    result.actions += actions
+        result.actions.append(action)
 
 
 def _front_end(stack: schema.Stack, deployment: Deployment, keys: dict[str, str | None],

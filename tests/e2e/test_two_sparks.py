@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -258,6 +259,10 @@ def test_up_serves_across_both_hosts_noop_then_a_killed_rank_then_down(
     code, out, err = pair.run("up")
     up_seconds = time.monotonic() - started
     assert code == 0, out + err
+    assert "create  qwen [b] rank 1: not on the host" in out, out
+    assert "create  qwen [a] rank 0: not on the host" in out, out
+    assert out.index(f"starting spark-stack-{pair.name}-qwen-1") < \
+        out.index(f"starting spark-stack-{pair.name}-qwen-0"), "the worker starts first"
     assert _on(daemons, head, pair.name) == [f"spark-stack-{pair.name}-qwen-0"]
     assert _on(daemons, worker, pair.name) == [f"spark-stack-{pair.name}-qwen-1"]
     assert up_seconds < 20, f"up took {up_seconds:.1f} s"
@@ -282,7 +287,7 @@ def test_up_serves_across_both_hosts_noop_then_a_killed_rank_then_down(
     killed.kill()
     code, out, err = pair.run("status")
     assert code == 4, out + err
-    assert "qwen [b] rank 1" in out, out
+    assert re.search(r"qwen \[b\] rank 1, not joined +exited +no +no", out), out
     code, report = pair.run_json("status")
     assert code == 4
     worker_entry = next(m for m in report["models"] if m["rank"] == 1)

@@ -222,3 +222,9 @@ def test_hosts_sharing_one_home_directory_lock_each_its_own_file(tmp_path: Path,
     assert locks == ["duo@a.lock", "duo@b.lock"]
     assert sorted(down(stack, connect=sparks.connect).removed) == [
         "spark-stack-duo-big-0", "spark-stack-duo-big-1"]
+
+
+def test_up_names_each_nodes_action_by_its_host_and_rank(sparks: FakeHosts) -> None:
+    edges = Edges(connect=sparks.connect, probe=sparks.probe, dial=lambda: as_written)
+    result = up(_stack(), UpOptions(start_proxy=False), QuietReporter(), edges)
+    assert sorted(a.node for a in result.actions) == ["big [a] rank 0", "big [b] rank 1"]
