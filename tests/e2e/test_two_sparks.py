@@ -34,7 +34,8 @@ from tests.helpers import free_port
 from tests.testhost import HOST2, HostInfo, HostPair, mtu_set_to
 
 MODEL = "Qwen/Qwen3-0.6B"
-PAIR_REPOSITORY = "spark-stack/vllm-sim"
+# Our own repository: listing it finds only our tags, never the shared simulator tags.
+PAIR_REPOSITORY = "spark-stack/vllm-sim-two-sparks"
 QUESTION = "What is 12*17? Answer with the number."
 
 
@@ -44,35 +45,39 @@ def pair_image(host_pair: HostPair) -> str:
 
     Each stand-in builds its own simulator image, and those builds differ in id, which `up`
     rightly refuses for a model across hosts ("differs between its hosts"). So host 1's build
-    is tagged ``spark-stack/vllm-sim:two-sparks-<id>`` and copied to host 2 (``docker save |
+    is tagged ``spark-stack/vllm-sim-two-sparks:<id>`` and copied to host 2 (``docker save |
     docker load`` keeps the id), as a user would copy an image over the link. The shared tags
     stay untouched."""
     head = docker.DockerClient(base_url=host_pair.head.local_docker_url, timeout=300)
     worker = docker.DockerClient(base_url=host_pair.worker.local_docker_url, timeout=300)
     try:
         sim = head.images.get(host_pair.head.sim_image)
-        tag = f"two-sparks-{sim.id.removeprefix('sha256:')[:12]}"
-        sim.tag(PAIR_REPOSITORY, tag)
+        image = f"{PAIR_REPOSITORY}:{sim.id.removeprefix('sha256:')[:12]}"
+        sim.tag(image)
         for client in (head, worker):
-            for stale in client.images.list(name=PAIR_REPOSITORY):
-                for old in stale.tags:
-                    if old != f"{PAIR_REPOSITORY}:{tag}":
-                        try:
-                            client.images.remove(old)
-                        except docker.errors.APIError:
-                            pass  # a container of another run still uses it
+            _untag_older(client, keep=image)
         try:
-            copied = worker.images.get(f"{PAIR_REPOSITORY}:{tag}").id
+            copied = worker.images.get(image).id
         except docker.errors.ImageNotFound:
             copied = None
         if copied != sim.id:
-            image = f"{PAIR_REPOSITORY}:{tag}"
             worker.images.load(b"".join(head.images.get(image).save(named=image)))
-            assert worker.images.get(f"{PAIR_REPOSITORY}:{tag}").id == sim.id
-        return f"{PAIR_REPOSITORY}:{tag}"
+            assert worker.images.get(image).id == sim.id
+        return image
     finally:
         head.close()
         worker.close()
+
+
+def _untag_older(client: docker.DockerClient, keep: str) -> None:
+    """Our tags of earlier simulator builds (only ours: they live in our repository)."""
+    for found in client.images.list(name=PAIR_REPOSITORY):
+        for tag in found.tags:
+            if tag.startswith(f"{PAIR_REPOSITORY}:") and tag != keep:
+                try:
+                    client.images.remove(tag)
+                except docker.errors.APIError:
+                    pass  # a container of another run still uses it
 
 
 class PairDeployer:
@@ -90,10 +95,12 @@ class PairDeployer:
         self.master_port = random.randint(29100, 29900)
         self.proxy_port = free_port()
         self.launcher = tmp / f"claude-{self.name}"
-        self.hosts: dict[str, dict[str, Any]] = {
-            "a": {"address": pair.head.ssh_alias},
-            "b": {"address": pair.worker.ssh_alias},
-        }
+        self.hosts = self.usual_hosts()
+
+    def usual_hosts(self) -> dict[str, dict[str, Any]]:
+        """Both hosts by their ~/.ssh/config aliases."""
+        return {"a": {"address": self.pair.head.ssh_alias},
+                "b": {"address": self.pair.worker.ssh_alias}}
 
     def document(self) -> dict[str, Any]:
         head, worker = self.pair.hosts
@@ -166,7 +173,7 @@ def pair(
     deployer = PairDeployer(tmp_path, capsys, host_pair, pair_image)
     deployer.write()
     yield deployer
-    deployer.hosts = PairDeployer(tmp_path, capsys, host_pair, pair_image).hosts  # usual sshd
+    deployer.hosts = deployer.usual_hosts()  # a test may have pointed b elsewhere
     deployer.write()
     deployer.run("down")
     for client in daemons.values():
