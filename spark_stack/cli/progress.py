@@ -104,7 +104,7 @@ class RichReporter:
     def action(self, action: Action) -> None:
         style = {"create": "green", "replace": "yellow", "remove": "red", "keep": "dim"}
         self.out.print(
-            f"  [{style[action.kind]}]{action.kind:<7}[/] {escape(action.model)}: "
+            f"  [{style[action.kind]}]{action.kind:<7}[/] {escape(action.node)}: "
             f"{escape(action.reason)}", markup=True)
 
     def check(self, result: PreflightCheck) -> None:

@@ -55,6 +55,16 @@ class Action:
     spec: ContainerSpec | None = None
     observed: Observed | None = None
     changed: tuple[str, ...] = field(default=())
+    host: str | None = None  # the host's name in the stack, set for a node of a model across hosts
+
+    @property
+    def node(self) -> str:
+        """The model, and for a node of a model across hosts its host and rank
+        (``big [b] rank 1``, as ``status`` names it)."""
+        rank = self.spec.rank if self.spec is not None else None
+        if self.host is None or rank is None:
+            return self.model
+        return f"{self.model} [{self.host}] rank {rank}"
 
 
 def secrets_hash(spec: ContainerSpec, resolved: Mapping[str, str]) -> str:

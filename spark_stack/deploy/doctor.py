@@ -57,19 +57,31 @@ def _model_dir(model: ModelDeployment) -> str | None:
     return f"{source.rstrip('/')}/hub/models--{spec.command[0].replace('/', '--')}"
 
 
+# A TCP connect to the peer's port 22: an answer, even a refusal (sshd may listen on the LAN
+# address only), proves the peer's stack answered over the link; a timeout does not.
+TCP_REACH = (
+    "import errno,socket,sys; a=sys.argv[1]; "
+    "s=socket.socket(socket.AF_INET6 if chr(58) in a else socket.AF_INET); s.settimeout(2); "
+    "sys.exit(s.connect_ex((a, 22)) not in (0, errno.ECONNREFUSED))"
+)
+
+
 def link_script(interface: str, peers: list[str], image: str, model_dir: str | None) -> str:
     """One round trip: the interface, each peer over the link, the image id, the model files."""
     iface = shlex.quote(interface)
+    # Netlink (`ip`), not /sys/class/net: sysfs shows the network namespace it was mounted
+    # in, which need not be the session's (a container, a namespaced sshd).
+    link = f"ip -o link show dev {iface} 2>/dev/null"
     parts = [
-        f"echo '{MARK} operstate'; cat /sys/class/net/{iface}/operstate 2>/dev/null",
-        f"echo '{MARK} mtu'; cat /sys/class/net/{iface}/mtu 2>/dev/null",
+        f"echo '{MARK} operstate'; {link} | sed -n 's/.* state \\([A-Za-z]*\\).*/\\1/p' "
+        "| tr 'A-Z' 'a-z'",
+        f"echo '{MARK} mtu'; {link} | sed -n 's/.* mtu \\([0-9]*\\).*/\\1/p'",
         f"echo '{MARK} addresses'; ip -o addr show dev {iface} 2>/dev/null "
         "| awk '{print $4}'",
     ]
     for peer in peers:
         quoted = shlex.quote(peer)
-        tcp = ("python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], 22), "
-               f"timeout=2)' {quoted}")
+        tcp = f"python3 -c '{TCP_REACH}' {quoted}"
         parts.append(f"echo '{MARK} reach {peer}'; (ping -c1 -W1 {quoted} >/dev/null 2>&1 || "
                      f"{tcp} >/dev/null 2>&1) && echo yes || echo no")
     parts.append(f"echo '{MARK} image'; docker image inspect --format '{{{{.Id}}}}' "

@@ -11,13 +11,14 @@ step can be interrupted: the next ``up`` sees what is missing, stopped or stale 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..claude_env import ensure_proxy_token
 from ..deployment import Deployment, DialName, resolve
+from ..errors import HostUnreachable
 from ..stack import schema
 from . import frontend
 from .actions import Action, is_noop
@@ -125,33 +126,37 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
     preflight on every changing host, pull, check that a multi-node model has the same image
     id everywhere, then start the workers of such models before everything else, and wait.
     """
+    several = len(desired) > 1
     with ExitStack() as stack:
         sessions = {}
         for key in desired:
-            sessions[key] = stack.enter_context(
-                connect(key, deployment.hosts[key], options.trust_host_key))
+            with _naming(key, several):
+                sessions[key] = stack.enter_context(
+                    connect(key, deployment.hosts[key], options.trust_host_key))
             reporter.step(f"connected to {sessions[key].display}")
+
+        def observe_host(key: str, items: list[Desired]) -> HostSnapshot:
+            with _naming(key, several):
+                return observe(sessions[key], deployment.stack, [d.spec.image for d in items])
 
         def look(pulled: dict[str, dict[str, str]] | None = None
                  ) -> tuple[dict[str, HostSnapshot], dict[str, list[Action]]]:
-            snapshots = {key: observe(sessions[key], deployment.stack,
-                                      [d.spec.image for d in items])
-                         for key, items in desired.items()}
+            snapshots = {key: observe_host(key, items) for key, items in desired.items()}
             plans = {key: plan_host(items, snapshots[key], (pulled or {}).get(key))
                      for key, items in desired.items()}
             return snapshots, together(deployment, plans)
 
         snapshots, plans = look()
         if all(is_noop(actions) for actions in plans.values()) and not options.pull:
-            for actions in plans.values():
-                _report(actions, reporter, result)
+            for key, actions in plans.items():
+                _report(key, actions, reporter, result)
             result.ready.update(settle(run, [
                 (sessions[key], entry) for key, items in desired.items()
                 for entry in start(sessions[key], run, items, snapshots[key], plans[key],
                                    None)]))
             return
         for key in sorted(sessions):
-            stack.enter_context(StackLock(sessions[key].conn, deployment.stack,
+            stack.enter_context(StackLock(sessions[key].conn, deployment.stack, host=key,
                                           wait_seconds=options.wait_lock))
         pulled = None
         if options.pull:
@@ -159,11 +164,14 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
                             for image in sorted({d.spec.image for d in items})}
                       for key, items in desired.items()}
         snapshots, plans = look(pulled)
-        for actions in plans.values():
-            _report(actions, reporter, result)
+        for key, actions in plans.items():
+            _report(key, actions, reporter, result)
         # Preflight on every host before anything is pulled, stopped or started anywhere.
-        facts = {key: preflight(sessions[key], run, items, snapshots[key], plans[key])
-                 for key, items in desired.items()}
+        facts = {}
+        for key, items in desired.items():
+            if several:
+                reporter.step(f"checking {key} ({sessions[key].display})")
+            facts[key] = preflight(sessions[key], run, items, snapshots[key], plans[key])
         for key, items in desired.items():
             pull_missing(sessions[key], run, items, snapshots[key], plans[key], facts[key])
         changing = [a.model for actions in plans.values() for a in actions
@@ -181,16 +189,31 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
         result.ready.update(settle(run, started))
 
 
+@contextmanager
+def _naming(key: str, several: bool) -> Iterator[None]:
+    """An unreachable host named by its name in the stack too, when the stack has several
+    (the address alone may be an alias's HostName the user never wrote)."""
+    try:
+        yield
+    except HostUnreachable as exc:
+        if several:
+            exc.message = f"host {key}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
+
+
 def _hub_size(repo: str, token: str | None) -> int | None:
     from ..hf_api import repo_size
 
     return repo_size(repo, token=token)
 
 
-def _report(actions: list[Action], reporter: Reporter, result: UpResult) -> None:
+def _report(key: str, actions: list[Action], reporter: Reporter, result: UpResult) -> None:
     for action in actions:
+        if action.spec is not None and action.spec.rank is not None:
+            action = replace(action, host=key)
         reporter.action(action)
-    result.actions += actions
+        result.actions.append(action)
 
 
 def _front_end(stack: schema.Stack, deployment: Deployment, keys: dict[str, str | None],

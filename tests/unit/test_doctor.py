@@ -58,7 +58,26 @@ def test_a_healthy_link_passes_every_check_from_each_host(sparks: FakeHosts) -> 
     assert ("reach", "a", "ok") in verdicts and ("reach", "b", "ok") in verdicts
     # Each host pings the other's link address itself (not the laptop).
     script = sparks.hosts["a"].conn.scripts[0]
-    assert "ping -c1 -W1 192.168.100.11" in script and "/sys/class/net/enp1s0f1np1" in script
+    assert "ping -c1 -W1 192.168.100.11" in script
+    assert "ip -o link show dev enp1s0f1np1" in script and "/sys/class/net" not in script
+
+
+def test_the_link_script_reads_the_interface_by_netlink_and_a_refusal_counts_as_reached(
+) -> None:
+    # Run for real on this machine: loopback is up, and nothing listens on 127.0.0.9:22.
+    import subprocess
+
+    from spark_stack.deploy.doctor import link_script
+
+    done = subprocess.run(["sh", "-c", link_script("lo", ["127.0.0.9"], "none:x", None)],
+                          capture_output=True, text=True, timeout=30)
+    look = parse_look(done.stdout)
+    assert look.operstate == "unknown"  # what the kernel reports for lo
+    assert look.mtu == 65536 and "127.0.0.1" in look.addresses
+    assert look.reach == {"127.0.0.9": True}
+    missing = parse_look(subprocess.run(["sh", "-c", link_script("nope0", [], "x", None)],
+                                        capture_output=True, text=True, timeout=30).stdout)
+    assert (missing.operstate, missing.mtu, missing.addresses) == (None, None, ())
 
 
 def test_a_down_port_a_small_mtu_and_no_route_are_each_named(sparks: FakeHosts) -> None:

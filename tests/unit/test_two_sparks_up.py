@@ -104,7 +104,7 @@ def test_a_worker_host_whose_docker_is_down_stops_up_before_anything_starts(
     sparks: FakeHosts,
 ) -> None:
     sparks.hosts["b"].docker.daemon_down = True
-    with pytest.raises(HostUnreachable, match="docker API"):
+    with pytest.raises(HostUnreachable, match="^host b: the docker API on this fake host"):
         _up(_stack(), sparks)
     assert sparks.hosts["a"].docker.calls == [] and sparks.hosts["b"].docker.calls == []
 
@@ -204,3 +204,27 @@ def test_status_text_names_each_node_and_whether_it_joined(sparks: FakeHosts) ->
     console.print(_render(report))
     text = console.export_text()
     assert "big [a] rank 0, not joined" in text and "big [b] rank 1, not joined" in text
+
+
+def test_hosts_sharing_one_home_directory_lock_each_its_own_file(tmp_path: Path,
+                                                                 spark_stack_home: Path) -> None:
+    # NFS homes (or two stand-ins on one machine): one lock file per stack would be taken on
+    # the first host and refused on the second, by the same `up`.
+    home = tmp_path / "shared-home"
+    home.mkdir()
+    hosts = {key: FakeHost(FakeConnection(home=home, hostname=f"spark-{key}")) for key in "ab"}
+    for host in hosts.values():
+        host.docker.add_image(IMAGE)
+    sparks = FakeHosts(hosts)
+    stack = _stack()
+    assert _up(stack, sparks) == [("create", "big"), ("create", "big")]
+    locks = sorted(p.name for p in (home / ".cache/spark-stack/locks").glob("*.lock"))
+    assert locks == ["duo@a.lock", "duo@b.lock"]
+    assert sorted(down(stack, connect=sparks.connect).removed) == [
+        "spark-stack-duo-big-0", "spark-stack-duo-big-1"]
+
+
+def test_up_names_each_nodes_action_by_its_host_and_rank(sparks: FakeHosts) -> None:
+    edges = Edges(connect=sparks.connect, probe=sparks.probe, dial=lambda: as_written)
+    result = up(_stack(), UpOptions(start_proxy=False), QuietReporter(), edges)
+    assert sorted(a.node for a in result.actions) == ["big [a] rank 0", "big [b] rank 1"]
