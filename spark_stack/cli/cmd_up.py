@@ -102,7 +102,9 @@ def _result_json(stack: str, result: Any) -> dict[str, Any]:
         "stack": stack,
         "changed": result.changed,
         "actions": [
-            {"model": a.model, "action": a.kind, "reason": a.reason, "changed": list(a.changed)}
+            {"model": a.model, "action": a.kind, "reason": a.reason, "changed": list(a.changed),
+             # a node of a model across hosts: which host and rank (null otherwise)
+             "host": a.host, "rank": a.spec.rank if a.host is not None and a.spec else None}
             for a in result.actions
         ],
         "endpoints": dict(result.endpoints),

@@ -228,3 +228,19 @@ def test_up_names_each_nodes_action_by_its_host_and_rank(sparks: FakeHosts) -> N
     edges = Edges(connect=sparks.connect, probe=sparks.probe, dial=lambda: as_written)
     result = up(_stack(), UpOptions(start_proxy=False), QuietReporter(), edges)
     assert sorted(a.node for a in result.actions) == ["big [a] rank 0", "big [b] rank 1"]
+
+
+def test_up_json_names_each_nodes_host_and_rank() -> None:
+    """`up --json` said only the model for both nodes of a model across hosts."""
+    from spark_stack.cli.cmd_up import _result_json
+    from spark_stack.deploy.actions import Action
+    from spark_stack.deploy.up import UpResult
+
+    class _Spec:
+        rank = 1
+
+    result = UpResult(actions=[Action("create", "qwen", "not on the host", _Spec(), None, (),  # type: ignore[arg-type]
+                                      "b"), Action("keep", "solo", "up to date")])
+    actions = _result_json("s", result)["actions"]
+    assert [(a["model"], a["host"], a["rank"]) for a in actions] == [
+        ("qwen", "b", 1), ("solo", None, None)]
