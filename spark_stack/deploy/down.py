@@ -86,7 +86,7 @@ def down(stack: schema.Stack, *, trust_host_key: bool = False, wait_lock: float 
     hosts = stack.all_hosts()
     for key in sorted(hosts):
         with connect(key, hosts[key], trust_host_key) as session, \
-                StackLock(session.conn, stack.name, wait_seconds=wait_lock):
+                StackLock(session.conn, stack.name, host=key, wait_seconds=wait_lock):
             for item in session.docker.stack_containers(stack.name):
                 reporter.step(f"removing {item.name}")
                 session.docker.remove(item.id)

@@ -1,7 +1,10 @@
 """A remote lock per stack, held by an SSH channel: no stale locks after a drop or Ctrl-C.
 
-The host runs ``flock`` on ``~/.cache/spark-stack/locks/<stack>.lock`` and then waits on
-stdin; the lock lives exactly as long as our SSH channel. When ``up`` ends, crashes, is
+The host runs ``flock`` on ``~/.cache/spark-stack/locks/<stack>@<host>.lock`` and then waits
+on stdin; the lock lives exactly as long as our SSH channel. ``<host>`` is the host's name in
+the stack: a model across hosts locks every host, and hosts may share one home directory (NFS,
+or two stand-ins on one machine), where one file for the stack would lock us out of our own
+second host. When ``up`` ends, crashes, is
 interrupted or loses the network, sshd closes the session and the kernel drops the lock.
 The holder's description (user, machine, pid, time) sits in a side file for the error message.
 """
@@ -21,11 +24,16 @@ LOCK_DIR = ".cache/spark-stack/locks"
 _READ_TIMEOUT_SLACK = 15.0
 
 
-def lock_script(stack: str, holder: str, wait_seconds: float) -> str:
-    """The shell snippet that takes the lock (quoting every part) and then holds it."""
+def lock_name(stack: str, host: str) -> str:
+    """The lock's file name (without suffix) for ``stack`` on the stack's host ``host``."""
+    return f"{stack}@{host}"
+
+
+def lock_script(name: str, holder: str, wait_seconds: float) -> str:
+    """The shell snippet that takes the lock ``name`` (quoting every part) and holds it."""
     base = f"$HOME/{LOCK_DIR}/"
-    lock = base + shlex.quote(f"{stack}.lock")
-    owner = base + shlex.quote(f"{stack}.owner")
+    lock = base + shlex.quote(f"{name}.lock")
+    owner = base + shlex.quote(f"{name}.owner")
     wait = f"-w {wait_seconds:g}" if wait_seconds > 0 else "-n"
     return (
         f'mkdir -p "$HOME"/{LOCK_DIR} && exec 9>>{lock} && '
@@ -41,16 +49,20 @@ def describe_holder() -> str:
 
 
 class StackLock:
-    """``with StackLock(conn, stack):`` — the stack is ours inside the block."""
+    """``with StackLock(conn, stack, host=key):`` — the stack is ours on that host inside
+    the block."""
 
-    def __init__(self, conn: HostConnection, stack: str, *, wait_seconds: float = 0.0) -> None:
+    def __init__(self, conn: HostConnection, stack: str, *, host: str,
+                 wait_seconds: float = 0.0) -> None:
         self.conn = conn
         self.stack = stack
+        self.host = host
         self.wait_seconds = wait_seconds
         self._held: Held | None = None
 
     def acquire(self) -> None:
-        held = self.conn.hold(lock_script(self.stack, describe_holder(), self.wait_seconds))
+        held = self.conn.hold(lock_script(lock_name(self.stack, self.host), describe_holder(),
+                                          self.wait_seconds))
         timeout = self.wait_seconds + _READ_TIMEOUT_SLACK
         try:
             reply = held.read_line(timeout)

@@ -151,7 +151,7 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
                                    None)]))
             return
         for key in sorted(sessions):
-            stack.enter_context(StackLock(sessions[key].conn, deployment.stack,
+            stack.enter_context(StackLock(sessions[key].conn, deployment.stack, host=key,
                                           wait_seconds=options.wait_lock))
         pulled = None
         if options.pull:

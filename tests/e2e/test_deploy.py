@@ -474,7 +474,7 @@ def test_a_held_lock_fails_fast_with_its_holder_and_can_be_waited_for(
 
     deployer.write()
     session = open_session("default", HostConfig(address=testhost.ssh_alias))
-    lock = StackLock(session.conn, deployer.name)
+    lock = StackLock(session.conn, deployer.name, host="default")
     lock.acquire()
     try:
         code, out, err = deployer.run("up", "--no-proxy")

@@ -204,3 +204,21 @@ def test_status_text_names_each_node_and_whether_it_joined(sparks: FakeHosts) ->
     console.print(_render(report))
     text = console.export_text()
     assert "big [a] rank 0, not joined" in text and "big [b] rank 1, not joined" in text
+
+
+def test_hosts_sharing_one_home_directory_lock_each_its_own_file(tmp_path: Path,
+                                                                 spark_stack_home: Path) -> None:
+    # NFS homes (or two stand-ins on one machine): one lock file per stack would be taken on
+    # the first host and refused on the second, by the same `up`.
+    home = tmp_path / "shared-home"
+    home.mkdir()
+    hosts = {key: FakeHost(FakeConnection(home=home, hostname=f"spark-{key}")) for key in "ab"}
+    for host in hosts.values():
+        host.docker.add_image(IMAGE)
+    sparks = FakeHosts(hosts)
+    stack = _stack()
+    assert _up(stack, sparks) == [("create", "big"), ("create", "big")]
+    locks = sorted(p.name for p in (home / ".cache/spark-stack/locks").glob("*.lock"))
+    assert locks == ["duo@a.lock", "duo@b.lock"]
+    assert sorted(down(stack, connect=sparks.connect).removed) == [
+        "spark-stack-duo-big-0", "spark-stack-duo-big-1"]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from spark_stack.deploy.down import down
-from spark_stack.deploy.lock import lock_script
+from spark_stack.deploy.lock import lock_name, lock_script
 from spark_stack.deploy.plan_diff import host_diff
 from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.status import status
@@ -116,7 +116,8 @@ def test_a_failed_start_is_diagnosed_stopped_and_its_log_saved(host: FakeHost) -
 
 
 def test_a_held_lock_names_its_holder_and_changes_nothing(host: FakeHost) -> None:
-    held = host.conn.hold(lock_script("fake", "alice@laptop pid 7 since now", 0))
+    held = host.conn.hold(lock_script(lock_name("fake", "default"),
+                                      "alice@laptop pid 7 since now", 0))
     try:
         assert held.read_line(5) == "LOCKED"
         with pytest.raises(LockHeld, match="alice@laptop pid 7"):
