@@ -1,11 +1,12 @@
 """The Ray test image (``distributed: ray``): the simulator plus Ray, on both stand-ins.
 
 Kept apart from the sim image (it is ~3x its size; the shared sim and vLLM tags are never
-touched) and built only when a Ray test asks for it, from the same base: Ray's wheel from PyPI installed for this Python into a directory under the build dir
-(once per Ray version), the shared libraries its binaries need (``ldd``), and two commands as
-the real vLLM image has them, ``ray`` and ``vllm`` (``vllm serve`` runs the simulator). Built
-on host 1's daemon and copied to host 2's (``docker save``/``load``), so both hold the same
-image id, as ``up`` requires of a model's nodes.
+touched) and built only when a Ray test asks for it, from the same base: Ray's wheel from PyPI
+installed for this Python into a directory under the build dir (once per Ray version), the
+shared libraries its binaries need (``ldd``), and two commands as the real vLLM image has them,
+``ray`` and ``vllm`` (``vllm serve`` runs the simulator). Built on host 1's daemon and copied
+to host 2's (``docker save``/``load``), so both hold the same image id, as ``up`` requires of a
+model's nodes.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def _binaries(site: Path) -> list[Path]:
 
 def _hash(base_id: str) -> str:
     digest = hashlib.sha256()
-    for part in (sim_hash(base_id), RAY_VERSION, DOCKERFILE, RAY_COMMAND, VLLM_COMMAND, *PRUNED):
+    for part in (sim_hash(base_id), RAY_VERSION, "lib-mode", DOCKERFILE, RAY_COMMAND,
+                 VLLM_COMMAND, *PRUNED):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
@@ -141,7 +143,7 @@ def _build(client: docker.DockerClient, build_dir: Path, base: str, want: str) -
         for library in shared_libraries(_binaries(site)):
             dest = context / "lib" / str(library).lstrip("/")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(library.resolve(), dest)
+            shutil.copy(library.resolve(), dest)  # the mode too: the loader must stay executable
         try:
             client.images.build(path=str(context), tag=RAY_IMAGE,
                                 labels={RAY_HASH_LABEL: want}, rm=True, forcerm=True)
