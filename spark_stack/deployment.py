@@ -109,6 +109,8 @@ class ModelDeployment:
     # and container are its head's (rank 0), which serves the API at ``endpoint``.
     nodes: tuple[Node, ...] = ()
     rank: int | None = None  # set on a per-node view (:meth:`on_node`)
+    # How the nodes form one engine: vLLM's own multi-node mode, or a Ray cluster.
+    distributed: Literal["native", "ray"] | None = None
 
     @property
     def multi_node(self) -> bool:
@@ -319,6 +321,7 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
         max_model_len=model.max_model_len, host_key=key, host=host, container=spec,
         via_tunnel=loopback, readiness_timeout=model.readiness_timeout,
         gpu_memory_utilization=model.gpu_memory_utilization, nodes=nodes,
+        distributed=stack.cluster.distributed if nodes and stack.cluster else None,
     )
 
 

@@ -16,7 +16,7 @@ import shlex
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from .stack import schema
+from .stack import ray_argv, schema
 from .stack.argv import CONTAINER_PORT, node_argv, served_name, vllm_argv
 from .stack.secrets import has_reference, mask
 
@@ -82,6 +82,8 @@ class ContainerSpec:
     # A node of a multi-node model: its rank, on the host's network (NCCL needs the link).
     rank: int | None = None
     network_mode: Literal["host"] | None = None
+    # Replaces the image's entrypoint (`vllm serve`): a node of a Ray cluster (`ray`, `sh`).
+    entrypoint: tuple[str, ...] | None = None
 
     @property
     def head(self) -> bool:
@@ -106,7 +108,7 @@ class ContainerSpec:
         stays what it was before they existed (no spurious replace on upgrade)."""
         data = asdict(self)
         data.pop("spec_hash")
-        for name in ("rank", "network_mode"):
+        for name in ("rank", "network_mode", "entrypoint"):
             if data[name] is None:
                 data.pop(name)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -144,6 +146,10 @@ def render_nodes(stack: schema.Stack, model: schema.ContainerModel) -> list[Cont
     specs = []
     for rank, host_key in enumerate(model.hosts):
         derived = node_env(stack.cluster, host_key, head_key)
+        if stack.cluster.distributed == "ray":
+            specs.append(_ray_node(stack, model, rank, master, stack.cluster.link[host_key].address,
+                                   {**derived, **ray_argv.RAY_ENV, **model.env}))
+            continue
         specs.append(render_container(
             stack, model, rank=rank,
             extra_command=node_argv(rank, len(model.hosts), master, stack.cluster.master_port),
@@ -151,9 +157,23 @@ def render_nodes(stack: schema.Stack, model: schema.ContainerModel) -> list[Cont
     return specs
 
 
+def _ray_node(stack: schema.Stack, model: schema.ContainerModel, rank: int, head_address: str,
+              link_address: str, env: dict[str, str]) -> ContainerSpec:
+    """A node of a Ray cluster (:mod:`spark_stack.stack.ray_argv`): the head starts Ray, then
+    serves; a worker only joins."""
+    if rank == 0:
+        script = ray_argv.head_script(link_address, [*vllm_argv(model), *ray_argv.SERVE_FLAGS])
+        return render_container(stack, model, rank=rank, extra_env=env,
+                                entrypoint=(ray_argv.SHELL,), command=("-c", script))
+    return render_container(stack, model, rank=rank, extra_env=env, entrypoint=(ray_argv.RAY,),
+                            command=tuple(ray_argv.worker_argv(head_address, link_address)[1:]))
+
+
 def render_container(stack: schema.Stack, model: schema.ContainerModel, *,
                      rank: int | None = None, extra_command: list[str] | None = None,
-                     extra_env: dict[str, str] | None = None) -> ContainerSpec:
+                     extra_env: dict[str, str] | None = None,
+                     entrypoint: tuple[str, ...] | None = None,
+                     command: tuple[str, ...] | None = None) -> ContainerSpec:
     mounts = [
         MountSpec(source, CACHE_TARGETS[kind])
         for kind, source in model.cache.model_dump().items()
@@ -169,7 +189,7 @@ def render_container(stack: schema.Stack, model: schema.ContainerModel, *,
         model=model.name,
         name=container_name(stack.name, model.name, rank),
         image=model.image or "",
-        command=(*vllm_argv(model), *(extra_command or ())),
+        command=command if command is not None else (*vllm_argv(model), *(extra_command or ())),
         env=tuple(env),
         host_port=model.port,
         bind_address="127.0.0.1" if model.bind == "loopback" else "0.0.0.0",
@@ -184,6 +204,7 @@ def render_container(stack: schema.Stack, model: schema.ContainerModel, *,
         container_port=model.port if rank is not None else CONTAINER_PORT,
         rank=rank,
         network_mode="host" if rank is not None else None,
+        entrypoint=entrypoint,
     )
     digest = hashlib.sha256(spec.canonical().encode()).hexdigest()[:16]
     return ContainerSpec(**{**spec.__dict__, "spec_hash": digest})
@@ -197,6 +218,8 @@ def render_containers(stack: schema.Stack) -> list[ContainerSpec]:
 def docker_run_command(spec: ContainerSpec) -> str:
     """The equivalent ``docker run`` line, secrets masked (for people, not for execution)."""
     args = ["docker", "run", "-d", "--name", spec.name]
+    if spec.entrypoint:
+        args += ["--entrypoint", spec.entrypoint[0]]
     if spec.restart != "no":
         args += ["--restart", spec.restart]
     if spec.gpus == "all":
@@ -226,7 +249,7 @@ def docker_run_command(spec: ContainerSpec) -> str:
     for key, value in spec.labels().items():
         args += ["--label", f"{key}={value}"]
     args.append(spec.image)
-    args += spec.command
+    args += [*(spec.entrypoint or ())[1:], *spec.command]
     return " ".join(_shell_word(a) for a in args)
 
 

@@ -19,7 +19,7 @@ import shutil
 import socket
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -241,6 +241,8 @@ class DockerHost:
             kwargs["network_mode"] = "host"
         else:
             kwargs["ports"] = {f"{spec.container_port}/tcp": (spec.bind_address, spec.host_port)}
+        if spec.entrypoint:
+            kwargs["entrypoint"] = list(spec.entrypoint)
         if spec.restart != "no":
             kwargs["restart_policy"] = {"Name": spec.restart}
         if spec.ipc:
@@ -285,6 +287,15 @@ class DockerHost:
                 self.client.api.remove_container(ident, force=True, v=False)
         except NotFound:
             pass
+
+    def exec(self, ident: str, argv: Sequence[str]) -> tuple[int, str]:
+        """Run ``argv`` in a running container (``docker exec``): exit code, stdout+stderr."""
+        with self._api(f"could not run {argv[0]} in container {ident[:12]}"):
+            created = self.client.api.exec_create(ident, list(argv))
+            output = self.client.api.exec_start(created["Id"])
+            code = self.client.api.exec_inspect(created["Id"]).get("ExitCode")
+        text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+        return (1 if code is None else int(code)), text
 
     def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
         from docker.errors import NotFound

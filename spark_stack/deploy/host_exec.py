@@ -35,6 +35,7 @@ from .preflight import (
     raise_failures,
     run_checks,
 )
+from .ray_cluster import wait_ray_gpus
 from .readiness import Failed, Probe, ProcessState, Ready, wait_ready
 from .report import Reporter
 
@@ -238,7 +239,8 @@ def settle(run: HostRun, started: Sequence[tuple[HostSession, Started]]) -> dict
                 continue
             outcome: Ready | Failed = worker_joined(session, entry)
         else:
-            outcome = wait_container(session, run, entry.item, entry.container, entry.home)
+            outcome = (_ray_joined(session, run, entry)
+                       or wait_container(session, run, entry.item, entry.container, entry.home))
         if isinstance(outcome, Failed):
             if entry.item.model.multi_node and entry.item.spec.head:
                 outcome = _why_head_failed(outcome, started, entry)
@@ -256,6 +258,23 @@ def settle(run: HostRun, started: Sequence[tuple[HostSession, Started]]) -> dict
         note = _roll_back(session, run, entry) if entry.previous is not None else None
         fail(run.stack, entry.item.spec.model, full, outcome, run.reporter, note=note)
     return ready
+
+
+def _ray_joined(session: HostSession, run: HostRun, entry: Started) -> Failed | None:
+    """The head of a Ray cluster: wait until ``ray status`` counts every node's GPU."""
+    model = entry.item.model
+    if model.distributed != "ray" or not entry.item.spec.head:
+        return None
+    ident = entry.container.id
+
+    def running() -> bool:
+        attrs = session.docker.inspect(ident) or {}
+        return (attrs.get("State") or {}).get("Status") == "running"
+
+    run.reporter.step(f"waiting for the Ray cluster of {model.name} ({len(model.nodes)} GPUs)")
+    return wait_ray_gpus(lambda argv: session.docker.exec(ident, argv), running,
+                         len(model.nodes), model=model.name,
+                         timeout=run.timeout or model.readiness_timeout)
 
 
 def worker_joined(session: HostSession, entry: Started) -> Ready | Failed:

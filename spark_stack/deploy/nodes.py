@@ -11,6 +11,8 @@
   (``vllm/distributed/parallel_state.py``, ``initialize_model_parallel``). Before that a node
   logs ``world_size=2 rank=1 local_rank=0 distributed_init_method=tcp://HEAD:PORT …`` and waits.
   The simulator's multi-node mode logs the same two lines.
+* A worker of a Ray cluster (``distributed: ray``) has joined once its ``ray start`` says
+  ``Ray runtime started.`` (it reached the head's GCS); the ranks' lines are the head's.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import replace
 
 from ..deployment import Deployment
 from ..errors import DeployError
+from ..stack.ray_argv import RAY_WORKER_STARTED
 from .actions import Action
 
 JOINED = re.compile(r"rank (?P<rank>\d+) in world size (?P<size>\d+) is assigned as")
@@ -28,7 +31,10 @@ WAITING = re.compile(r"world_size=(?P<size>\d+) rank=(?P<rank>\d+) .*distributed
 
 
 def joined(log: str, rank: int) -> bool:
-    """Whether a node's log shows that ``rank`` joined its world."""
+    """Whether a node's log shows that ``rank`` joined its world (or, on a Ray worker, the
+    head's cluster)."""
+    if rank > 0 and RAY_WORKER_STARTED in log:
+        return True
     return any(int(m["rank"]) == rank for m in JOINED.finditer(log))
 
 

@@ -61,6 +61,9 @@ class SimConfig:
     distributed_executor_backend: str | None = None
     # torch.distributed's store timeout (600 s) unless VLLM_SIM_DIST_TIMEOUT says otherwise.
     dist_timeout: float = 600.0
+    # vLLM's wait for a Ray placement group (PG_WAIT_TIMEOUT, 1800 s) unless
+    # VLLM_SIM_PG_TIMEOUT says otherwise.
+    pg_timeout: float = 1800.0
 
     @property
     def world_size(self) -> int:
@@ -69,6 +72,11 @@ class SimConfig:
     @property
     def multi_node(self) -> bool:
         return self.nnodes > 1
+
+    @property
+    def ray_world(self) -> bool:
+        """Ranks placed by a running Ray cluster (``--distributed-executor-backend ray``)."""
+        return self.distributed_executor_backend == "ray" and self.world_size > 1
 
     @property
     def display_host(self) -> str:
@@ -197,6 +205,8 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
         distributed_executor_backend=args.value("--distributed-executor-backend"),
         dist_timeout=max(0.1, _float("VLLM_SIM_DIST_TIMEOUT", env.get("VLLM_SIM_DIST_TIMEOUT"),
                                      600.0)),
+        pg_timeout=max(0.1, _float("VLLM_SIM_PG_TIMEOUT", env.get("VLLM_SIM_PG_TIMEOUT"),
+                                   1800.0)),
         model=model,
         served_model_names=tuple(names),
         host=args.value("--host") or "0.0.0.0",

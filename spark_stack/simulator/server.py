@@ -25,6 +25,7 @@ from .distributed import (
 )
 from .flags import UsageError, find_flags_file, load_spec, parse_serve_args
 from .httpserver import HttpProtocol
+from .ray_world import RayWorld, place_ranks
 from .vlog import (
     API,
     ENGINE,
@@ -87,6 +88,7 @@ async def serve(
     if failure:
         phases = phases[:shown]
     world: World | None = None
+    placed: RayWorld | None = None
     headless = config.multi_node and config.node_rank > 0
     try:
         for phase in phases:
@@ -96,6 +98,10 @@ async def serve(
                 if config.multi_node and world is None and message.startswith(LOAD_START):
                     world = await _form_world(config, log, stop)
                     if world is None:
+                        return 0 if stop.is_set() else 1
+                if config.ray_world and placed is None and message.startswith(LOAD_START):
+                    placed = await _place_ranks(config, log, stop)
+                    if placed is None:
                         return 0 if stop.is_set() else 1
                 if headless and prefix == API:
                     continue
@@ -115,6 +121,8 @@ async def serve(
     finally:
         if world is not None:
             await world.close()
+        if placed is not None:
+            placed.close()
 
 
 LOAD_START = "Starting to load model"
@@ -141,6 +149,16 @@ async def _form_world(config: SimConfig, log: _Log, stop: asyncio.Event) -> Worl
     if world is not None:
         log.raw(assigned_line(config))
     return world
+
+
+async def _place_ranks(config: SimConfig, log: _Log, stop: asyncio.Event) -> RayWorld | None:
+    """Place the ranks on the Ray cluster; None when stopped or failed (lines printed)."""
+    try:
+        return await place_ranks(config, stop, log.raw)
+    except DistFailure as failure:
+        for text in failure.lines:
+            log.raw(text, error=True)
+        return None
 
 
 async def _run_headless(config: SimConfig, log: _Log, stop: asyncio.Event, world: World) -> int:

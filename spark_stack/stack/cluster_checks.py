@@ -74,11 +74,8 @@ def multi_node_hosts(loaded: LoadedStack) -> list[Problem]:
                 f"size ({tp}) exceeds available GPUs'", ("models", index, "tensor_parallel_size"),
                 fix=f"set tensor_parallel_size: {len(hosts)}, or leave it out (default: the "
                 "number of hosts)"))
-        if stack.cluster is not None and stack.cluster.distributed == "ray":
-            problems.append(loaded.problem(
-                "distributed: ray is not supported yet", ("cluster", "distributed"),
-                fix="use distributed: native (vLLM's own multi-node mode, no Ray)"))
-        problems += _node_flags(loaded, index, model)
+        if stack.cluster is None or stack.cluster.distributed == "native":
+            problems += _node_flags(loaded, index, model)
     return problems
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -205,6 +205,8 @@ class FakeDocker:
         if container is None:
             return ""
         rank = container["Config"]["Labels"].get(LABEL_RANK)
+        if rank is not None and not container["Fails"] and "--nnodes" not in container["Cmd"]:
+            return self._ray_logs(container, rank)
         if rank is not None and not container["Fails"]:
             # vLLM's own lines (see spark_stack.deploy.nodes): waiting, then joined.
             cmd = container["Cmd"]
@@ -224,6 +226,23 @@ class FakeDocker:
                     "max seq len (262144), (20.00 GiB KV cache is needed, which is larger than "
                     "the available KV cache memory (8.00 GiB).\n")
         return "INFO Application startup complete.\n"
+
+    def _ray_logs(self, container: dict[str, Any], rank: str) -> str:
+        """A node of a Ray cluster: a worker's `ray start`, the head's vLLM once all joined."""
+        if rank != "0":
+            return "Ray runtime started.\n"
+        model = container["Config"]["Labels"][LABEL_MODEL]
+        if self.world is not None and self.world(model):
+            return ("INFO rank 0 in world size 2 is assigned as DP rank 0\n"
+                    "INFO Application startup complete.\n")
+        return "Ray runtime started.\n"
+
+    def exec(self, ident: str, argv: Sequence[str]) -> tuple[int, str]:
+        """``ray status`` in a Ray head: one GPU per joined node."""
+        self.calls.append(f"exec {' '.join(argv)}")
+        model = self.containers[ident]["Config"]["Labels"][LABEL_MODEL]
+        gpus = 2 if self.world is not None and self.world(model) else 1
+        return 0, f"Resources\n Total Usage:\n 0.0/{gpus * 20}.0 CPU\n 0.0/{gpus}.0 GPU\n"
 
     def follow_logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> Iterator[str]:
         yield self.logs(ident, tail=tail)
@@ -305,7 +324,8 @@ class FakeHosts:
                     continue
                 ranks.add(int(labels[LABEL_RANK]))
                 cmd = container["Cmd"]
-                size = int(cmd[cmd.index("--nnodes") + 1])
+                # A Ray cluster's world is its hosts (the fakes have two).
+                size = int(cmd[cmd.index("--nnodes") + 1]) if "--nnodes" in cmd else 2
         return bool(size) and ranks == set(range(size))
 
     def connect(self, key: str, host: schema.HostConfig, trust: bool = False) -> HostSession:

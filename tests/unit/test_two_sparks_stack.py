@@ -160,11 +160,6 @@ def test_extra_args_may_not_set_the_node_flags() -> None:
     assert key_path == "models[0].extra_args[0]" and "duplicates the 'hosts' setting" in message
 
 
-def test_ray_is_refused_until_it_is_supported() -> None:
-    doc = two_sparks()
-    doc["cluster"]["distributed"] = "ray"  # type: ignore[index]
-    assert "ray is not supported yet" in problems(doc)[0][2]
-
 
 def test_a_port_is_taken_on_every_host_of_the_model() -> None:
     doc = two_sparks()
