@@ -114,6 +114,21 @@ def test_a_ray_cluster_across_the_two_hosts_serves_through_the_head(ray_stack: R
     code, status = head.exec_run(["ray", "status"])
     assert code == 0 and "/2.0 GPU" in status.decode(), status.decode()
 
+    # Through the proxy, as Claude Code reaches it.
+    listen = yaml.safe_load(ray_stack.path.read_text())["proxy"]["listen"]
+    reply = httpx.post(
+        f"http://{listen}/v1/messages",
+        headers={"anthropic-version": "2023-06-01", "x-api-key": "spark-stack-local"},
+        json={"model": "big", "max_tokens": 64, "messages": [
+            {"role": "user", "content": "What is 12*17? Answer with the number."}]},
+        timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert "204" in "".join(b.get("text", "") for b in reply.json()["content"])
+
+    code, out, err = ray_stack.run("up", "--json")  # again: nothing to do
+    assert code == 0, out + err
+    assert [a["action"] for a in json.loads(out)["actions"]] == ["keep", "keep"]
+
     code, out, err = ray_stack.run("status", "--json")
     assert code == 0, out + err
     report = json.loads(out)
