@@ -26,7 +26,7 @@ from .claude_context import (
     claude_variables,
     default_launcher_path,
 )
-from .proxy.config import ProxyConfig, Route, ThinkingFamily, Upstream, dial_host
+from .proxy.config import ProxyConfig, Route, ThinkingFamily, Upstream, listen_url, url_host
 from .routing import CATCH_ALL, RouteTable, Rule, is_glob
 from .spec import ContainerSpec, render_container, render_nodes
 from .stack import schema
@@ -42,12 +42,6 @@ ALIASES = ("opus", "sonnet", "haiku")
 
 def as_written(address: str) -> str:
     return address
-
-
-def url_host(host: str) -> str:
-    """``host`` as it goes into a URL: an IPv6 address bracketed (its ``%zone`` kept as
-    written, which httpx, yarl and the proxy's client read back as the same address)."""
-    return f"[{host}]" if ":" in host else host
 
 
 @dataclass(frozen=True)
@@ -143,7 +137,7 @@ class ProxySettings:
     @property
     def url(self) -> str:
         """Where clients reach the proxy (a wildcard bind is reached on loopback)."""
-        return f"http://{dial_host(self.host)}:{self.port}"
+        return listen_url(self.host, self.port)
 
 
 @dataclass(frozen=True)

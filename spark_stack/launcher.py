@@ -32,9 +32,9 @@ PROBE_TIMEOUT = 3
 
 def proxy_base_url(stack: schema.Stack) -> str:
     """The URL Claude Code uses to reach the proxy (a wildcard bind is reached on loopback)."""
-    from .proxy.config import dial_host
+    from .proxy.config import listen_url
 
-    return f"http://{dial_host(stack.proxy.host)}:{stack.proxy.port}"
+    return listen_url(stack.proxy.host, stack.proxy.port)
 
 
 def token_file(stack_name: str) -> Path:

@@ -19,11 +19,21 @@ ThinkingFamily = Literal["qwen3", "none"]
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+def url_host(host: str) -> str:
+    """``host`` as it goes into a URL: an IPv6 address bracketed (its ``%zone`` kept as
+    written, which httpx, yarl and the proxy's client read back as the same address)."""
+    return f"[{host}]" if ":" in host else host
+
+
 def dial_host(listen_host: str) -> str:
     """The host to put in a URL to reach a server bound to ``listen_host``: a wildcard bind is
     reached on loopback, and an IPv6 address is bracketed."""
-    host = "127.0.0.1" if listen_host in ("0.0.0.0", "::", "") else listen_host
-    return f"[{host}]" if ":" in host else host
+    return url_host("127.0.0.1" if listen_host in ("0.0.0.0", "::", "") else listen_host)
+
+
+def listen_url(listen_host: str, port: int) -> str:
+    """Where clients reach a server listening on ``listen_host:port``."""
+    return f"http://{dial_host(listen_host)}:{port}"
 
 
 class ConfigError(ValueError):
@@ -98,6 +108,11 @@ class ProxyConfig:
                     taken.add(name)
                     routes.append(Route(name, upstream.name, origin))  # type: ignore[arg-type]
         return replace(self, routes=routes)
+
+    @property
+    def url(self) -> str:
+        """Where clients reach this proxy."""
+        return listen_url(self.host, self.port)
 
     @property
     def is_loopback(self) -> bool:

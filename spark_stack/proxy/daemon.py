@@ -98,7 +98,7 @@ def proxy_status(state_dir: Path) -> ProxyStatus:
     if config is None:
         return ProxyStatus(True, pid, None, False, process.log_file)
     answer = _health_answers(config)
-    url = f"http://{dial_host(config.host)}:{config.port}"
+    url = config.url
     return ProxyStatus(True, pid, url, answer is not None, process.log_file, answer == 200)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..deployment import Deployment
-from ..proxy.config import ProxyConfig, dial_host
+from ..proxy.config import ProxyConfig
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def endpoints_from_proxy_config(
                 drift_fields=info.drift_fields,
             )
         )
-    proxy_url = f"http://{dial_host(config.host)}:{config.port}"
+    proxy_url = config.url
     hosts = list(deployment.hosts.values())
     return Endpoints(proxy_url, config.token, tuple(targets),
                      hosts[0].address if hosts else None)

@@ -25,7 +25,6 @@ from ..deploy.host_stats import (
 from ..deploy.keys import READ, model_key
 from ..deployment import Deployment, ModelDeployment
 from ..paths import proxy_state_dir
-from ..proxy.config import dial_host
 from ..proxy.daemon import proxy_process, read_config
 from .figures import HostFacts, Inputs, ModelSource, ProxySource, Reading, figures
 from .promtext import parse
@@ -63,7 +62,7 @@ class Sampler:
             key = upstream.api_key if upstream is not None else model_key(stack, model, READ)
             self._targets.append(_Target(model, metrics_url(base), key))
         if config is not None:
-            self.proxy_url = f"http://{dial_host(config.host)}:{config.port}"
+            self.proxy_url = config.url
             self._proxy_token = config.token
         else:
             self.proxy_url, self._proxy_token = deployment.proxy.url, None
