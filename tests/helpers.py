@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The real CLI in-process: (exit code, stdout, stderr), with the CLI's per-run state reset."""
+    from spark_stack.cli import main
+    from spark_stack.cli.common import state
+
+    state.exit_code = 0
+    state.json = False
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 import docker
 import pytest
 
+from tests.helpers import free_port
 from tests.testhost import HostInfo
 
 EXPECTED_CHECKS = [
@@ -61,11 +61,6 @@ class Pipeline:
             ) from None
 
 
-def _free_local_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
 
 def stack_text(name: str, host: HostInfo, port: int, proxy_port: int, env: str = "") -> str:
     return f"""\
@@ -101,7 +96,7 @@ def make_pipeline(
         name = f"ci-smoke-{uuid.uuid4().hex[:8]}"
         stack_file = tmp_path / f"{name}.yaml"
         stack_file.write_text(
-            stack_text(name, testhost, random.randint(20000, 29999), _free_local_port(),
+            stack_text(name, testhost, random.randint(20000, 29999), free_port(),
                        env_block)
         )
         env = {**os.environ, "HOME": str(ssh_home), "SPARK_STACK_HOME": str(tmp_path / "state")}

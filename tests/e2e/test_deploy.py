@@ -12,7 +12,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,19 +26,13 @@ import httpx
 import pytest
 import yaml
 
-from spark_stack.cli import main
-from spark_stack.cli.common import state as cli_state
 from spark_stack.spec import LABEL_STACK
+from tests.helpers import free_port, run_cli
 from tests.testhost import HostInfo
 
 REPO = Path(__file__).resolve().parents[2]
 SENTINEL = "hf_SENTINEL_" + uuid.uuid4().hex
 
-
-def _free_local_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _host_port() -> int:
@@ -55,7 +48,7 @@ class Deployer:
         self.capsys = capsys
         self.testhost = testhost
         self.port = _host_port()
-        self.proxy_port = _free_local_port()
+        self.proxy_port = free_port()
         self.outputs: list[str] = []
 
     def model(self, name: str = "qwen", **extra: Any) -> dict[str, Any]:
@@ -83,10 +76,7 @@ class Deployer:
         self.path.write_text(yaml.safe_dump(stack, sort_keys=False))
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        cli_state.exit_code = 0
-        cli_state.json = False
-        code = main(["-s", str(self.path), *args])
-        out, err = self.capsys.readouterr()
+        code, out, err = run_cli(self.capsys, "-s", str(self.path), *args)
         self.outputs += [out, err]
         return code, out, err
 

@@ -26,11 +26,9 @@ import httpx
 import pytest
 import yaml
 
-from spark_stack.cli import main
-from spark_stack.cli.common import state as cli_state
 from spark_stack.spec import LABEL_STACK
 from tests.e2e.conftest import REPO_ROOT
-from tests.helpers import free_port
+from tests.helpers import free_port, run_cli
 from tests.testhost import HOST2, HostInfo, HostPair, mtu_set_to
 
 MODEL = "Qwen/Qwen3-0.6B"
@@ -140,11 +138,7 @@ class PairDeployer:
         self.path.write_text(yaml.safe_dump(self.document(), sort_keys=False))
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        cli_state.exit_code = 0
-        cli_state.json = False
-        code = main(["-s", str(self.path), *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        return run_cli(self.capsys, "-s", str(self.path), *args)
 
     def run_json(self, *args: str) -> tuple[int, dict[str, Any]]:
         code, out, err = self.run(*args, "--json")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +20,8 @@ import httpx
 import pytest
 import yaml
 
-from spark_stack.cli import main
-from spark_stack.cli.common import state as cli_state
 from spark_stack.spec import LABEL_STACK
+from tests.helpers import free_port, run_cli
 from tests.testhost import HostPair
 from tests.testhost.ray_image import RAY_IMAGE, ensure_ray_image
 
@@ -54,15 +52,11 @@ class RayStack:
                 "cache": {"huggingface": None, "vllm": None, "flashinfer": None},
                 "env": {"VLLM_SIM_STARTUP_SECONDS": "0.3", "VLLM_SIM_PG_TIMEOUT": "90"},
             }],
-            "proxy": {"listen": f"127.0.0.1:{_free_local_port()}"},
+            "proxy": {"listen": f"127.0.0.1:{free_port()}"},
         }, sort_keys=False))
 
     def run(self, *args: str) -> tuple[int, str, str]:
-        cli_state.exit_code = 0
-        cli_state.json = False
-        code = main(["-s", str(self.path), *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        return run_cli(self.capsys, "-s", str(self.path), *args)
 
 
 @pytest.fixture
@@ -78,12 +72,6 @@ def ray_stack(tmp_path: Path, host_pair: HostPair, ray_image: str, fake_home: Pa
                 all=True, filters={"label": f"{LABEL_STACK}={stack.name}"}):
             container.remove(force=True)
         client.close()
-
-
-def _free_local_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _containers(url: str, stack: str) -> list[Any]:

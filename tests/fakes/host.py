@@ -22,6 +22,9 @@ from spark_stack.deploy.actions import (
     observed_from_inspect,
 )
 from spark_stack.deploy.connector import Completed, HostSession
+from spark_stack.deploy.report import QuietReporter
+from spark_stack.deploy.up import Edges, UpOptions, up
+from spark_stack.deployment import as_written
 from spark_stack.errors import HostUnreachable
 from spark_stack.spec import LABEL_MODEL, LABEL_RANK, ContainerSpec
 from spark_stack.stack import schema
@@ -335,3 +338,27 @@ class FakeHosts:
         address = base_url.split("://", 1)[1].rsplit(":", 1)[0]
         host = next(h for h in self.hosts.values() if h.conn.hostname == address)
         return host.probe(base_url, served_name, api_key)
+
+
+def fake_edges(fake: FakeHost | FakeHosts) -> Edges:
+    """``up``'s edges on fake hosts: their connect and probe, addresses as written."""
+    return Edges(connect=fake.connect, probe=fake.probe, dial=lambda: as_written)
+
+
+def up_actions(stack: schema.Stack, fake: FakeHost | FakeHosts,
+               **options: Any) -> list[tuple[str, str]]:
+    """``up`` (no proxy) on fake hosts: the (action, model) pairs it took."""
+    result = up(stack, UpOptions(start_proxy=False, **options), QuietReporter(),
+                fake_edges(fake))
+    return [(a.kind, a.model) for a in result.actions]
+
+
+def two_sparks(tmp_path: Path, image: str) -> FakeHosts:
+    """Two fake Sparks ``a`` and ``b`` with their own homes, ``image`` present on both."""
+    hosts = {}
+    for key in ("a", "b"):
+        home = tmp_path / f"home-{key}"
+        home.mkdir()
+        hosts[key] = FakeHost(FakeConnection(home=home, hostname=f"spark-{key}"))
+        hosts[key].docker.add_image(image)
+    return FakeHosts(hosts)

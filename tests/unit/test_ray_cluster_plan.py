@@ -14,10 +14,8 @@ import yaml
 
 from spark_stack.deploy.down import down
 from spark_stack.deploy.ray_cluster import wait_ray_gpus
-from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.status import status
-from spark_stack.deploy.up import Edges, UpOptions, up
-from spark_stack.deployment import as_written, resolve
+from spark_stack.deployment import resolve
 from spark_stack.errors import NotHealthy
 from spark_stack.simulator.config import build_config
 from spark_stack.simulator.flags import parse_serve_args
@@ -25,7 +23,7 @@ from spark_stack.spec import docker_run_command
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
 from spark_stack.stack.ray_argv import ray_gpus
-from tests.fakes.host import FakeConnection, FakeHost, FakeHosts
+from tests.fakes.host import FakeHosts, two_sparks, up_actions
 
 IMAGE = "vllm/vllm-openai:v0.28.0"
 LINK = {"a": {"interface": "enp1s0f1np1", "address": "192.168.100.10"},
@@ -123,26 +121,15 @@ def test_the_wait_ends_when_every_gpu_is_counted_and_names_the_count_otherwise()
 
 @pytest.fixture
 def sparks(tmp_path: Path, spark_stack_home: Path) -> FakeHosts:
-    hosts = {}
-    for key in ("a", "b"):
-        home = tmp_path / f"home-{key}"
-        home.mkdir()
-        hosts[key] = FakeHost(FakeConnection(home=home, hostname=f"spark-{key}"))
-        hosts[key].docker.add_image(IMAGE)
-    return FakeHosts(hosts)
+    return two_sparks(tmp_path, IMAGE)
 
-
-def _up(stack: schema.Stack, sparks: FakeHosts, **options: object) -> list[tuple[str, str]]:
-    edges = Edges(connect=sparks.connect, probe=sparks.probe, dial=lambda: as_written)
-    result = up(stack, UpOptions(start_proxy=False, **options), QuietReporter(), edges)  # type: ignore[arg-type]
-    return [(a.kind, a.model) for a in result.actions]
 
 
 def test_up_waits_for_ray_status_then_serves_status_shows_both_and_down_removes_both(
     sparks: FakeHosts,
 ) -> None:
     stack = _stack()
-    assert _up(stack, sparks) == [("create", "big"), ("create", "big")]
+    assert up_actions(stack, sparks) == [("create", "big"), ("create", "big")]
     a, b = sparks.hosts["a"], sparks.hosts["b"]
     assert a.docker.calls == ["create big", "exec ray status"]
     assert b.docker.calls == ["create big"]
@@ -156,7 +143,7 @@ def test_up_waits_for_ray_status_then_serves_status_shows_both_and_down_removes_
 def test_a_worker_that_never_joins_fails_up_with_the_gpu_count(sparks: FakeHosts) -> None:
     sparks.never_join.add("b")
     with pytest.raises(NotHealthy) as caught:
-        _up(_stack(readiness_timeout=1), sparks, timeout=1.0)
+        up_actions(_stack(readiness_timeout=1), sparks, timeout=1.0)
     assert "`ray status` in the head shows 1 of 2 GPUs" in caught.value.message
 
 

@@ -11,12 +11,20 @@ from spark_stack.deploy.down import down
 from spark_stack.deploy.logs import logs
 from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.status import status
-from spark_stack.deploy.up import Edges, UpOptions, up
-from spark_stack.deployment import as_written, resolve
+from spark_stack.deploy.up import UpOptions, up
+from spark_stack.deployment import resolve
 from spark_stack.errors import DeployError, HostUnreachable, NotHealthy, PreflightError
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
-from tests.fakes.host import FakeConnection, FakeHost, FakeHosts, facts_output
+from tests.fakes.host import (
+    FakeConnection,
+    FakeHost,
+    FakeHosts,
+    facts_output,
+    fake_edges,
+    two_sparks,
+    up_actions,
+)
 
 IMAGE = "vllm/vllm-openai:v0.28.0"
 
@@ -35,19 +43,8 @@ def _stack(**model: object) -> schema.Stack:
 
 @pytest.fixture
 def sparks(tmp_path: Path, spark_stack_home: Path) -> FakeHosts:
-    hosts = {}
-    for key in ("a", "b"):
-        home = tmp_path / f"home-{key}"
-        home.mkdir()
-        hosts[key] = FakeHost(FakeConnection(home=home, hostname=f"spark-{key}"))
-        hosts[key].docker.add_image(IMAGE)
-    return FakeHosts(hosts)
+    return two_sparks(tmp_path, IMAGE)
 
-
-def _up(stack: schema.Stack, sparks: FakeHosts, **options: object) -> list[tuple[str, str]]:
-    edges = Edges(connect=sparks.connect, probe=sparks.probe, dial=lambda: as_written)
-    result = up(stack, UpOptions(start_proxy=False, **options), QuietReporter(), edges)  # type: ignore[arg-type]
-    return [(a.kind, a.model) for a in result.actions]
 
 
 def _names(host: FakeHost) -> list[tuple[str, str]]:
@@ -58,7 +55,7 @@ def test_up_starts_the_worker_then_the_head_keeps_them_and_down_removes_both(
     sparks: FakeHosts,
 ) -> None:
     stack = _stack()
-    assert _up(stack, sparks) == [("create", "big"), ("create", "big")]
+    assert up_actions(stack, sparks) == [("create", "big"), ("create", "big")]
     a, b = sparks.hosts["a"], sparks.hosts["b"]
     assert _names(a) == [("spark-stack-duo-big-0", "running")]
     assert _names(b) == [("spark-stack-duo-big-1", "running")]
@@ -69,7 +66,7 @@ def test_up_starts_the_worker_then_the_head_keeps_them_and_down_removes_both(
     for host in (a, b):
         assert sum(s.startswith("echo '@@spark-stack@@ home'") for s in host.conn.scripts) == 1
 
-    assert _up(stack, sparks) == [("keep", "big"), ("keep", "big")]
+    assert up_actions(stack, sparks) == [("keep", "big"), ("keep", "big")]
     assert a.docker.calls == ["create big"] and b.docker.calls == ["create big"]
 
     result = down(stack, connect=sparks.connect)
@@ -87,15 +84,15 @@ def test_the_workers_start_before_the_head(sparks: FakeHosts) -> None:
             return _original(spec, env, secrets, home)
 
         host.docker.create_and_start = record  # type: ignore[method-assign]
-    _up(_stack(), sparks)
+    up_actions(_stack(), sparks)
     assert order == ["b:1", "a:0"]
 
 
 def test_a_change_replaces_every_node_together(sparks: FakeHosts) -> None:
-    _up(_stack(), sparks)
+    up_actions(_stack(), sparks)
     for container in sparks.hosts["b"].docker.containers.values():
         container["State"]["Status"] = "exited"  # only the worker is stale
-    assert _up(_stack(), sparks) == [("replace", "big"), ("replace", "big")]
+    assert up_actions(_stack(), sparks) == [("replace", "big"), ("replace", "big")]
     assert _names(sparks.hosts["a"]) == [("spark-stack-duo-big-0", "running")]
     assert _names(sparks.hosts["b"]) == [("spark-stack-duo-big-1", "running")]
 
@@ -105,7 +102,7 @@ def test_a_worker_host_whose_docker_is_down_stops_up_before_anything_starts(
 ) -> None:
     sparks.hosts["b"].docker.daemon_down = True
     with pytest.raises(HostUnreachable, match="^host b: the docker API on this fake host"):
-        _up(_stack(), sparks)
+        up_actions(_stack(), sparks)
     assert sparks.hosts["a"].docker.calls == [] and sparks.hosts["b"].docker.calls == []
 
 
@@ -114,14 +111,14 @@ def test_a_worker_that_fails_preflight_leaves_the_head_host_untouched(
 ) -> None:
     sparks.hosts["b"].conn.facts = facts_output(mem_available_kib=10_000_000)
     with pytest.raises(PreflightError, match="memory"):
-        _up(_stack(), sparks)
+        up_actions(_stack(), sparks)
     assert sparks.hosts["a"].docker.calls == [] and sparks.hosts["b"].docker.calls == []
 
 
 def test_image_drift_between_the_nodes_is_refused(sparks: FakeHosts) -> None:
     sparks.hosts["b"].docker.images[IMAGE]["Id"] = "sha256:" + "f" * 64
     with pytest.raises(DeployError) as caught:
-        _up(_stack(), sparks)
+        up_actions(_stack(), sparks)
     assert "differs between its hosts" in caught.value.message
     assert "--pull" in str(caught.value.fix)
     assert sparks.hosts["a"].docker.containers == {} and sparks.hosts["b"].docker.containers == {}
@@ -130,7 +127,7 @@ def test_image_drift_between_the_nodes_is_refused(sparks: FakeHosts) -> None:
 def test_a_missing_image_is_pulled_on_the_node_that_lacks_it(sparks: FakeHosts) -> None:
     del sparks.hosts["b"].docker.images[IMAGE]
     sparks.hosts["b"].docker.registry[IMAGE] = dict(sparks.hosts["a"].docker.images[IMAGE])
-    assert _up(_stack(), sparks) == [("create", "big"), ("create", "big")]
+    assert up_actions(_stack(), sparks) == [("create", "big"), ("create", "big")]
     assert f"pull {IMAGE}" in sparks.hosts["b"].docker.calls
     assert f"pull {IMAGE}" not in sparks.hosts["a"].docker.calls
 
@@ -138,7 +135,7 @@ def test_a_missing_image_is_pulled_on_the_node_that_lacks_it(sparks: FakeHosts) 
 def test_a_worker_that_never_joins_is_named_on_the_heads_timeout(sparks: FakeHosts) -> None:
     sparks.never_join.add("b")
     with pytest.raises(NotHealthy) as caught:
-        _up(_stack(), sparks, timeout=0.3)
+        up_actions(_stack(), sparks, timeout=0.3)
     message = caught.value.message
     assert "model big did not become ready" in message
     assert "worker rank 1 on b (spark-b) never joined the head" in message
@@ -155,13 +152,13 @@ def test_a_worker_nccl_failure_is_diagnosed_with_its_host(sparks: FakeHosts) -> 
 
     docker_b.logs = nccl_log  # type: ignore[assignment,method-assign]
     with pytest.raises(NotHealthy) as caught:
-        _up(_stack(), sparks, timeout=0.3)
+        up_actions(_stack(), sparks, timeout=0.3)
     assert "worker rank 1 on b (spark-b): NCCL failed between the nodes" in caught.value.message
 
 
 def test_status_shows_each_node_and_whether_it_joined(sparks: FakeHosts) -> None:
     stack = _stack()
-    _up(stack, sparks)
+    up_actions(stack, sparks)
     report = status(resolve(stack), connect=sparks.connect, probe=sparks.probe)
     nodes = [(m["host"], m["rank"], m["container"], m["joined"], m["healthy"])
              for m in report["models"]]
@@ -174,7 +171,7 @@ def test_status_shows_each_node_and_whether_it_joined(sparks: FakeHosts) -> None
 
 
 def test_logs_come_from_every_node_with_the_host_named(sparks: FakeHosts) -> None:
-    _up(_stack(), sparks)
+    up_actions(_stack(), sparks)
     chunks = list(logs(resolve(_stack()), "big", tail=None, follow=False,
                        connect=sparks.connect))
     assert [name for name, _ in chunks] == ["big [a]", "big [b]"]
@@ -184,7 +181,7 @@ def test_logs_come_from_every_node_with_the_host_named(sparks: FakeHosts) -> Non
 def test_plan_diff_replaces_both_nodes_when_one_is_stale(sparks: FakeHosts) -> None:
     from spark_stack.deploy.plan_diff import host_diff
 
-    _up(_stack(), sparks)
+    up_actions(_stack(), sparks)
     for container in sparks.hosts["b"].docker.containers.values():
         container["State"]["Status"] = "exited"
     diff = host_diff(resolve(_stack()), connect=sparks.connect)
@@ -197,7 +194,7 @@ def test_status_text_names_each_node_and_whether_it_joined(sparks: FakeHosts) ->
 
     from spark_stack.cli.cmd_status import _render
 
-    _up(_stack(), sparks)
+    up_actions(_stack(), sparks)
     sparks.never_join.add("b")
     report = status(resolve(_stack()), connect=sparks.connect, probe=sparks.probe)
     console = Console(record=True, width=120)
@@ -217,7 +214,7 @@ def test_hosts_sharing_one_home_directory_lock_each_its_own_file(tmp_path: Path,
         host.docker.add_image(IMAGE)
     sparks = FakeHosts(hosts)
     stack = _stack()
-    assert _up(stack, sparks) == [("create", "big"), ("create", "big")]
+    assert up_actions(stack, sparks) == [("create", "big"), ("create", "big")]
     locks = sorted(p.name for p in (home / ".cache/spark-stack/locks").glob("*.lock"))
     assert locks == ["duo@a.lock", "duo@b.lock"]
     assert sorted(down(stack, connect=sparks.connect).removed) == [
@@ -225,7 +222,7 @@ def test_hosts_sharing_one_home_directory_lock_each_its_own_file(tmp_path: Path,
 
 
 def test_up_names_each_nodes_action_by_its_host_and_rank(sparks: FakeHosts) -> None:
-    edges = Edges(connect=sparks.connect, probe=sparks.probe, dial=lambda: as_written)
+    edges = fake_edges(sparks)
     result = up(_stack(), UpOptions(start_proxy=False), QuietReporter(), edges)
     assert sorted(a.node for a in result.actions) == ["big [a] rank 0", "big [b] rank 1"]
 

@@ -18,7 +18,7 @@ from spark_stack.deployment import as_written, resolve
 from spark_stack.errors import LockHeld, MissingSecret, NotHealthy
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
-from tests.fakes.host import FakeConnection, FakeHost
+from tests.fakes.host import FakeConnection, FakeHost, up_actions
 
 IMAGE = "vllm/vllm-openai:v0.28.0"
 
@@ -38,11 +38,6 @@ def host(tmp_path: Path, spark_stack_home: Path) -> FakeHost:
     return fake
 
 
-def _up(stack: schema.Stack, host: FakeHost, **options: object) -> list[tuple[str, str]]:
-    edges = Edges(connect=host.connect, probe=host.probe, dial=lambda: as_written)
-    result = up(stack, UpOptions(start_proxy=False, **options), QuietReporter(), edges)  # type: ignore[arg-type]
-    return [(a.kind, a.model) for a in result.actions]
-
 
 def _facts_runs(host: FakeHost) -> int:
     return sum(1 for s in host.conn.scripts if s.startswith("echo '@@spark-stack@@ home'"))
@@ -50,18 +45,18 @@ def _facts_runs(host: FakeHost) -> int:
 
 def test_create_then_keep_then_replace_then_remove(host: FakeHost) -> None:
     stack = _stack()
-    assert _up(stack, host) == [("create", "qwen")]
+    assert up_actions(stack, host) == [("create", "qwen")]
     assert _facts_runs(host) == 1  # preflight ran once
     (container,) = host.docker.containers.values()
     assert "VLLM_API_KEY=sk-spark-" in " ".join(container["Config"]["Env"])
 
-    assert _up(stack, host) == [("keep", "qwen")]
+    assert up_actions(stack, host) == [("keep", "qwen")]
     assert _facts_runs(host) == 1 and host.docker.calls == ["create qwen"]
 
     bigger = _stack(max_model_len=98304)
     diff = host_diff(resolve(bigger), connect=host.connect)
     assert diff[0]["actions"][0]["action"] == "replace"
-    assert _up(bigger, host) == [("replace", "qwen")]
+    assert up_actions(bigger, host) == [("replace", "qwen")]
     # The old one is set aside (stopped, renamed) until the new one serves, then removed.
     assert [c for c in host.docker.calls[-4:] if not c.startswith("stop ")] == [
         "rename spark-stack-fake-qwen spark-stack-fake-qwen-previous", "create qwen",
@@ -72,7 +67,7 @@ def test_create_then_keep_then_replace_then_remove(host: FakeHost) -> None:
         "name": "fake", "host": {"address": "gb10.test"},
         "models": [{"name": "coder", "image": IMAGE, "model": "Qwen/Qwen3-Coder", "port": 8001,
                     "max_model_len": 65536, "gpu_memory_utilization": 0.4}]}), lint=False).stack
-    assert _up(other, host) == [("create", "coder"), ("remove", "qwen")]
+    assert up_actions(other, host) == [("create", "coder"), ("remove", "qwen")]
     assert [c["Config"]["Labels"]["io.spark-stack.model"]
             for c in host.docker.containers.values()] == ["coder"]
 
@@ -82,31 +77,31 @@ def test_a_kept_container_that_still_loads_is_checked_not_called_up_to_date(
 ) -> None:
     """An `up` interrupted while the model loaded; the next `up` must not exit 0 unready."""
     stack = _stack()
-    _up(stack, host)
+    up_actions(stack, host)
     host.docker.loading.add("qwen")
     with pytest.raises(NotHealthy, match="model qwen did not become ready"):
-        _up(stack, host, timeout=0.3)
+        up_actions(stack, host, timeout=0.3)
     host.docker.loading.clear()
     for container in host.docker.containers.values():  # the failure stopped it: resume
         container["State"]["Status"] = "running"
-    assert _up(stack, host) == [("keep", "qwen")]
+    assert up_actions(stack, host) == [("keep", "qwen")]
 
 
 def test_an_exited_container_is_replaced_and_a_missing_image_pulled(host: FakeHost) -> None:
     stack = _stack()
-    _up(stack, host)
+    up_actions(stack, host)
     for container in host.docker.containers.values():
         container["State"]["Status"] = "exited"
-    assert _up(stack, host) == [("replace", "qwen")]
+    assert up_actions(stack, host) == [("replace", "qwen")]
     new_image = _stack(image="vllm/vllm-openai:v0.33.0")
-    assert _up(new_image, host) == [("replace", "qwen")]
+    assert up_actions(new_image, host) == [("replace", "qwen")]
     assert "pull vllm/vllm-openai:v0.33.0" in host.docker.calls
 
 
 def test_a_failed_start_is_diagnosed_stopped_and_its_log_saved(host: FakeHost) -> None:
     host.docker.failing.add("qwen")
     with pytest.raises(NotHealthy) as caught:
-        _up(_stack(), host)
+        up_actions(_stack(), host)
     assert "model qwen failed to start" in caught.value.message
     assert "KV cache" in caught.value.message + str(caught.value.fix)
     saved = Path(caught.value.message.rsplit("full log: ", 1)[1].rstrip(")"))
@@ -121,11 +116,11 @@ def test_a_held_lock_names_its_holder_and_changes_nothing(host: FakeHost) -> Non
     try:
         assert held.read_line(5) == "LOCKED"
         with pytest.raises(LockHeld, match="alice@laptop pid 7"):
-            _up(_stack(), host)
+            up_actions(_stack(), host)
         assert host.docker.containers == {}
     finally:
         held.release()
-    assert _up(_stack(), host) == [("create", "qwen")]
+    assert up_actions(_stack(), host) == [("create", "qwen")]
 
 
 def test_an_unset_secret_stops_up_before_anything_starts(
@@ -133,13 +128,13 @@ def test_an_unset_secret_stops_up_before_anything_starts(
 ) -> None:
     monkeypatch.delenv("NOT_EXPORTED", raising=False)
     with pytest.raises(MissingSecret, match="NOT_EXPORTED"):
-        _up(_stack(env={"HF_TOKEN": "${NOT_EXPORTED}"}), host)
+        up_actions(_stack(env={"HF_TOKEN": "${NOT_EXPORTED}"}), host)
     assert host.connects == 0 and host.docker.calls == []
 
 
 def test_status_and_down_read_the_same_deployment(host: FakeHost) -> None:
     stack = _stack()
-    _up(stack, host)
+    up_actions(stack, host)
     deployment = resolve(stack)
     report = status(deployment, connect=host.connect, probe=host.probe)
     (entry,) = report["models"]
@@ -155,10 +150,10 @@ def _running(host: FakeHost) -> list[tuple[str, str]]:
 
 
 def test_a_replace_that_fails_rolls_back_and_the_old_model_serves_again(host: FakeHost) -> None:
-    _up(_stack(), host)
+    up_actions(_stack(), host)
     host.docker.fail_if = lambda spec: "300000" in spec.command
     with pytest.raises(NotHealthy) as caught:
-        _up(_stack(max_model_len=300000), host)
+        up_actions(_stack(max_model_len=300000), host)
     assert "rolled back: the previous container serves again" in caught.value.message
     assert "KV cache" in caught.value.message  # the diagnosis of the failed config
     assert _running(host) == [("spark-stack-fake-qwen", "running")]
@@ -168,10 +163,10 @@ def test_a_replace_that_fails_rolls_back_and_the_old_model_serves_again(host: Fa
 
 
 def test_no_rollback_leaves_the_failed_model_down(host: FakeHost) -> None:
-    _up(_stack(), host)
+    up_actions(_stack(), host)
     host.docker.fail_if = lambda spec: "300000" in spec.command
     with pytest.raises(NotHealthy) as caught:
-        _up(_stack(max_model_len=300000), host, rollback=False)
+        up_actions(_stack(max_model_len=300000), host, rollback=False)
     assert "rolled back" not in caught.value.message
     assert _running(host) == [("spark-stack-fake-qwen", "exited")]
 
@@ -182,11 +177,11 @@ def test_too_little_mem_available_is_refused_before_the_old_model_is_touched(
     from spark_stack.errors import PreflightError
     from tests.fakes.host import facts_output
 
-    _up(_stack(), host)
+    up_actions(_stack(), host)
     calls = list(host.docker.calls)
     host.conn.facts = facts_output(mem_available_kib=20_000_000)  # ~19 GiB of 121
     with pytest.raises(PreflightError) as caught:
-        _up(_stack(max_model_len=98304, gpus="all"), host)
+        up_actions(_stack(max_model_len=98304, gpus="all"), host)
     assert caught.value.message == ("preflight memory: gpu_memory_utilization 0.4 wants 48.7 GiB; "
                                     "19.1 GiB is available (unified memory)")
     assert host.docker.calls == calls  # nothing stopped, renamed or created
@@ -199,17 +194,17 @@ def test_a_model_without_a_share_is_checked_at_vllms_default(host: FakeHost) -> 
 
     host.conn.facts = facts_output(mem_available_kib=60_000_000)
     with pytest.raises(PreflightError, match="0.9"):
-        _up(_stack(gpu_memory_utilization=None, gpus="all"), host)
+        up_actions(_stack(gpu_memory_utilization=None, gpus="all"), host)
 
 
 def test_drop_caches_runs_before_a_start_and_only_when_asked(host: FakeHost) -> None:
     from spark_stack.deploy.host_exec import DROP_CACHES_SCRIPT
 
-    _up(_stack(), host)
+    up_actions(_stack(), host)
     assert DROP_CACHES_SCRIPT not in host.conn.scripts
-    _up(_stack(max_model_len=98304), host, drop_caches=True)
+    up_actions(_stack(max_model_len=98304), host, drop_caches=True)
     assert host.conn.scripts.count(DROP_CACHES_SCRIPT) == 1
-    _up(_stack(max_model_len=98304), host, drop_caches=True)  # nothing to start: no drop
+    up_actions(_stack(max_model_len=98304), host, drop_caches=True)  # nothing to start: no drop
     assert host.conn.scripts.count(DROP_CACHES_SCRIPT) == 1
 
 
