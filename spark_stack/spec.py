@@ -210,11 +210,6 @@ def render_container(stack: schema.Stack, model: schema.ContainerModel, *,
     return ContainerSpec(**{**spec.__dict__, "spec_hash": digest})
 
 
-def render_containers(stack: schema.Stack) -> list[ContainerSpec]:
-    return [spec for m in stack.container_models()
-            for spec in (render_nodes(stack, m) if m.multi_node else [render_container(stack, m)])]
-
-
 def docker_run_command(spec: ContainerSpec) -> str:
     """The equivalent ``docker run`` line, secrets masked (for people, not for execution)."""
     args = ["docker", "run", "-d", "--name", spec.name]

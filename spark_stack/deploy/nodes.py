@@ -27,7 +27,6 @@ from ..stack.ray_argv import RAY_WORKER_STARTED
 from .actions import Action
 
 JOINED = re.compile(r"rank (?P<rank>\d+) in world size (?P<size>\d+) is assigned as")
-WAITING = re.compile(r"world_size=(?P<size>\d+) rank=(?P<rank>\d+) .*distributed_init_method")
 
 
 def joined(log: str, rank: int) -> bool:
@@ -36,15 +35,6 @@ def joined(log: str, rank: int) -> bool:
     if rank > 0 and RAY_WORKER_STARTED in log:
         return True
     return any(int(m["rank"]) == rank for m in JOINED.finditer(log))
-
-
-def node_state(log: str, rank: int) -> str:
-    """``joined``, ``waiting`` (for the other ranks) or ``starting``."""
-    if joined(log, rank):
-        return "joined"
-    if any(int(m["rank"]) == rank for m in WAITING.finditer(log)):
-        return "waiting"
-    return "starting"
 
 
 def together(deployment: Deployment, plans: Mapping[str, list[Action]]
