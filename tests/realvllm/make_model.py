@@ -253,7 +253,8 @@ def make(spec: dict, out: Path) -> None:
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out / "tokenizer.json"))
-    save_file(weights(tokenizer, scripts, table), str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(weights(tokenizer, scripts, table), str(out / "model.safetensors"),
+              metadata={"format": "pt"})
     max_positions = int(spec["max_position_embeddings"])
     (out / "config.json").write_text(json.dumps(config(vocab, tokenizer, max_positions),
                                                 indent=2))

@@ -118,6 +118,12 @@ def _add_text(tar: tarfile.TarFile, dest: str, text: str) -> None:
 
 def write_base_rootfs(out: Path) -> None:
     """A minimal rootfs running this machine's Python, at the paths it was built for."""
+    with tarfile.open(out, "w") as tar:
+        add_base_rootfs(tar)
+
+
+def add_base_rootfs(tar: tarfile.TarFile, extra_binaries: Iterable[Path] = ()) -> None:
+    """The base rootfs's files into ``tar`` (and the libraries ``extra_binaries`` need)."""
     prefix = Path(sys.base_prefix)
     interpreter = prefix / "bin" / f"python{PY_VERSION}"
     stdlib = prefix / "lib" / f"python{PY_VERSION}"
@@ -127,21 +133,20 @@ def write_base_rootfs(out: Path) -> None:
     files = list(_stdlib_files(stdlib))
     extensions = [path for path in files if path.suffix == ".so"]
     # libpython comes in here too when the interpreter is a shared build (found via RUNPATH).
-    libraries = shared_libraries([interpreter, shell, *extensions])
-    with tarfile.open(out, "w") as tar:
-        dirs = {"/bin", "/etc", "/tmp", "/root", "/usr/bin", "/usr/local/bin", "/proc", "/sys",
-                "/dev", "/var/tmp"}
-        for path in [*files, interpreter, *libraries]:
-            dirs.update(str(parent) for parent in path.parents if str(parent) != "/")
-        for directory in sorted(dirs):
-            _add_dir(tar, directory, _DIR_MODES.get(directory, 0o755))
-        for path in [*files, interpreter, *sorted(libraries)]:
-            _add_file(tar, path, str(path))
-        _add_file(tar, shell, "/bin/sh", 0o755)
-        for link in ("/usr/local/bin/python3", "/usr/bin/python3", f"{prefix}/bin/python3"):
-            _add_symlink(tar, link, str(interpreter))
-        _add_text(tar, "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
-        _add_text(tar, "/etc/group", "root:x:0:\n")
+    libraries = shared_libraries([interpreter, shell, *extensions, *extra_binaries])
+    dirs = {"/bin", "/etc", "/tmp", "/root", "/usr/bin", "/usr/local/bin", "/proc", "/sys",
+            "/dev", "/var/tmp"}
+    for path in [*files, interpreter, *libraries]:
+        dirs.update(str(parent) for parent in path.parents if str(parent) != "/")
+    for directory in sorted(dirs):
+        _add_dir(tar, directory, _DIR_MODES.get(directory, 0o755))
+    for path in [*files, interpreter, *sorted(libraries)]:
+        _add_file(tar, path, str(path))
+    _add_file(tar, shell, "/bin/sh", 0o755)
+    for link in ("/usr/local/bin/python3", "/usr/bin/python3", f"{prefix}/bin/python3"):
+        _add_symlink(tar, link, str(interpreter))
+    _add_text(tar, "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    _add_text(tar, "/etc/group", "root:x:0:\n")
 
 
 def ensure_base(client: docker.DockerClient, build_dir: Path = BUILD_DIR) -> str:
