@@ -127,6 +127,23 @@ SIGNATURES: tuple[Signature, ...] = (
          "Hugging Face refused the model download (gated repo or missing/invalid token)",
          "accept the model's licence on huggingface.co and pass HF_TOKEN: "
          "env: {HF_TOKEN: '${HF_TOKEN}'}"),
+    # Found by running vLLM 0.32's real engine (tests/e2e/test_real_vllm.py), its own wording.
+    _sig("shm", r"Insufficient space in /dev/shm",
+         "the container's /dev/shm is too small for vLLM's shared memory",
+         "set ipc: host on the model (or shm_size: 16gb)"),
+    _sig("max_model_len_over_model",
+         r"User-specified max_model_len \((?P<detail>\d+)\) is greater than the derived "
+         r"max_model_len",
+         "max_model_len {detail} is more than the model supports (its config.json's "
+         "max_position_embeddings)",
+         "lower max_model_len to at most the model's max_position_embeddings"),
+    _sig("model_not_found",
+         r"LocalEntryNotFoundError|RepositoryNotFoundError|Repo id must be in the form|"
+         r"Invalid repository ID or local directory",
+         "the model is neither a directory in the container nor a repository in the HF cache "
+         "(and the Hub is not reachable)",
+         "check `model` (a Hugging Face repo id, or a path that a `mounts` entry puts in the "
+         "container), and that the host's HF cache is mounted (cache.huggingface)"),
     _sig("port_in_use", r"\[Errno 98\] (?:error while attempting to bind on address "
          r"(?P<detail>\(.*?\)): )?[Aa]ddress already in use",
          "the server's port is already in use (something else listens there) {detail}",

@@ -122,8 +122,8 @@ def write_base_rootfs(out: Path) -> None:
         add_base_rootfs(tar)
 
 
-def add_base_rootfs(tar: tarfile.TarFile, extra_binaries: Iterable[Path] = ()) -> None:
-    """The base rootfs's files into ``tar`` (and the libraries ``extra_binaries`` need)."""
+def add_base_rootfs(tar: tarfile.TarFile, extra_libraries: Iterable[Path] = ()) -> None:
+    """The base rootfs's files into ``tar`` (with ``extra_libraries`` at their own paths)."""
     prefix = Path(sys.base_prefix)
     interpreter = prefix / "bin" / f"python{PY_VERSION}"
     stdlib = prefix / "lib" / f"python{PY_VERSION}"
@@ -133,7 +133,7 @@ def add_base_rootfs(tar: tarfile.TarFile, extra_binaries: Iterable[Path] = ()) -
     files = list(_stdlib_files(stdlib))
     extensions = [path for path in files if path.suffix == ".so"]
     # libpython comes in here too when the interpreter is a shared build (found via RUNPATH).
-    libraries = shared_libraries([interpreter, shell, *extensions, *extra_binaries])
+    libraries = shared_libraries([interpreter, shell, *extensions]) | set(extra_libraries)
     dirs = {"/bin", "/etc", "/tmp", "/root", "/usr/bin", "/usr/local/bin", "/proc", "/sys",
             "/dev", "/var/tmp"}
     for path in [*files, interpreter, *libraries]:

@@ -34,7 +34,14 @@ import docker
 from docker.errors import ImageNotFound
 
 from .errors import TestHostError
-from .image import BASE_IMAGE, PY_VERSION, _add_dir, _add_text, add_base_rootfs
+from .image import (
+    BASE_IMAGE,
+    PY_VERSION,
+    _add_dir,
+    _add_text,
+    add_base_rootfs,
+    shared_libraries,
+)
 from .layout import HOST1, Layout
 
 VLLM_CPU_VERSION = "0.32.0"
@@ -46,23 +53,29 @@ STAMP = VENV / ".spark-stack-engine"
 ENGINE_PYTHON = VENV / "bin" / "python"
 ENGINE_IMAGE = f"spark-stack/vllm-cpu:v{VLLM_CPU_VERSION}"
 ENGINE_HASH_LABEL = "spark-stack.testhost.engine-hash"
-# What the CPU build needs from its environment (not set on a Spark): a fixed KV cache of
-# 1 GiB, no thread pinning (2 cores shared with the tests), no hub, no usage reports.
+# What the CPU build needs from its environment (not set on a Spark): the platform (vLLM
+# infers "cpu" from its distribution's version, which the dist-info above does not carry), a
+# fixed KV cache of 1 GiB, no thread pinning (2 cores shared with the tests), no hub, no usage
+# reports.
 ENGINE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/root",
     "PYTHONUNBUFFERED": "1",
+    "VLLM_TARGET_DEVICE": "cpu",
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
     "HF_HUB_OFFLINE": "1",
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
 }
+# As pip writes console scripts: the engine core is a spawned process, which imports the main
+# module again, so the call must sit under the __main__ guard.
 VLLM_COMMAND = """#!/usr/local/bin/python3
 import sys
 from vllm.entrypoints.cli.main import main
-sys.argv[0] = "vllm"
-sys.exit(main())
+if __name__ == "__main__":
+    sys.argv[0] = "vllm"
+    sys.exit(main())
 """
 INSTALL_TIMEOUT = 1800
 
@@ -139,18 +152,37 @@ def _recipe(base_id: str) -> str:
     return digest.hexdigest()[:16]
 
 
+class _UniqueTar(tarfile.TarFile):
+    """A tar that keeps the first entry of a path (docker import refuses duplicates: the base
+    adds the directories its libraries live in, the site-packages tree adds some again)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.seen: set[str] = set()
+
+    def addfile(self, tarinfo: tarfile.TarInfo, fileobj: object = None) -> None:  # type: ignore[override]
+        name = tarinfo.name.rstrip("/")
+        if name in self.seen:
+            return
+        self.seen.add(name)
+        super().addfile(tarinfo, fileobj)  # type: ignore[arg-type]
+
+
 def _write_rootfs(out: Path) -> None:
     site = site_packages()
     target = Path(sys.base_prefix) / "lib" / f"python{PY_VERSION}" / "site-packages"
-    binaries = _engine_binaries(site)
+    # The libraries the engine's binaries need from the system; the ones bundled in the wheels
+    # (torch/lib, *.libs) come with site-packages and are found there through their RPATH.
+    libraries = {lib for lib in shared_libraries(_engine_binaries(site))
+                 if not lib.resolve().is_relative_to(VENV.resolve())}
 
     def as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = "root"
         return info
 
-    with tarfile.open(out, "w") as tar:
-        add_base_rootfs(tar, binaries)
+    with _UniqueTar.open(out, "w") as tar:
+        add_base_rootfs(tar, libraries)
         lscpu = shutil.which("lscpu")
         if lscpu:
             tar.add(str(Path(lscpu).resolve()), arcname="usr/bin/lscpu", filter=as_root)

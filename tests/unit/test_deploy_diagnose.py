@@ -124,3 +124,32 @@ def test_an_unknown_failure_still_exits_with_what_docker_knows() -> None:
     found = diagnose_exit(["something nobody has seen"], exit_code=1, oom_killed=False,
                           restarts=0)
     assert found.key == "exited" and "logs" in found.fix
+
+
+# The real engine's own lines (vLLM 0.32, CPU build), as tests/e2e/test_real_vllm.py saw them.
+REAL_ENGINE_LINES = [
+    ("(EngineCore pid=28) ERROR 12-07 04:20:02 [core.py:1510] RuntimeError: Insufficient space "
+     "in /dev/shm for shared-memory allocation: 160 MiB required, 64 MiB free. Increase /dev/shm "
+     "(e.g. --shm-size or --ipc=host).", "shm", "ipc: host"),
+    ("  Value error, User-specified max_model_len (131072) is greater than the derived "
+     "max_model_len (max_position_embeddings=65536.0 or model_max_length=None in model's "
+     "config.json). To allow overriding this maximum, set the env var "
+     "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1.", "max_model_len_over_model", "lower max_model_len"),
+    ("huggingface_hub.errors.LocalEntryNotFoundError: Cannot find an appropriate cached snapshot "
+     "folder for the specified revision on the local disk and outgoing traffic has been "
+     "disabled.", "model_not_found", "mounts"),
+    ("huggingface_hub.errors.HFValidationError: Repo id must be in the form 'repo_name' or "
+     "'namespace/repo_name': '/models/not-there'. Use `repo_type` argument if needed.",
+     "model_not_found", "mounts"),
+    ("vllm serve: error: unrecognized arguments: --no-such-flag", "unknown_flag", "extra_args"),
+]
+
+
+@pytest.mark.parametrize(("line", "key", "fix_says"), REAL_ENGINE_LINES)
+def test_the_real_engines_failure_lines_are_diagnosed(line: str, key: str,
+                                                       fix_says: str) -> None:
+    found = diagnose(["(EngineCore pid=28) ERROR Engine core initialization failed.", line])
+    assert found is not None and found.key == key
+    assert fix_says in found.fix
+    if key == "max_model_len_over_model":
+        assert "131072" in found.message
