@@ -172,12 +172,15 @@ AFTER_TOOL = say("[tool]", {
 # A prompt of a few thousand tokens on both (several of the engine's 128-token KV blocks).
 PREFIX_TEXT = say("[text]", {"reasoning": _thought("text"), "content": scripts.TEXT_ANSWER}) + (
     " context" * 1500)
-# Longer than 32768 tokens on both tokenizers (the simulator's: 4 bytes a token).
-TOO_LONG = "word " * 50000
+MAX_MODEL_LEN = 32768
 
 
-def cases(model: str) -> list[Case]:
-    """Every request, in the order sent (the metrics are read after the last)."""
+def cases(model: str, max_model_len: int = MAX_MODEL_LEN) -> list[Case]:
+    """Every request, in the order sent (the metrics are read after the last), for servers
+    of this ``max_model_len``."""
+    # Longer than the context on both tokenizers: the tiny model's is 2 tokens a word, the
+    # simulator's 4 bytes a token (1.25 a word).
+    too_long = "word " * max_model_len
     def chat(text: str, **extra: Any) -> dict[str, Any]:
         return {"model": model, "messages": [{"role": "user", "content": text}],
                 "max_tokens": 200, **extra}
@@ -227,7 +230,7 @@ def cases(model: str) -> list[Case]:
         Case("stop string", body=chat(TEXT, stop=["real"], chat_template_kwargs=THINKING_OFF)),
         Case("stop string stream",
              body=stream(TEXT, stop=["real"], chat_template_kwargs=THINKING_OFF)),
-        Case("max_tokens beyond the room left", body=chat(TEXT, max_tokens=32760)),
+        Case("max_tokens beyond the room left", body=chat(TEXT, max_tokens=max_model_len - 8)),
         Case("repeated prompt", body=chat(PREFIX_TEXT), repeat=True),
         Case("repeated prompt stream", body=stream(PREFIX_TEXT), repeat=True),
         Case("tokenize chat", path="/tokenize", same_prompt_as="text",
@@ -249,11 +252,12 @@ def cases(model: str) -> list[Case]:
         Case("max_tokens 0", body=chat(TEXT, max_tokens=0)),
         Case("max_tokens negative", body=chat(TEXT, max_tokens=-1)),
         Case("max_tokens not a number", body=chat(TEXT, max_tokens="many")),
-        Case("max_tokens beyond max_model_len", body=chat(TEXT, max_tokens=40000)),
+        Case("max_tokens beyond max_model_len",
+             body=chat(TEXT, max_tokens=max_model_len + 1)),
         Case("max_completion_tokens beyond max_model_len",
-             body=chat(TEXT, max_completion_tokens=40000)),
-        Case("prompt too long", body=chat(TOO_LONG, max_tokens=10)),
-        Case("prompt too long stream", body=stream(TOO_LONG, max_tokens=10)),
+             body=chat(TEXT, max_completion_tokens=max_model_len + 1)),
+        Case("prompt too long", body=chat(too_long, max_tokens=10)),
+        Case("prompt too long stream", body=stream(too_long, max_tokens=10)),
         Case("stream_options without stream", body=chat(TEXT, stream_options=USAGE)),
         Case("stream as a word", body=chat(TEXT, stream="yes", stream_options=USAGE)),
         Case("stream not a boolean", body=chat(TEXT, stream=[1])),
@@ -566,11 +570,8 @@ def metric_facts(scrape: Scrape) -> dict[str, str]:
     facts: dict[str, str] = {}
     for name in TOP_SAMPLES:
         samples = list(scrape.select(name))
-        if not samples:
-            facts[name] = "absent"
-            continue
         keys = sorted({k for s in samples for k in s.labels})
-        facts[f"{name} labels"] = ",".join(keys)
+        facts[f"{name} labels"] = ",".join(keys) if samples else "absent"
     for name in GROWN:
         total = scrape.total(name)
         facts[f"{name} > 0 after the requests"] = "yes" if total else f"no: {total}"
@@ -664,12 +665,20 @@ def observe(base_url: str, all_cases: Sequence[Case]) -> tuple[dict[str, Answer]
     return answers, metrics
 
 
+def served_max_model_len(base_url: str) -> int:
+    """The context length a server's /v1/models gives (the request set is sized by it)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    cards = httpx.get(root + "/v1/models", timeout=TIMEOUT, trust_env=False).json()["data"]
+    return int(cards[0]["max_model_len"])
+
+
 def compare_all(sim_base_url: str, real_base_url: str,
                 served_name: str) -> tuple[list[Difference], list[Difference]]:
     """(failures, accepted differences) between the simulator and the engine, both serving
-    ``served_name`` with the same flags (hermes tool parser, qwen3 reasoning parser,
-    ``--enable-prompt-tokens-details``, ``--max-model-len 32768``)."""
-    all_cases = cases(served_name)
+    ``served_name`` on the tiny model with the same flags: ``--tool-call-parser hermes
+    --enable-auto-tool-choice --reasoning-parser qwen3 --enable-prompt-tokens-details`` and
+    one ``--max-model-len`` (read from the engine; the simulator's is compared with it)."""
+    all_cases = cases(served_name, served_max_model_len(real_base_url))
     sim, sim_metrics = observe(sim_base_url, all_cases)
     real, real_metrics = observe(real_base_url, all_cases)
     return classify(compare_results(all_cases, sim, real, sim_metrics, real_metrics))
