@@ -83,18 +83,17 @@ class StreamContext:
     created_cache_tokens: int = 0
     # "vllm-<version>-<commit>" on the engine: in full responses and the usage chunk.
     system_fingerprint: str | None = None
-    # hermes' deltas differ from qwen3_coder's: the tool-call header names the function without
-    # an `arguments` key, and every tool-call delta says `content: null` (vLLM 0.32).
+    # hermes' deltas say `content: null` beside every tool-call delta (vLLM 0.32).
     tool_parser: str | None = None
 
 
-def _tool_delta(
-    t: ToolDelta, resend_id: bool, ids: dict[int, str], hermes: bool = False
-) -> dict[str, Any]:
+def _tool_delta(t: ToolDelta, resend_id: bool, ids: dict[int, str]) -> dict[str, Any]:
     if t.name is not None:
         ids[t.index] = t.id or ""
+        # The header names the function; it has no `arguments` until there are some
+        # (vLLM 0.32's hermes and qwen3_coder alike).
         function: dict[str, Any] = {"name": t.name}
-        if not hermes or t.arguments:
+        if t.arguments:
             function["arguments"] = t.arguments
         return {"id": t.id, "type": "function", "index": t.index, "function": function}
     if resend_id and t.index in ids:
@@ -118,7 +117,7 @@ def delta_json(
     if d.reasoning is not None:
         out[reasoning_field] = d.reasoning
     if d.tool_calls:
-        out["tool_calls"] = [_tool_delta(t, resend_id, ids, hermes) for t in d.tool_calls]
+        out["tool_calls"] = [_tool_delta(t, resend_id, ids) for t in d.tool_calls]
     return out
 
 

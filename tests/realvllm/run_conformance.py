@@ -26,15 +26,19 @@ from pathlib import Path
 
 import httpx
 
-from tests.realvllm.conformance import compare_all
+from tests.realvllm.conformance import TOOL_PARSERS, compare_all
 from tests.testhost.vllm_cpu import ENGINE_ENV, ENGINE_PYTHON, make_model
 
 SERVED = "tiny"
 MAX_MODEL_LEN = "32768"
-# The flags both servers get: spark-stack's for a Qwen3 (JSON tool calls) model.
-COMMON = ["--served-model-name", SERVED, "--max-model-len", MAX_MODEL_LEN,
-          "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-          "--reasoning-parser", "qwen3", "--enable-prompt-tokens-details"]
+
+
+def common_flags(tool_parser: str, api_key: str | None) -> list[str]:
+    """The flags both servers get: spark-stack's for a Qwen3 model."""
+    flags = ["--served-model-name", SERVED, "--max-model-len", MAX_MODEL_LEN,
+             "--enable-auto-tool-choice", "--tool-call-parser", tool_parser,
+             "--reasoning-parser", "qwen3", "--enable-prompt-tokens-details"]
+    return flags + (["--api-key", api_key] if api_key else [])
 ENGINE_START_TIMEOUT = 600.0
 SIM_START_TIMEOUT = 30.0
 
@@ -45,15 +49,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def engine_argv(model: Path, port: int) -> list[str]:
+def engine_argv(model: Path, port: int, flags: list[str]) -> list[str]:
     return [str(ENGINE_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
             "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
-            "--dtype", "bfloat16", *COMMON]
+            "--dtype", "bfloat16", *flags]
 
 
-def simulator_argv(model: Path, port: int) -> list[str]:
+def simulator_argv(model: Path, port: int, flags: list[str]) -> list[str]:
     return [sys.executable, "-m", "spark_stack.simulator", "serve", str(model),
-            "--host", "127.0.0.1", "--port", str(port), "--sim-startup-seconds", "0", *COMMON]
+            "--host", "127.0.0.1", "--port", str(port), "--sim-startup-seconds", "0", *flags]
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
@@ -94,11 +98,14 @@ def server(argv: list[str], env: dict[str, str], log: Path, port: int, timeout: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--real-url", help="a running engine serving 'tiny' with COMMON flags")
+    parser.add_argument("--real-url", help="a running engine serving 'tiny' with these flags")
     parser.add_argument("--sim-url", help="a running simulator")
     parser.add_argument("--model", type=Path, help="the tiny model's directory")
     parser.add_argument("--keep", action="store_true", help="leave the engine running")
+    parser.add_argument("--tool-call-parser", default="hermes", choices=TOOL_PARSERS)
+    parser.add_argument("--api-key", help="both servers' --api-key")
     args = parser.parse_args(argv)
+    flags = common_flags(args.tool_call_parser, args.api_key)
     work = Path(tempfile.mkdtemp(prefix="conformance-"))
     with ExitStack() as stack:
         model = args.model or make_model(work / "models")
@@ -107,15 +114,16 @@ def main(argv: list[str] | None = None) -> int:
             env = {**ENGINE_ENV, "PATH": os.environ.get("PATH", ENGINE_ENV["PATH"])}
             port = free_port()
             real_url = stack.enter_context(server(
-                engine_argv(model, port), env, work / "engine.log", port,
+                engine_argv(model, port, flags), env, work / "engine.log", port,
                 ENGINE_START_TIMEOUT, keep=args.keep))
         sim_url = args.sim_url
         if sim_url is None:
             port = free_port()
             sim_url = stack.enter_context(server(
-                simulator_argv(model, port), dict(os.environ), work / "simulator.log", port,
+                simulator_argv(model, port, flags), dict(os.environ), work / "simulator.log", port,
                 SIM_START_TIMEOUT))
-        failures, accepted = compare_all(sim_url, real_url, SERVED)
+        failures, accepted = compare_all(sim_url, real_url, SERVED,
+                                         tool_parser=args.tool_call_parser, api_key=args.api_key)
     for diff in accepted:
         print(f"ACCEPTED  {diff}")
     for diff in failures:

@@ -172,7 +172,8 @@ def test_accepted_differences_carry_their_reason() -> None:
 
 
 def test_every_accepted_rule_still_matches_a_case() -> None:
-    names = [c.name for c in conf.cases("m")] + ["metrics", "consistency"]
+    names = [c.name for parser in conf.TOOL_PARSERS for c in conf.cases("m", 4096, parser)]
+    names += ["metrics", "consistency"]
     for rule in conf.ACCEPTED:
         assert any(Accepted(rule.case, "*", "").matches(Difference(n, "x", "", ""))
                    for n in names), rule
@@ -247,25 +248,34 @@ def test_every_chat_case_asks_both_models_for_the_same_kind_of_answer() -> None:
     same name (no phrase of another script sneaks into the SIM_SCRIPT text)."""
     expected = {"[text]": "text", "[think]": "think", "[tool]": "tool", "[leak]": "leak",
                 "[long]": "long"}
-    chats = [c for c in conf.cases("m") if c.path == "/v1/chat/completions"
-             and isinstance(c.body, dict) and isinstance(c.body.get("messages"), list)
-             and c.body["messages"] and isinstance(c.body["messages"][0].get("content"), str)]
-    assert len(chats) > 20
-    for case in chats:
-        text = case.body["messages"][0]["content"]
-        if not text.startswith("SIM_SCRIPT:"):
-            continue
-        plan = parse_script(text)
-        trigger = next(t for t in expected if t in text)
-        thinking = (case.body.get("chat_template_kwargs") or {}).get("enable_thinking", True)
-        assert _chosen_script(text, thinking) == expected[trigger], case.name
-        if expected[trigger] == "tool":
-            assert plan.tool_calls and plan.tool_calls[0].name == "Bash", case.name
+    # Which answer the simulator must make a call of, under each parser (the tiny model
+    # writes hermes JSON for [tool] and qwen3_coder markup for [leak]).
+    calls = {"hermes": "tool", "qwen3_coder": "leak"}
+    for parser in conf.TOOL_PARSERS:
+        chats = [c for c in conf.cases("m", tool_parser=parser)
+                 if c.path == "/v1/chat/completions" and isinstance(c.body, dict)
+                 and isinstance(c.body.get("messages"), list) and c.body["messages"]
+                 and isinstance(c.body["messages"][0].get("content"), str)]
+        assert len(chats) > 20
+        for case in chats:
+            text = case.body["messages"][0]["content"]
+            if not text.startswith("SIM_SCRIPT:"):
+                continue
+            plan = parse_script(text)
+            trigger = next(t for t in expected if t in text)
+            thinking = (case.body.get("chat_template_kwargs") or {}).get("enable_thinking", True)
+            assert _chosen_script(text, thinking) == expected[trigger], case.name
+            named = "tool_choice" in case.body
+            if expected[trigger] == calls[parser] or named:
+                assert plan.tool_calls and plan.tool_calls[0].name == "Bash", case.name
+            elif "after_tool" not in text:
+                assert not plan.tool_calls, case.name
 
 
 def test_case_names_are_unique() -> None:
-    names = [c.name for c in conf.cases("m")]
-    assert len(names) == len(set(names))
+    for parser in conf.TOOL_PARSERS:
+        names = [c.name for c in conf.cases("m", tool_parser=parser)]
+        assert len(names) == len(set(names))
 
 
 json_values = st.recursive(
