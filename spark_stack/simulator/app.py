@@ -73,16 +73,23 @@ def validation_error(kind: str, loc: str, msg: str, value: Any,
     """A request body FastAPI's pydantic model refuses, as vLLM's handler answers it:
     type "Bad Request", param the field's location, pydantic's errors in the message (``also``:
     more (type, msg) errors at the same place, as a union field's branches give)."""
+    errors = [(kind, loc, msg, value), *((k, loc, m, value) for k, m in also)]
+    return validation_errors(errors, ctx)
+
+
+def validation_errors(errors: Sequence[tuple[str, str, str, Any]],
+                      ctx: Mapping[str, Any] | None = None) -> RequestError:
+    """Several (type, loc, msg, input) errors; the first one's location is the param."""
     entries: list[dict[str, Any]] = []
-    for error_kind, error_msg in ((kind, msg), *also):
-        entry: dict[str, Any] = {"type": error_kind, "loc": loc, "msg": error_msg,
+    for kind, loc, msg, value in errors:
+        entry: dict[str, Any] = {"type": kind, "loc": loc, "msg": msg,
                                  "input": _summarized(value)}
         if ctx:
             entry["ctx"] = dict(ctx)
         entries.append(entry)
     label = "error" if len(entries) == 1 else "errors"
     message = f"{len(entries)} validation {label}:" + "".join(f"\n  {e}" for e in entries)
-    return RequestError(message, param=loc, err_type="Bad Request")
+    return RequestError(message, param=errors[0][1], err_type="Bad Request")
 
 
 def _json_body(request: Request) -> dict[str, Any]:
@@ -175,6 +182,13 @@ class SimApp:
         return self.config.thinking_default
 
     def _tokenize(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        if "messages" not in data and not isinstance(data.get("prompt"), str):
+            # Neither of the two request models fits: pydantic's error for each.
+            prompt = data.get("prompt")
+            first = (("missing", "body.prompt", "Field required", dict(data)) if prompt is None
+                     else ("string_type", "body.prompt", "Input should be a valid string", prompt))
+            raise validation_errors([first, ("missing", "body.messages", "Field required",
+                                             dict(data))])
         self._check_model(data)
         if "messages" in data:
             text = render_chat(
@@ -183,10 +197,8 @@ class SimApp:
                 bool(data.get("add_generation_prompt", True)),
                 self._thinking(data),
             )
-        elif isinstance(data.get("prompt"), str):
-            text = data["prompt"]
         else:
-            raise RequestError("Either `prompt` or `messages` must be provided.")
+            text = data["prompt"]
         ids = token_ids(text)
         return {
             "count": len(ids),

@@ -312,6 +312,15 @@ def test_tokenize_prompt_and_messages(client: httpx.Client) -> None:
     assert again == plain
     usage = client.post("/v1/chat/completions", json=chat(messages=messages)).json()["usage"]
     assert usage["prompt_tokens"] == plain["count"]
+    # Neither prompt nor messages: pydantic's error for each request model (vLLM 0.32).
+    neither = client.post("/tokenize", json={"model": "other"})
+    assert neither.status_code == 400
+    assert neither.json()["error"] == {
+        "message": "2 validation errors:\n  {'type': 'missing', 'loc': 'body.prompt', 'msg': "
+                   "'Field required', 'input': '<dict of 1 items>'}\n  {'type': 'missing', "
+                   "'loc': 'body.messages', 'msg': 'Field required', 'input': "
+                   "'<dict of 1 items>'}",
+        "type": "Bad Request", "param": "body.prompt", "code": 400}
 
 
 def test_keep_alive_and_pipelining(sim: SimHandle) -> None:
