@@ -106,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", help="both servers' --api-key")
     args = parser.parse_args(argv)
     flags = common_flags(args.tool_call_parser, args.api_key)
-    work = Path(tempfile.mkdtemp(prefix="conformance-"))
     with ExitStack() as stack:
+        work = Path(tempfile.mkdtemp(prefix="conformance-")) if args.keep else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="conformance-")))
         model = args.model or make_model(work / "models")
         real_url = args.real_url
         if real_url is None:
