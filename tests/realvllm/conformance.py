@@ -5,7 +5,8 @@ Compared, because the proxy, ``up``, ``top`` and ``smoke`` read it:
 
 - the field names and JSON types of every answer: non-streamed bodies, and each kind of stream
   chunk (role, reasoning, content, tool-call header, tool-call arguments, finish, usage);
-- the order of a stream's events (consecutive chunks of one kind count once) and ``[DONE]``;
+- the order of a stream's events (consecutive chunks of one kind count once, a chunk carrying
+  two kinds counts as both) and ``[DONE]``;
 - finish and stop reasons, what the message holds (reasoning, text, tool calls with their
   names and parsed arguments);
 - usage: its fields, ``prompt_tokens_details.cached_tokens`` on a repeated prompt, the completion
@@ -20,10 +21,12 @@ Compared, because the proxy, ``up``, ``top`` and ``smoke`` read it:
 
 The two models say different words: the simulator's answers are scripted by ``SIM_SCRIPT:`` in
 the prompt, the tiny model's by a trigger word (:mod:`tests.realvllm.scripts`). Every request
-carries both, so both servers answer with the same kind of message. Texts and token counts are
-not compared, their shapes are.
+carries both, so both servers answer with the same kind of message (which kind depends on the
+tool parser: the tiny model writes hermes JSON calls for ``[tool]`` and qwen3_coder markup for
+``[leak]``, see :func:`cases`). Texts and token counts are not compared, their shapes are.
 
-Everything but :func:`fetch`, :func:`observe`, :func:`compare` and :func:`compare_all` is pure.
+Everything but :func:`fetch`, :func:`observe`, :func:`served_max_model_len`, :func:`compare`
+and :func:`compare_all` is pure.
 :data:`ACCEPTED` lists the differences that are known and why they stay; any other is a
 failure whose text names the case and the field, event or metric.
 """
