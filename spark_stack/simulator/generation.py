@@ -131,7 +131,8 @@ def generate(plan: Plan, settings: Settings, ids: Sequence[str] = ()) -> Outcome
     else:
         tool_finish = calls and not settings.named_tool_choice
         finish, on_last, eos = ("tool_calls" if tool_finish else "stop"), False, 1
-    return _outcome(steps, finish, stop_reason, on_last, eos, settings.reasoning_parser)
+    return _outcome(steps, finish, stop_reason, on_last, eos, settings.reasoning_parser,
+                    settings.named_tool_choice)
 
 
 def _outcome(
@@ -141,6 +142,7 @@ def _outcome(
     on_last: bool,
     eos: int,
     reasoning_parser: bool,
+    named_tool_choice: bool = False,
 ) -> Outcome:
     reasoning = "".join(d.reasoning for d in steps if d.reasoning)
     content = "".join(d.content for d in steps if d.content)
@@ -152,8 +154,10 @@ def _outcome(
                 names[t.index] = (t.id, t.name)
             args.setdefault(t.index, []).append(t.arguments)
     calls = tuple((names[i][0], names[i][1], "".join(args[i])) for i in sorted(names))
-    # The parsers return None for an empty part; plain text output stays a string.
-    empty_content_is_none = reasoning_parser or bool(calls)
+    # The parsers return None for an empty part; plain text output stays a string, and so
+    # does the text beside a call forced by a named tool_choice (vLLM 0.32 answers "").
+    empty_content_is_none = (reasoning_parser or bool(calls)) and not (
+        named_tool_choice and calls)
     return Outcome(
         deltas=tuple(steps),
         finish_reason=finish,

@@ -91,15 +91,13 @@ class Responder:
         self,
         status: int,
         body: bytes,
-        content_type: str = "application/json",
+        content_type: str | None = "application/json",
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
-        """A complete response with a Content-Length."""
+        """A complete response with a Content-Length (and no Content-Type when None)."""
         self.started = True
-        head = self._head(
-            status,
-            [("content-length", str(len(body))), ("content-type", content_type), *headers],
-        )
+        typed = [("content-type", content_type)] if content_type is not None else []
+        head = self._head(status, [("content-length", str(len(body))), *typed, *headers])
         body_out = b"" if self._request.method == "HEAD" else body
         self._protocol.write(head + body_out)
         await self._protocol.drain()

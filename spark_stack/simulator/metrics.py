@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 
 from .tokenizer import BYTES_PER_TOKEN
 
-FINISH_REASONS = ("stop", "length", "abort")  # vLLM's engine FinishReason
+# vLLM's engine FinishReason, each exported (at 0 until it happens) as 0.32 does.
+FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 BLOCK_TOKENS = 16
 TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -71,10 +72,16 @@ class PrefixCache:
     def lookup_and_fill(self, prompt: bytes, prompt_tokens: int) -> int:
         """Tokens of ``prompt`` already cached (full blocks, at most ``prompt_tokens - 1``);
         then cache all of its full blocks."""
+        return self.lookup_fill(prompt, prompt_tokens)[0]
+
+    def lookup_fill(self, prompt: bytes, prompt_tokens: int) -> tuple[int, int]:
+        """(tokens of ``prompt`` already cached, tokens of the blocks it added to the cache:
+        vLLM's ``cached_tokens`` and ``created_cache_tokens``)."""
         block_bytes = BLOCK_TOKENS * BYTES_PER_TOKEN
         full = min(len(prompt) // block_bytes, prompt_tokens // BLOCK_TOKENS)
         chain = 0
         hit_blocks = 0
+        created_blocks = 0
         missed = False
         for index in range(full):
             chain = hash((chain, prompt[index * block_bytes : (index + 1) * block_bytes]))
@@ -83,11 +90,12 @@ class PrefixCache:
                 self._blocks.move_to_end(chain)
                 continue
             missed = True
+            created_blocks += chain not in self._blocks
             self._blocks[chain] = None
             if len(self._blocks) > self.capacity:
                 self._blocks.popitem(last=False)
         most = max(0, prompt_tokens - 1) // BLOCK_TOKENS
-        return min(hit_blocks, most) * BLOCK_TOKENS
+        return min(hit_blocks, most) * BLOCK_TOKENS, created_blocks * BLOCK_TOKENS
 
 
 @dataclass(frozen=True)
@@ -132,17 +140,20 @@ class Metrics:
     def __post_init__(self) -> None:
         self.prefix_cache = PrefixCache(self.kv_cache_tokens // BLOCK_TOKENS)
 
-    def admitted(self, prompt: bytes, prompt_tokens: int, kv_tokens: int) -> tuple[int, int]:
+    def admitted(
+        self, prompt: bytes, prompt_tokens: int, kv_tokens: int
+    ) -> tuple[int, int, int]:
         """A request starts generating: count its prompt and prefix-cache lookup; returns the
-        KV blocks its ``kv_tokens`` hold (give them back with :meth:`released`) and the prompt
-        tokens the prefix cache served (vLLM's ``num_cached_tokens``)."""
+        KV blocks its ``kv_tokens`` hold (give them back with :meth:`released`), the prompt
+        tokens the prefix cache served (vLLM's ``num_cached_tokens``) and those it newly
+        cached (``created_cache_tokens``)."""
         self.prompt_tokens += prompt_tokens
         self.prefix_queries += prompt_tokens
-        cached = self.prefix_cache.lookup_and_fill(prompt, prompt_tokens)
+        cached, created = self.prefix_cache.lookup_fill(prompt, prompt_tokens)
         self.prefix_hits += cached
         blocks = -(-kv_tokens // BLOCK_TOKENS)
         self.kv_blocks_used += blocks
-        return blocks, cached
+        return blocks, cached, created
 
     def released(self, blocks: int) -> None:
         self.kv_blocks_used -= blocks

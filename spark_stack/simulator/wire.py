@@ -52,13 +52,13 @@ def error_body(
     }
 
 
-def context_overflow_message(max_model_len: int, prompt_tokens: int, max_tokens: int) -> str:
+def context_overflow_message(max_model_len: int, prompt_tokens: int, at_least: bool) -> str:
+    """vLLM's refusal of a prompt longer than the context (before its "(parameter=…)")."""
+    qualifier = "at least " if at_least else ""
     return (
-        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
-        f"{max_tokens} output tokens and your prompt contains at least {prompt_tokens} input "
-        f"tokens, for a total of at least {prompt_tokens + max_tokens} tokens. Please reduce the "
-        "length of the input prompt or the number of requested output tokens. "
-        f"(parameter=input_tokens, value={prompt_tokens})"
+        f"This model's maximum context length is {max_model_len} tokens. However, your prompt "
+        f"contains {qualifier}{prompt_tokens} input tokens, which exceeds this limit even "
+        "without any output tokens. Please reduce the length of the input prompt."
     )
 
 
@@ -75,20 +75,27 @@ class StreamContext:
     reasoning_field: str = "reasoning"
     resend_id: bool = False
     reasoning_details: bool = False
-    # Prompt tokens the prefix cache served; reported (as vLLM does with
-    # --enable-prompt-tokens-details) only in the final usage, and only when not zero.
+    # vLLM's --enable-prompt-tokens-details: the final usage always carries
+    # prompt_tokens_details with the prompt tokens the prefix cache served (cached_tokens)
+    # and those this request added to it (created_cache_tokens), zeros included.
+    prompt_tokens_details: bool = False
     cached_tokens: int = 0
+    created_cache_tokens: int = 0
+    # "vllm-<version>-<commit>" on the engine: in full responses and the usage chunk.
+    system_fingerprint: str | None = None
+    # hermes' deltas say `content: null` beside every tool-call delta (vLLM 0.32).
+    tool_parser: str | None = None
 
 
 def _tool_delta(t: ToolDelta, resend_id: bool, ids: dict[int, str]) -> dict[str, Any]:
     if t.name is not None:
         ids[t.index] = t.id or ""
-        return {
-            "id": t.id,
-            "type": "function",
-            "index": t.index,
-            "function": {"name": t.name, "arguments": t.arguments},
-        }
+        # The header names the function; it has no `arguments` until there are some
+        # (vLLM 0.32's hermes and qwen3_coder alike).
+        function: dict[str, Any] = {"name": t.name}
+        if t.arguments:
+            function["arguments"] = t.arguments
+        return {"id": t.id, "type": "function", "index": t.index, "function": function}
     if resend_id and t.index in ids:
         return {
             "id": ids[t.index],
@@ -100,10 +107,12 @@ def _tool_delta(t: ToolDelta, resend_id: bool, ids: dict[int, str]) -> dict[str,
 
 
 def delta_json(
-    d: Delta, reasoning_field: str, resend_id: bool, ids: dict[int, str]
+    d: Delta, reasoning_field: str, resend_id: bool, ids: dict[int, str],
+    tool_parser: str | None = None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if d.content is not None:
+    hermes = tool_parser == "hermes"
+    if d.content is not None or (hermes and d.tool_calls):
         out["content"] = d.content
     if d.reasoning is not None:
         out[reasoning_field] = d.reasoning
@@ -132,7 +141,9 @@ def _final_usage(ctx: StreamContext, outcome: Outcome) -> dict[str, Any]:
         "total_tokens": usage["total_tokens"],
         "completion_tokens": usage["completion_tokens"],
         "prompt_tokens_details": (
-            {"cached_tokens": ctx.cached_tokens} if ctx.cached_tokens else None
+            {"cached_tokens": ctx.cached_tokens, "created_cache_tokens": ctx.created_cache_tokens,
+             "multimodal_tokens": None}
+            if ctx.prompt_tokens_details else None
         ),
         "completion_tokens_details": usage["completion_tokens_details"],
     }
@@ -150,6 +161,14 @@ def _chunk(ctx: StreamContext, choices: list[dict[str, Any]], **extra: Any) -> s
     return f"data: {dumps(body)}\n\n"
 
 
+def _fingerprint_on_finish(ctx: StreamContext) -> dict[str, Any]:
+    """vLLM puts system_fingerprint on a stream's last chunk: the usage chunk when there is
+    one, else the finish chunk."""
+    if ctx.system_fingerprint is None or ctx.include_usage:
+        return {}
+    return {"system_fingerprint": ctx.system_fingerprint}
+
+
 def stream_events(outcome: Outcome, ctx: StreamContext) -> Iterator[str]:
     """Every `data:` event of a streamed chat completion, `[DONE]` last."""
     first_choice = {
@@ -158,7 +177,7 @@ def stream_events(outcome: Outcome, ctx: StreamContext) -> Iterator[str]:
         "logprobs": None,
         "finish_reason": None,
     }
-    first_extra: dict[str, Any] = {"prompt_token_ids": None}
+    first_extra: dict[str, Any] = {"prompt_token_ids": None, "prompt_text": None}
     if ctx.continuous_usage:
         first_extra["usage"] = _usage(ctx, 0, 0)
     yield _chunk(ctx, [first_choice], **first_extra)
@@ -172,7 +191,7 @@ def stream_events(outcome: Outcome, ctx: StreamContext) -> Iterator[str]:
             reasoning_seen += 1
         choice: dict[str, Any] = {
             "index": 0,
-            "delta": delta_json(d, ctx.reasoning_field, ctx.resend_id, ids),
+            "delta": delta_json(d, ctx.reasoning_field, ctx.resend_id, ids, ctx.tool_parser),
             "logprobs": None,
             "finish_reason": outcome.finish_reason if finishing else None,
         }
@@ -180,6 +199,8 @@ def stream_events(outcome: Outcome, ctx: StreamContext) -> Iterator[str]:
             choice["stop_reason"] = outcome.stop_reason
         choice["token_ids"] = None
         extra = {"usage": _usage(ctx, n + 1, reasoning_seen)} if ctx.continuous_usage else {}
+        if finishing:
+            extra.update(_fingerprint_on_finish(ctx))
         yield _chunk(ctx, [choice], **extra)
     if not outcome.finish_on_last or not deltas:
         choice = {
@@ -195,13 +216,19 @@ def stream_events(outcome: Outcome, ctx: StreamContext) -> Iterator[str]:
             if ctx.continuous_usage
             else {}
         )
-        yield _chunk(ctx, [choice], **extra)
+        yield _chunk(ctx, [choice], **extra, **_fingerprint_on_finish(ctx))
     if ctx.include_usage:
+        # The usage chunk is dumped without its nulls.
         usage = _final_usage(ctx, outcome)
         for key in ("prompt_tokens_details", "completion_tokens_details"):
             if usage[key] is None:
                 del usage[key]
-        yield _chunk(ctx, [], usage=usage)
+            elif isinstance(usage[key], dict):
+                usage[key] = {k: v for k, v in usage[key].items() if v is not None}
+        usage_extra: dict[str, Any] = {"usage": usage}
+        if ctx.system_fingerprint is not None:
+            usage_extra["system_fingerprint"] = ctx.system_fingerprint
+        yield _chunk(ctx, [], **usage_extra)
     yield "data: [DONE]\n\n"
 
 
@@ -235,14 +262,18 @@ def completion_body(outcome: Outcome, ctx: StreamContext) -> dict[str, Any]:
                 "finish_reason": outcome.finish_reason,
                 "stop_reason": outcome.stop_reason,
                 "token_ids": None,
+                "routed_experts": None,
             }
         ],
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": ctx.system_fingerprint,
         "usage": usage,
         "prompt_logprobs": None,
         "prompt_token_ids": None,
+        "prompt_text": None,
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
 
 

@@ -243,10 +243,12 @@ def check_well_formed(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any
 def test_turn1_replayed_streams_an_answer(urls: tuple[str, str]) -> None:
     proxy_url, sim_url = urls
     # Claude Code asks for 128000 output tokens of a 32768-token model, which the backend
-    # refuses as it stands; through the proxy it is answered, so the proxy clamped it.
+    # refuses as it stands (vLLM 0.32: "max_tokens=128000 cannot be greater than
+    # max_model_len=32768"); through the proxy it is answered, so the proxy clamped it.
     unclamped = translate_request(body(1), Upstream("qwen", sim_url, SERVED))
     direct = httpx.post(sim_url + "/v1/chat/completions", json=unclamped, timeout=20)
-    assert direct.status_code == 400 and "maximum context length" in direct.text
+    assert direct.status_code == 400
+    assert "cannot be greater than max_model_len=32768" in direct.text
     message = check_well_formed(replay(proxy_url, 1))
     assert message["stop_reason"] == "end_turn"
     assert [block["type"] for block in message["content"]] == ["thinking", "text"]

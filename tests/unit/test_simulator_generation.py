@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -197,6 +198,7 @@ def test_text_stream_shape_matches_vllm() -> None:
             }
         ],
         "prompt_token_ids": None,
+        "prompt_text": None,
     }
     assert evs[1]["choices"] == [
         {
@@ -223,7 +225,8 @@ def test_tool_call_stream_is_qwen3_coder_shaped() -> None:
                     "id": "chatcmpl-tool-1",
                     "type": "function",
                     "index": 0,
-                    "function": {"name": "Bash", "arguments": ""},
+                    # vLLM 0.32 (qwen3_coder and hermes): no `arguments` in the header.
+                    "function": {"name": "Bash"},
                 }
             ]
         },
@@ -248,7 +251,7 @@ def test_parallel_tool_calls_quirks() -> None:
                 "id": "chatcmpl-tool-2",
                 "type": "function",
                 "index": 1,
-                "function": {"name": "B", "arguments": ""},
+                "function": {"name": "B"},
             },
         ]
     }
@@ -363,12 +366,54 @@ def test_tool_delta_arguments_join_to_json() -> None:
 
 
 def test_overflow_wording() -> None:
-    assert context_overflow_message(100, 90, 20) == (
-        "This model's maximum context length is 100 tokens. However, you requested 20 output "
-        "tokens and your prompt contains at least 90 input tokens, for a total of at least 110 "
-        "tokens. Please reduce the length of the input prompt or the number of requested output "
-        "tokens. (parameter=input_tokens, value=90)"
+    # vLLM 0.32's own words (vllm/renderers/params.py), checked by tests/realvllm/conformance.
+    assert context_overflow_message(100, 101, True) == (
+        "This model's maximum context length is 100 tokens. However, your prompt contains at "
+        "least 101 input tokens, which exceeds this limit even without any output tokens. "
+        "Please reduce the length of the input prompt."
     )
+    assert "contains 150 input tokens" in context_overflow_message(100, 150, False)
+
+
+def test_hermes_tool_call_deltas_are_shaped_like_vllms() -> None:
+    """hermes (vLLM 0.32): the header names the function without `arguments`, and every
+    tool-call delta carries `content: null`."""
+    plan = Plan(tool_calls=(ToolCallPlan("Bash", {"command": "ls"}),))
+    evs = events(StreamContext("c", 1, "m", 1, tool_parser="hermes"), plan)
+    assert deltas(evs)[1:3] == [
+        {"content": None, "tool_calls": [{"id": "chatcmpl-tool-1", "type": "function",
+                                          "index": 0, "function": {"name": "Bash"}}]},
+        {"content": None, "tool_calls": [{"index": 0, "function": {"arguments": "{"}}]},
+    ]
+
+
+def test_usage_and_fingerprint_as_vllm_sends_them() -> None:
+    """--enable-prompt-tokens-details: details always (zeros too), without nulls in the
+    stream; system_fingerprint on the last chunk: the usage chunk, else the finish chunk."""
+    ctx = StreamContext("c", 1, "m", 7, include_usage=True, prompt_tokens_details=True,
+                        cached_tokens=0, created_cache_tokens=16,
+                        system_fingerprint="vllm-0.32.0-x")
+    evs = events(ctx, Plan(content="hi"))
+    assert evs[-2]["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 0, "created_cache_tokens": 16}
+    assert evs[-2]["system_fingerprint"] == "vllm-0.32.0-x"
+    assert all("system_fingerprint" not in e for e in evs[:-2])
+    bare = events(replace(ctx, include_usage=False), Plan(content="hi"))
+    assert bare[-2]["choices"][0]["finish_reason"] == "stop"
+    assert bare[-2]["system_fingerprint"] == "vllm-0.32.0-x"
+    body = completion_body(generate(Plan(content="hi"), Settings()), ctx)
+    assert body["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 0, "created_cache_tokens": 16, "multimodal_tokens": None}
+    assert body["system_fingerprint"] == "vllm-0.32.0-x"
+    assert body["choices"][0]["routed_experts"] is None
+    assert [k for k in body if k not in ("id", "created")][-4:] == [
+        "prompt_text", "kv_transfer_params", "ec_transfer_params", "metrics"]
+
+
+def test_a_call_forced_by_name_has_empty_text_not_null() -> None:
+    plan = Plan(tool_calls=(ToolCallPlan("Bash", {}),))
+    assert generate(plan, Settings(named_tool_choice=True)).content == ""
+    assert generate(plan, Settings()).content is None
 
 
 def test_a_task_of_several_commands_survives_a_compaction() -> None:

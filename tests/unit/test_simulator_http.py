@@ -82,11 +82,61 @@ def test_unknown_path_method_and_bad_json(client: httpx.Client) -> None:
     assert client.get("/v1/chat/completions").status_code == 405
     bad = client.post("/v1/chat/completions", content=b"{not json")
     assert bad.status_code == 400
-    assert bad.json()["error"]["type"] == "BadRequestError"
-    assert client.post("/v1/chat/completions", json=chat()).status_code == 400
-    missing = client.post("/v1/chat/completions", json={"model": "other", "messages": []})
+    # FastAPI's validation error as vLLM 0.32 reports it (tests/realvllm/conformance.py).
+    assert bad.json()["error"] == {
+        "message": "1 validation error:\n  {'type': 'json_invalid', 'loc': 'body.1', 'msg': "
+                   "'JSON decode error', 'input': '<dict of 0 items>', 'ctx': {'error': "
+                   "'Expecting property name enclosed in double quotes'}}",
+        "type": "Bad Request", "param": "body.1", "code": 400}
+    assert client.post("/v1/chat/completions", json=chat()).json()["error"]["param"] == (
+        "body.messages")
+    missing = client.post("/v1/chat/completions",
+                          json={"model": "other", "messages": [{"role": "user", "content": "x"}]})
     assert missing.status_code == 404
-    assert missing.json()["error"]["message"] == "The model `other` does not exist."
+    assert missing.json()["error"]["message"] == (
+        f"The model `other` does not exist. Valid aliases: {MODEL}.")
+    empty = client.post("/v1/chat/completions", json=chat(messages=[])).json()["error"]
+    assert empty["message"] == (
+        "Cannot apply chat template to an empty conversation. Provide at least one message.")
+
+
+def test_request_validation_as_vllm_answers_it(client: httpx.Client) -> None:
+    """Mistyped fields: pydantic's errors, type "Bad Request", param the body location; and
+    pydantic's lax reading of numbers and booleans ("7", 7.0, "yes")."""
+    hello = [{"role": "user", "content": "hello"}]
+
+    def error(**fields: Any) -> dict[str, Any]:
+        response = client.post("/v1/chat/completions", json=chat(**{"messages": hello, **fields}))
+        assert response.status_code == 400, response.text
+        result: dict[str, Any] = response.json()["error"]
+        return result
+
+    stop = error(stop=5)
+    assert (stop["type"], stop["param"]) == ("Bad Request", "body.stop")
+    assert stop["message"].startswith("2 validation errors:\n  {'type': 'string_type'")
+    assert error(max_tokens="many")["message"] == (
+        "1 validation error:\n  {'type': 'int_parsing', 'loc': 'body.max_tokens', 'msg': "
+        "'Input should be a valid integer, unable to parse string as an integer', "
+        "'input': 'many'}")
+    assert "int_from_float" in error(max_tokens=2.5)["message"]
+    assert error(stream=[1])["param"] == "body.stream"
+    assert error(messages="hi")["param"] == "body.messages"
+    role = client.post("/v1/chat/completions", json=chat(messages=[{"content": "x"}])).json()
+    assert role["error"]["param"] == "body.messages.0.ChatCompletionDeveloperMessageParam.role"
+    assert error(max_tokens=0)["message"] == (
+        "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)")
+    options = error(stream_options={"include_usage": True})
+    assert (options["param"], options["message"]) == (
+        "stream_options",
+        "Stream options can only be defined when `stream=True`. (parameter=stream_options)")
+    lax = client.post("/v1/chat/completions",
+                      json=chat(messages=hello, max_tokens="7", stream="yes"))
+    assert lax.status_code == 200 and lax.headers["content-type"].startswith("text/event-stream")
+
+
+def test_health_has_no_content_type(client: httpx.Client) -> None:
+    health = client.get("/health")
+    assert "content-type" not in health.headers
 
 
 def test_non_stream_answer(client: httpx.Client) -> None:
@@ -128,8 +178,8 @@ def test_streamed_tool_call_round_trip(client: httpx.Client) -> None:
     assert events[-2]["choices"] == [] and events[-2]["usage"]["prompt_tokens"] > 0
     calls = [t for e in events[:-2] for t in e["choices"][0]["delta"].get("tool_calls", [])]
     assert calls[0]["id"].startswith("chatcmpl-tool-")
-    assert calls[0]["function"] == {"name": "Bash", "arguments": ""}
-    arguments = "".join(c["function"]["arguments"] for c in calls)
+    assert calls[0]["function"] == {"name": "Bash"}
+    arguments = "".join(c["function"].get("arguments", "") for c in calls)
     assert json.loads(arguments)["command"] == "echo hi"
     assert events[-3]["choices"][0]["finish_reason"] == "tool_calls"
     messages += [
@@ -163,22 +213,41 @@ def test_stop_and_length(client: httpx.Client) -> None:
 
 
 def test_context_overflow_is_vllms_400(client: httpx.Client) -> None:
-    messages = [{"role": "user", "content": 'SIM_SCRIPT: {"prompt_tokens": 4000}'}]
-    response = client.post("/v1/chat/completions", json=chat(messages=messages, max_tokens=200))
+    """vLLM 0.32: a prompt over max_model_len is refused with its own words; max_tokens beyond
+    the room left is clamped to it; max_tokens over max_model_len is refused; a prompt that
+    fills the context leaves max_tokens 0."""
+    def post(prompt_tokens: int, **fields: Any) -> httpx.Response:
+        script = f'SIM_SCRIPT: {{"prompt_tokens": {prompt_tokens}, "content": "{"x" * 40}"}}'
+        body = chat(messages=[{"role": "user", "content": script}], **fields)
+        return client.post("/v1/chat/completions", json=body)
+
+    response = post(5000, max_tokens=200)
     assert response.status_code == 400
     assert response.json() == {
         "error": {
             "message": (
-                "This model's maximum context length is 4096 tokens. However, you requested 200 "
-                "output tokens and your prompt contains at least 4000 input tokens, for a total "
-                "of at least 4200 tokens. Please reduce the length of the input prompt or the "
-                "number of requested output tokens. (parameter=input_tokens, value=4000)"
+                "This model's maximum context length is 4096 tokens. However, your prompt "
+                "contains at least 4097 input tokens, which exceeds this limit even without any "
+                "output tokens. Please reduce the length of the input prompt. "
+                "(parameter=input_tokens, value=4097)"
             ),
             "type": "BadRequestError",
             "param": "input_tokens",
             "code": 400,
         }
     }
+    assert "contains 4097 input tokens" not in post(4097).json()["error"]["message"]
+    clamped = post(4090, max_tokens=200)
+    assert clamped.status_code == 200
+    assert clamped.json()["choices"][0]["finish_reason"] == "length"
+    assert clamped.json()["usage"]["completion_tokens"] == 6
+    assert post(4096).json()["error"]["message"] == (
+        "max_tokens must be at least 1, got 0. (parameter=max_tokens, value=0)")
+    assert post(10, max_completion_tokens=5000).json()["error"] == {
+        "message": "max_completion_tokens=5000 cannot be greater than max_model_len=4096. "
+                   "Please request fewer output tokens. (parameter=max_completion_tokens, "
+                   "value=5000)",
+        "type": "BadRequestError", "param": "max_completion_tokens", "code": 400}
     long = [{"role": "user", "content": "word " * 5000}]
     assert client.post("/v1/chat/completions", json=chat(messages=long)).status_code == 400
 
@@ -243,6 +312,15 @@ def test_tokenize_prompt_and_messages(client: httpx.Client) -> None:
     assert again == plain
     usage = client.post("/v1/chat/completions", json=chat(messages=messages)).json()["usage"]
     assert usage["prompt_tokens"] == plain["count"]
+    # Neither prompt nor messages: pydantic's error for each request model (vLLM 0.32).
+    neither = client.post("/tokenize", json={"model": "other"})
+    assert neither.status_code == 400
+    assert neither.json()["error"] == {
+        "message": "2 validation errors:\n  {'type': 'missing', 'loc': 'body.prompt', 'msg': "
+                   "'Field required', 'input': '<dict of 1 items>'}\n  {'type': 'missing', "
+                   "'loc': 'body.messages', 'msg': 'Field required', 'input': "
+                   "'<dict of 1 items>'}",
+        "type": "Bad Request", "param": "body.prompt", "code": 400}
 
 
 def test_keep_alive_and_pipelining(sim: SimHandle) -> None:

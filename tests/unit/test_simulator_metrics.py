@@ -39,6 +39,9 @@ def test_families_have_vllms_names_and_types() -> None:
     assert types["vllm:time_to_first_token_seconds"] == "histogram"
     scrape = parse(text)
     assert scrape.total("vllm:request_success_total", finished_reason="stop") == 1
+    # Every reason vLLM 0.32 exports, at 0 until it happens.
+    assert {s.labels["finished_reason"] for s in scrape.select("vllm:request_success_total")} == {
+        "stop", "length", "abort", "error", "repetition"}
     assert next(scrape.select("vllm:prompt_tokens_total")).labels == {
         "engine": "0", "model_name": "m"}
 
@@ -78,6 +81,15 @@ def test_prefix_cache_hits_full_blocks_of_a_repeated_prefix() -> None:
     small = PrefixCache(capacity_blocks=2)
     small.lookup_and_fill(prompt, 81)
     assert small.lookup_and_fill(prompt, 81) == 0  # evicted
+
+
+def test_prefix_cache_counts_the_blocks_a_prompt_adds() -> None:
+    """vLLM's created_cache_tokens: the full blocks a prompt put into the cache."""
+    cache = PrefixCache(capacity_blocks=100)
+    prompt = b"a" * 64 * 5 + b"tail"
+    assert cache.lookup_fill(prompt, 81) == (0, 80)
+    assert cache.lookup_fill(prompt, 81) == (80, 0)
+    assert cache.lookup_fill(prompt + b"b" * 64, 97) == (80, 16)
 
 
 def test_spec_decode_accepts_two_of_three_drafts() -> None:
