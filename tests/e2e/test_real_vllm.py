@@ -185,7 +185,7 @@ class RealStack:
         text = httpx.get(f"{self.engine_url}/metrics", timeout=10).text
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
+            if line.startswith((name + "{", name + " ")):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
@@ -404,7 +404,7 @@ def _proxy_metric(stack: RealStack, name: str) -> float:
     text = httpx.get(f"{stack.proxy_url}/metrics", timeout=10,
                      headers={"x-api-key": stack.token()}).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + "{") or line.startswith(name + " "))
+               if line.startswith((name + "{", name + " ")))
 
 
 # --- top and smoke ---------------------------------------------------------------------------
