@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 
-from .presets import PRESETS
+from .presets import DEFAULT_PRESET as DEFAULT_PRESET
+from .presets import Preset, available
 from .schema import DEFAULT_LISTEN
 
+# Not a preset file: a stack whose model is the built-in simulator on this machine (no host).
 SIMULATOR = "simulator"
-DEFAULT_PRESET = "qwen3.6-35b-a3b-nvfp4-redhat"
 DEFAULT_HOST = "spark"
-_MODEL_NAMES = {
-    "qwen3.6-35b-a3b-nvfp4-nvidia": "qwen3.6-35b",
-    "qwen3.6-35b-a3b-nvfp4-redhat": "qwen3.6-35b",
-    "qwen3.5-27b": "qwen3.5-27b",
-    "openai-compatible": "model",
-    SIMULATOR: "qwen3.6-sim",
-}
 
 
 def template_choices() -> list[str]:
-    return [*PRESETS, SIMULATOR]
+    """Every preset name ``init --preset`` takes (a path is taken too)."""
+    return [*available(), SIMULATOR]
+
+
+def preset_reference(preset: Preset, stack_dir: Path) -> str:
+    """How a stack file in ``stack_dir`` (absolute) names ``preset``: by name, or a file by
+    its path relative to the stack file (as ``preset:`` reads it)."""
+    if preset.file.origin != "path":
+        return preset.name
+    relative = os.path.relpath(preset.file.path, stack_dir)
+    return relative if "/" in relative else f"./{relative}"
 
 
 def stack_name_for(stem: str) -> str:
@@ -29,14 +36,21 @@ def stack_name_for(stem: str) -> str:
     return "spark" if name in ("", "spark-stack") else name
 
 
-def stack_template(preset: str, host: str | None = None, name: str = "spark") -> str:
-    """A commented stack file for ``preset`` (or the built-in simulator) that validates."""
-    model = _MODEL_NAMES.get(preset, "model")
-    if preset == SIMULATOR:
+def stack_template(
+    preset: Preset | None, host: str | None = None, name: str = "spark", *,
+    reference: str | None = None,
+) -> str:
+    """A commented stack file for ``preset`` (None: the built-in simulator) that validates.
+
+    ``reference`` is how the stack file names the preset (a path relative to it for a file).
+    """
+    if preset is None:
+        model, shown = "qwen3.6-sim", SIMULATOR
         body = _simulator_model(model)
     else:
-        body = _host_block(host or DEFAULT_HOST) + _container_model(preset, model)
-    return _HEADER.format(preset=preset) + f"name: {name}\n\n" + body + _tail(model, name)
+        model, shown = preset.model_name, reference or preset.name
+        body = _host_block(host or DEFAULT_HOST) + _container_model(preset, shown, model)
+    return _HEADER.format(preset=shown) + f"name: {name}\n\n" + body + _tail(model, name)
 
 
 _HEADER = """\
@@ -61,9 +75,9 @@ host:
 """
 
 
-def _container_model(preset: str, model: str) -> str:
+def _container_model(preset: Preset, reference: str, model: str) -> str:
     checkpoint = ""
-    if "model" not in PRESETS[preset]:
+    if "model" not in preset.settings:
         checkpoint = (
             "    model: Qwen/Qwen3-30B-A3B-Instruct-2507   # the Hugging Face repo to serve\n"
         )
@@ -72,7 +86,7 @@ models:
   - name: {model}
     # The preset sets the image, checkpoint, parsers, backends and serving flags;
     # any key written here wins over it (`spark-stack plan` shows the result).
-    preset: {preset}
+    preset: {_scalar(reference)}
 {checkpoint}    port: 8000                       # on the Spark
     # max_model_len: 131072
     # gpu_memory_utilization: 0.5    # keep it at or below 0.6 on the Spark's unified memory
@@ -111,3 +125,8 @@ claude:
     sonnet: {model}
     haiku: {model}
 """
+
+
+def _scalar(text: str) -> str:
+    """``text`` as a YAML scalar: plain when it reads back unchanged, else double-quoted."""
+    return text if re.fullmatch(r"[A-Za-z0-9_./~-]+", text) else json.dumps(text)
