@@ -38,23 +38,28 @@ def stack_name_for(stem: str) -> str:
 
 def stack_template(
     preset: Preset | None, host: str | None = None, name: str = "spark", *,
-    reference: str | None = None,
+    reference: str | None = None, user: str | None = None, image: str | None = None,
+    listen: str = DEFAULT_LISTEN, written_by: str | None = None,
 ) -> str:
     """A commented stack file for ``preset`` (None: the built-in simulator) that validates.
 
-    ``reference`` is how the stack file names the preset (a path relative to it for a file).
+    ``reference`` is how the stack file names the preset (a path relative to it for a file);
+    ``user`` and ``image`` are written when given (the image then wins over the preset's).
     """
     if preset is None:
         model, shown = "qwen3.6-sim", SIMULATOR
         body = _simulator_model(model)
     else:
         model, shown = preset.model_name, reference or preset.name
-        body = _host_block(host or DEFAULT_HOST) + _container_model(preset, shown, model)
-    return _HEADER.format(preset=shown) + f"name: {name}\n\n" + body + _tail(model, name)
+        body = _host_block(host or DEFAULT_HOST, user) + _container_model(
+            preset, shown, model, image)
+    command = written_by or f"spark-stack init --preset {shown}"
+    return (_HEADER.format(command=command) + f"name: {name}\n\n" + body
+            + _tail(model, name, listen))
 
 
 _HEADER = """\
-# spark-stack stack file, written by `spark-stack init --preset {preset}`.
+# spark-stack stack file, written by `{command}`.
 # Every key is described in README.md ("Stack file reference").
 #   spark-stack validate   check this file (errors exit 2, warnings exit 0)
 #   spark-stack plan       see the exact docker run, vLLM flags, routes and launcher
@@ -63,32 +68,36 @@ _HEADER = """\
 """
 
 
-def _host_block(host: str) -> str:
+def _host_block(host: str, user: str | None = None) -> str:
+    user_line = f"user: {user}" if user else "# user: ubuntu"
     return f"""\
 # The DGX Spark (GB10), reached over SSH: an IP, a hostname or an ~/.ssh/config alias.
 host:
   address: {host}
-  # user: ubuntu
+  {user_line}
   # port: 22
   # identity_file: ~/.ssh/id_ed25519
 
 """
 
 
-def _container_model(preset: Preset, reference: str, model: str) -> str:
+def _container_model(preset: Preset, reference: str, model: str, image: str | None) -> str:
     checkpoint = ""
+    if image:
+        checkpoint += f"    image: {_scalar(image)}\n"
     if "model" not in preset.settings:
-        checkpoint = (
+        checkpoint += (
             "    model: Qwen/Qwen3-30B-A3B-Instruct-2507   # the Hugging Face repo to serve\n"
         )
+    port = "" if "port" in preset.settings else (
+        "    port: 8000                       # on the Spark\n")
     return f"""\
 models:
   - name: {model}
     # The preset sets the image, checkpoint, parsers, backends and serving flags;
     # any key written here wins over it (`spark-stack plan` shows the result).
     preset: {_scalar(reference)}
-{checkpoint}    port: 8000                       # on the Spark
-    # max_model_len: 131072
+{checkpoint}{port}    # max_model_len: 131072
     # gpu_memory_utilization: 0.5    # keep it at or below 0.6 on the Spark's unified memory
     # env:
     #   HF_TOKEN: ${{HF_TOKEN}}       # only for gated models
@@ -111,10 +120,10 @@ models:
 """
 
 
-def _tail(model: str, name: str) -> str:
+def _tail(model: str, name: str, listen: str) -> str:
     return f"""\
 proxy:
-  listen: {DEFAULT_LISTEN}          # where Claude Code connects
+  listen: {listen}          # where Claude Code connects
   routes:
     "*": {model}                   # every Claude model name goes to this model
 
