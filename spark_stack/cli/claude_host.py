@@ -113,7 +113,9 @@ def _first_run(wanted: schema.HostConfig, host_text: str, preset_ref: str | None
         elif preset.file.replaces_builtin:
             say.step(f"preset {preset.name}: your {preset.file.path} (it replaces the built-in "
                      "one)")
-        text = _draft(preset, wanted, host_text, image, free_proxy_port())
+        command = (f"spark-stack claude --host {host_text} --preset {preset_ref or preset.name}"
+                   + (f" --image {image}" if image else ""))
+        text = _draft(preset, wanted, command, image, free_proxy_port())
         loaded = load_stack_text(text, filename=str(STACK_FILE), path=STACK_FILE)
         deployment = resolve(loaded.stack)
         images = sorted({m.container.image for m in deployment.models if m.container})
@@ -134,12 +136,13 @@ def _first_run(wanted: schema.HostConfig, host_text: str, preset_ref: str | None
     return STACK_FILE
 
 
-def _draft(preset: Preset, wanted: schema.HostConfig, host_text: str, image: str | None,
+def _draft(preset: Preset, wanted: schema.HostConfig, command: str, image: str | None,
            proxy_port: int) -> str:
+    """The stack file for this directory: the stack is named after it (as docker compose
+    names a project), so two checkouts are two stacks."""
     from ..first_run import draft
     from ..stack.template import preset_reference, stack_name_for
 
-    command = f"spark-stack claude --host {host_text} --preset {preset.name}"
     return draft(preset, wanted, name=stack_name_for(Path.cwd().name),
                  reference=preset_reference(preset, Path.cwd()), image=image,
                  listen=f"127.0.0.1:{proxy_port}", command=command)

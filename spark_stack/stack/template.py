@@ -138,4 +138,5 @@ claude:
 
 def _scalar(text: str) -> str:
     """``text`` as a YAML scalar: plain when it reads back unchanged, else double-quoted."""
-    return text if re.fullmatch(r"[A-Za-z0-9_./~-]+", text) else json.dumps(text)
+    plain = re.fullmatch(r"[A-Za-z0-9_./~-][A-Za-z0-9_./~@:-]*", text) and text[-1] != ":"
+    return text if plain else json.dumps(text)
