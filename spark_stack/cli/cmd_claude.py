@@ -120,7 +120,7 @@ def _write_settings(stack_obj: Stack, args: list[str]) -> None:
 def _run(stack_obj: Stack, args: list[str], up_hint: str) -> None:
     from ..claude_env import claude_environment, find_claude
     from ..claude_run import exec_claude, proxy_health, require_healthy, restart_proxy
-    from ..launcher import proxy_base_url
+    from ..launcher import claude_settings, proxy_base_url
 
     claude_bin = find_claude()
     base_url = proxy_base_url(stack_obj)
@@ -130,7 +130,7 @@ def _run(stack_obj: Stack, args: list[str], up_hint: str) -> None:
     env.update(claude_environment(stack_obj, token))
     sys.stdout.flush()
     sys.stderr.flush()
-    exec_claude(claude_bin, args, env)
+    exec_claude(claude_bin, ["--settings", claude_settings(stack_obj), *args], env)
 
 
 def register(app: typer.Typer) -> None:
