@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import yaml
+
 from .presets import DEFAULT_PRESET as DEFAULT_PRESET
 from .presets import Preset, available
 from .schema import DEFAULT_LISTEN
@@ -139,4 +141,5 @@ claude:
 def _scalar(text: str) -> str:
     """``text`` as a YAML scalar: plain when it reads back unchanged, else double-quoted."""
     plain = re.fullmatch(r"[A-Za-z0-9_./~-][A-Za-z0-9_./~@:-]*", text) and text[-1] != ":"
-    return text if plain else json.dumps(text)
+    # `0`, `true`, `null`, `1e3` are plain characters YAML reads as other types.
+    return text if plain and yaml.safe_load(text) == text else json.dumps(text, ensure_ascii=False)

@@ -9,10 +9,14 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from spark_stack.errors import StackFileError
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack, load_stack_text
+from spark_stack.stack.template import _scalar
 from tests.helpers import run_cli
 
 MINE = """\
@@ -163,3 +167,8 @@ def test_a_stack_using_a_replaced_built_in_preset_is_warned(tmp_path: Path) -> N
     warnings = [p.render() for p in load_stack(stack).warnings]
     assert any(w.startswith(f"{stack}:5:13: models[0].preset: preset 'qwen3.5-27b' is your "
                             f"{_user_dir() / 'qwen3.5-27b.yaml'}") for w in warnings), warnings
+
+
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1))
+def test_a_preset_reference_reads_back_from_the_stack_file_unchanged(reference: str) -> None:
+    assert yaml.safe_load(f"preset: {_scalar(reference)}\n") == {"preset": reference}
