@@ -72,13 +72,14 @@ def same_host(stack: schema.Stack, wanted: schema.HostConfig) -> bool:
     return wanted.user is None or wanted.user == have.user
 
 
-def _extra_script(images: Sequence[str]) -> str:
+def _extra_script(images: Sequence[str], *, host: bool = True) -> str:
+    """The driver and spark-stack's containers (``host``), and each image's architecture."""
     parts = [
         f"echo '{_MARK} driver'; nvidia-smi --query-gpu=driver_version --format=csv,noheader "
         "2>/dev/null | head -n1",
         f"echo '{_MARK} stacks'; docker ps -a --filter label={LABEL_STACK} --format "
         f"'{{{{.Label \"{LABEL_STACK}\"}}}} {{{{.Names}}}} {{{{.State}}}}' 2>/dev/null",
-    ]
+    ] if host else []
     for index, image in enumerate(images):
         parts.append(f"echo '{_MARK} image {index}'; docker image inspect --format "
                      f"'{{{{.Architecture}}}}' '{image}' 2>/dev/null")
@@ -117,7 +118,10 @@ def look(conn: HostConnection, images: Sequence[str] = ()) -> HostLook:
 
 def with_images(conn: HostConnection, found: HostLook, images: Sequence[str]) -> HostLook:
     """``found`` with the architectures of ``images`` on the host (None: not there)."""
-    _, _, archs = parse_extra(conn.run_script(_extra_script(images), timeout=60).stdout, images)
+    if not images:
+        return found
+    script = _extra_script(images, host=False)
+    _, _, archs = parse_extra(conn.run_script(script, timeout=60).stdout, images)
     return HostLook(found.display, found.facts, found.driver, found.stacks, archs)
 
 

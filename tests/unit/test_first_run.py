@@ -167,3 +167,22 @@ def test_host_disagreeing_with_the_stack_file_names_both(
     assert code == 2
     assert "error: spark-stack.yaml is for host spark, not other" in err
     assert "fix: drop --host" in err
+
+
+def test_json_gives_each_step_as_an_event_and_the_error_as_json(
+    fake_ssh: FakeConnection, capsys: pytest.CaptureFixture[str], fake_home: Path
+) -> None:
+    import json
+
+    code, out, err = run_cli(capsys, "claude", "--host", "spark", "--json")
+    assert code == 2
+    events = [json.loads(line) for line in err.splitlines()]
+    assert {e["event"] for e in events} == {"step"}
+    messages = [e["message"] for e in events]
+    assert messages[0] == "connecting to spark"
+    assert any(m.startswith("the stack file ./spark-stack.yaml:\n# spark-stack stack file")
+               for m in messages)
+    error = json.loads(out)["error"]
+    assert error["message"] == "not writing the stack file without asking"
+    assert "--yes" in error["fix"]
+    assert not Path("spark-stack.yaml").exists()
