@@ -137,6 +137,11 @@ def test_the_one_command_from_zero_then_again_within_three_seconds(
     print(f"second run: Claude Code started {reach:.2f} s after the command, "
           f"its answer at {wall:.2f} s")
 
+    log = (Path(newcomer.env["SPARK_STACK_HOME"]) / "stacks" / newcomer.work.name
+           / "proxy.log").read_text()
+    messages = [line for line in log.splitlines() if "POST /v1/messages " in line]
+    assert len(messages) == 2 and all("model='qwen'" in m for m in messages), messages
+
     other, _, _ = newcomer.run("claude", "--host", "somewhere-else", "--", *PROMPT)
     assert other.returncode == 2
     assert "error: spark-stack.yaml is for host" in other.stderr

@@ -86,3 +86,5 @@ def test_model_lists_the_stacks_models_and_choosing_one_sends_requests_to_it(
     messages = [line for line in log.splitlines() if "POST /v1/messages " in line]
     assert messages, log
     assert "model='coder'" in messages[-1] and "upstream=coder" in messages[-1], messages
+    # Every request (the background model's too) named a model the stack serves.
+    assert all("model='qwen'" in m or "model='coder'" in m for m in messages), messages
