@@ -159,7 +159,7 @@ def render_launcher(
         " >&2",
         "  exit 127",
         "fi",
-        "# The stack's models in Claude Code's /model picker (a later --settings replaces it).",
+        "# The stack's models in Claude Code's /model picker; your own --settings come after.",
         f'exec "$claude_bin" --settings {q(claude_settings(stack))} "$@"',
         "",
     ]
