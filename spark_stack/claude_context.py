@@ -99,11 +99,14 @@ def claude_context(window: int) -> ClaudeContext:
 
 
 def claude_variables(
-    stack: schema.Stack, proxy_url: str, context: ClaudeContext | None
+    stack: schema.Stack, proxy_url: str, context: ClaudeContext | None,
+    aliases: Mapping[str, str] | None = None,
 ) -> list[LauncherVar]:
     """The variables the launcher exports, in order; the token only as a secret marker.
 
-    ``context`` is None when no model Claude Code reaches declares its window.
+    ``context`` is None when no model Claude Code reaches declares its window. ``aliases``
+    are the alias targets (:func:`spark_stack.deployment.alias_targets`: the stack's, else
+    where the proxy routes Claude Code's own id for the alias), default ``claude.models``.
     """
     vars_ = [
         LauncherVar("ANTHROPIC_BASE_URL", proxy_url),
@@ -113,7 +116,7 @@ def claude_variables(
             secret=stack.proxy.token is not None,
         ),
     ]
-    for alias, target in sorted(stack.claude.models.items()):
+    for alias, target in sorted((stack.claude.models if aliases is None else aliases).items()):
         vars_.append(LauncherVar(ALIAS_ENV[alias], target))
     if stack.claude.default_model:
         vars_.append(LauncherVar("ANTHROPIC_MODEL", stack.claude.default_model))
@@ -124,6 +127,47 @@ def claude_variables(
     if context is not None:
         vars_ += [LauncherVar(name, value) for name, value in context.variables().items()]
     return vars_
+
+
+# An id Claude Code sends for each alias when the stack leaves it unset (its 2.1.332
+# defaults' families): the route table tells which model answers it.
+ALIAS_IDS = {
+    "opus": "claude-opus-4-8",
+    "sonnet": "claude-sonnet-4-6",
+    "haiku": "claude-haiku-4-5",
+}
+
+
+@dataclass(frozen=True)
+class PickerRow:
+    """One row of Claude Code's ``/model`` picker: a stack model by its name."""
+
+    model: str
+    description: str
+
+
+def picker_description(served_name: str, where: str, window: int | None) -> str:
+    """``qwen3.6-35b-a3b · vLLM on spark · 262,144-token window``."""
+    parts = [served_name, where]
+    if window is not None:
+        parts.append(f"{window:,}-token window")
+    return " · ".join(parts)
+
+
+def picker_settings(rows: tuple[PickerRow, ...]) -> dict[str, object]:
+    """Claude Code settings whose ``/model`` picker lists only the stack's models.
+
+    ``modelPicker`` (read from the pinned 2.1.332: rows ``{model, label, description,
+    behavesAs}``, honoured from ``--settings``, user and managed settings, not a project's):
+    with ``replaceBuiltInOptions`` the picker shows its Default row and these. No
+    ``behavesAs``: it would make Claude Code treat the model as an Anthropic one (its prompt,
+    64,000 output tokens) and override the context contract.
+    """
+    return {"modelPicker": {
+        "options": [{"model": r.model, "label": r.model, "description": r.description}
+                    for r in rows],
+        "replaceBuiltInOptions": True,
+    }}
 
 
 def default_launcher_path(stack: schema.Stack) -> Path:

@@ -20,11 +20,14 @@ from pathlib import Path
 from typing import Literal
 
 from .claude_context import (
+    ALIAS_IDS,
     ClaudeContext,
     LauncherVar,
+    PickerRow,
     claude_context,
     claude_variables,
     default_launcher_path,
+    picker_description,
 )
 from .proxy.config import ProxyConfig, Route, ThinkingFamily, Upstream, listen_url, url_host
 from .routing import CATCH_ALL, RouteTable, Rule, is_glob
@@ -153,6 +156,8 @@ class Deployment:
     launcher_env: tuple[LauncherVar, ...] = field(default=())
     claude_models: tuple[str, ...] = ()  # the models Claude Code's requests can reach
     claude_context: ClaudeContext | None = None  # None: none of them declares its window
+    # Claude Code's /model rows: the models its requests can reach (claude_models).
+    model_picker: tuple[PickerRow, ...] = ()
 
     @cached_property
     def route_table(self) -> RouteTable:
@@ -214,7 +219,9 @@ def resolve(stack: schema.Stack, dial: DialName = as_written) -> Deployment:
     proxy = ProxySettings(stack.proxy.host, stack.proxy.port, stack.proxy.token,
                           stack.proxy.log_prompts, stack.proxy.limits.set_values(),
                           stack.proxy.repair_tool_markup)
-    reached = claude_reach(stack, RouteTable(rules))
+    table = RouteTable(rules)
+    aliases = alias_targets(stack, table)
+    reached = claude_reach(stack, aliases, table)
     context = context_of([m for m in models if m.name in reached])
     return Deployment(
         stack=stack.name,
@@ -223,26 +230,52 @@ def resolve(stack: schema.Stack, dial: DialName = as_written) -> Deployment:
         routes=rules,
         proxy=proxy,
         launcher_path=default_launcher_path(stack),
-        launcher_env=tuple(claude_variables(stack, proxy.url, context)),
+        launcher_env=tuple(claude_variables(stack, proxy.url, context, aliases)),
         claude_models=tuple(m.name for m in models if m.name in reached),
         claude_context=context,
+        model_picker=tuple(_picker_row(m) for m in models if m.name in reached),
     )
 
 
-def claude_reach(stack: schema.Stack, table: RouteTable) -> set[str]:
+def alias_targets(stack: schema.Stack, table: RouteTable) -> dict[str, str]:
+    """What each of Claude Code's aliases is set to: ``claude.models``, else the model the
+    proxy routes Claude Code's own id for that alias to — so sub-agents and the background
+    (haiku) model ask for a model the stack serves by its name, never for a Haiku. An alias
+    nothing answers (``fallback: none``, no matching route) stays unset."""
+    targets: dict[str, str] = {str(k): v for k, v in stack.claude.models.items()}
+    for alias in ALIASES:
+        if alias not in targets and (rule := table.match(ALIAS_IDS[alias])) is not None:
+            targets[alias] = rule.model
+    return targets
+
+
+def claude_reach(stack: schema.Stack, aliases: Mapping[str, str], table: RouteTable
+                 ) -> set[str]:
     """The models Claude Code's requests can reach, through the routing table.
 
-    The names it sends are the alias targets (``claude.models``) and ``claude.default_model``;
-    for an alias the stack leaves unset it sends its own model id (``claude-…``), which only a
-    glob rule can match, so every model a glob rule points to counts then.
+    The names it sends are the alias targets (:func:`alias_targets`) and
+    ``claude.default_model``; for an alias still unset it sends its own model id
+    (``claude-…``), which only a glob rule can match, so every model a glob rule points to
+    counts then.
     """
-    names = [*stack.claude.models.values()]
+    names = [*aliases.values()]
     if stack.claude.default_model:
         names.append(stack.claude.default_model)
     reached = {rule.model for name in names if (rule := table.match(name)) is not None}
-    if set(stack.claude.models) != set(ALIASES):
+    if set(aliases) != set(ALIASES):
         reached |= {rule.model for rule in table.rules if is_glob(rule.pattern)}
     return reached
+
+
+def _picker_row(model: ModelDeployment) -> PickerRow:
+    if model.kind == "container":
+        where = f"vLLM on {model.host.address if model.host else 'the host'}"
+    elif model.kind == "simulator":
+        where = "the simulator on this machine"
+    else:
+        where = f"at {model.endpoint}"
+    return PickerRow(model.name, picker_description(model.served_name, where,
+                                                    model.max_model_len))
 
 
 def context_of(models: list[ModelDeployment]) -> ClaudeContext | None:

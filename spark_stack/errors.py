@@ -80,8 +80,11 @@ class StackFileError(SparkStackError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, problems: list[Problem], *, fix: str | None = None) -> None:
+    def __init__(
+        self, problems: list[Problem], *, fix: str | None = None, what: str = "stack file"
+    ) -> None:
         self.problems = problems
+        self.what = what  # "preset file" for a broken preset
         head = problems[0].render() if problems else "invalid stack file"
         if len(problems) > 1:
             head += f" (and {len(problems) - 1} more)"

@@ -10,12 +10,13 @@ The script never holds the proxy token: it reads the stack's 0600 token file whe
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import paths
-from .claude_context import LauncherVar
+from .claude_context import LauncherVar, picker_settings
 from .claude_context import default_launcher_path as default_launcher_path
 
 if TYPE_CHECKING:  # annotations only: importing pydantic would slow `spark-stack --help`
@@ -50,6 +51,14 @@ def launcher_environment(stack: schema.Stack) -> tuple[LauncherVar, ...]:
     from .deployment import resolve  # pydantic-backed: not on `spark-stack --help`'s path
 
     return resolve(stack).launcher_env
+
+
+def claude_settings(stack: schema.Stack) -> str:
+    """The ``--settings`` JSON Claude Code starts with: its ``/model`` picker lists the
+    models the stack's requests reach, by their names (:func:`.claude_context.picker_settings`)."""
+    from .deployment import resolve
+
+    return json.dumps(picker_settings(resolve(stack).model_picker), separators=(",", ":"))
 
 
 def up_command(stack_file: str | None) -> str:
@@ -150,7 +159,8 @@ def render_launcher(
         " >&2",
         "  exit 127",
         "fi",
-        'exec "$claude_bin" "$@"',
+        "# The stack's models in Claude Code's /model picker; your own --settings come after.",
+        f'exec "$claude_bin" --settings {q(claude_settings(stack))} "$@"',
         "",
     ]
     return "\n".join(lines)

@@ -42,6 +42,8 @@ def spark_stack_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     """Every test writes its spark-stack state into a fresh directory of its own."""
     home = tmp_path / "spark-stack-home"
     monkeypatch.setenv("SPARK_STACK_HOME", str(home))
+    # User presets live under $XDG_CONFIG_HOME: never read the real user's.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     yield home
 
 

@@ -19,6 +19,7 @@ from .common import app, emit_error
 # Order here is the order of `spark-stack --help`.
 COMMAND_MODULES = (
     "init",
+    "presets",
     "validate",
     "plan",
     "up",

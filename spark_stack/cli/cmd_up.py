@@ -11,8 +11,9 @@ from .deploy_options import TrustOption, WaitLockOption
 from .progress import JsonEvents, RichReporter, escape
 
 if TYPE_CHECKING:
+    from ..deploy.up import UpOptions, UpResult
+    from ..stack.loader import LoadedStack
 
-    pass
 
 def up(
     stack: StackOption = None,
@@ -52,15 +53,12 @@ def up(
     ] = False,
 ) -> None:
     """Deploy the stack: containers on the host, simulators, the proxy and the launcher."""
-    from ..deploy.report import Reporter
     from ..deploy.up import UpOptions
-    from ..deploy.up import up as run_up
     from .common import stack_path
 
     use_json(json)
     loaded = load(stack)
     out = console(stderr=True) if json else console()
-    reporter: Reporter = JsonEvents() if json else RichReporter(out)
     options = UpOptions(
         trust_host_key=trust_host_key,
         skip_preflight=frozenset(skip_preflight or ()),
@@ -72,18 +70,35 @@ def up(
         drop_caches=drop_caches,
         stack_file=stack_path(stack) and relpath(loaded.path),
     )
-    if not json:
-        out.print(f"stack [bold]{escape(loaded.stack.name)}[/] ({relpath(loaded.path)})",
-                  markup=True)
     if smoke:
         from .cmd_smoke import smoke_after_up
 
+        if not json:
+            out.print(f"stack [bold]{escape(loaded.stack.name)}[/] ({relpath(loaded.path)})",
+                      markup=True)
         smoke_after_up(loaded, options, as_json=json)
         return
+    deploy(loaded, options, json=json)
+
+
+def deploy(loaded: LoadedStack, options: UpOptions, *, json: bool,
+           stdout: bool = True) -> UpResult:
+    """``up`` with its live progress (or JSON events) and its summary; also the deploy step of
+    ``claude --host``, which keeps stdout for Claude Code (``stdout=False``: all on stderr,
+    no result object)."""
+    from ..deploy.report import Reporter
+    from ..deploy.up import up as run_up
+
+    out = console(stderr=json or not stdout)
+    reporter: Reporter = JsonEvents() if json else RichReporter(out)
+    if not json:
+        out.print(f"stack [bold]{escape(loaded.stack.name)}[/] ({relpath(loaded.path)})",
+                  markup=True)
     result = run_up(loaded.stack, options, reporter)
     if json:
-        print_json(_result_json(loaded.stack.name, result))
-        return
+        if stdout:
+            print_json(_result_json(loaded.stack.name, result))
+        return result
     if not result.changed:
         out.print(f"[green]up to date[/] ({result.elapsed:.1f} s)", markup=True)
     else:
@@ -94,6 +109,7 @@ def up(
         out.print(f"proxy: {result.proxy_url}", markup=False)
     if result.launcher:
         out.print(f"launcher: {result.launcher}", markup=False)
+    return result
 
 
 def _result_json(stack: str, result: Any) -> dict[str, Any]:

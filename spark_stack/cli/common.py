@@ -196,7 +196,8 @@ def emit_error(message: str, fix: str | None, exit_code: int, exc: BaseException
         return
     err = console(stderr=True)
     if problems and len(problems) > 1:
-        err.print(f"[bold red]error:[/] {len(problems)} problems in the stack file:", markup=True)
+        what = getattr(exc, "what", "stack file")
+        err.print(f"[bold red]error:[/] {len(problems)} problems in the {what}:", markup=True)
         for problem in problems:
             err.print(f"  {problem.render()}", markup=False)
     else:

@@ -66,6 +66,19 @@ def stale_image_tag(loaded: LoadedStack) -> list[Problem]:
     return problems
 
 
+def user_preset_replaces_builtin(loaded: LoadedStack) -> list[Problem]:
+    """A preset of the user's with a built-in one's name wins: say so where it is used."""
+    return [
+        loaded.problem(
+            f"preset '{model.preset}' is your {preset.file.path}, not the built-in one",
+            ("models", index, "preset"),
+            fix="rename your file to keep both; `spark-stack presets` lists where each comes from",
+        )
+        for index, model in _models(loaded)
+        if (preset := loaded.presets.get(model.preset or "")) and preset.file.replaces_builtin
+    ]
+
+
 def gpu_memory_on_spark(loaded: LoadedStack) -> list[Problem]:
     problems = []
     for index, model in _models(loaded):
@@ -252,6 +265,7 @@ def qwen3_without_reasoning_parser(loaded: LoadedStack) -> list[Problem]:
 
 
 LINTS = [
+    user_preset_replaces_builtin,
     stale_image_tag,
     gpu_memory_on_spark,
     deprecated_env,

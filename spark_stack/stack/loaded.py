@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import Problem
 from . import schema
+from .presets import Preset
 from .yamlpos import KeyPath, Positions, render_path
 
 
@@ -21,6 +22,7 @@ class LoadedStack:
     path: Path
     positions: Positions
     warnings: list[Problem] = field(default_factory=list)
+    presets: dict[str, Preset] = field(default_factory=dict)  # by the `preset:` value
 
     @property
     def filename(self) -> str:

@@ -7,6 +7,7 @@ listing every problem found, each with ``file:line:col``, the key path and a fix
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import re
 from pathlib import Path
@@ -14,14 +15,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import Problem, StackFileError
+from ..errors import Problem, StackFileError, UsageError
 from . import schema
 from .checks import ERROR_CHECKS, LINT_CHECKS
 from .loaded import LoadedStack, did_you_mean, located
-from .presets import PRESETS, apply_preset
+from .presets import Preset, apply_preset, available, locate, read_preset
 from .yamlpos import KeyPath, Positions, parse, render_path
 
-__all__ = ["LoadedStack", "did_you_mean", "load_stack", "load_stack_text", "located"]
+__all__ = [
+    "LoadedStack", "did_you_mean", "load_preset", "load_stack", "load_stack_text", "located",
+]
 
 DEFAULT_STACK_FILE = "spark-stack.yaml"
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "stacks"
@@ -91,7 +94,9 @@ def load_stack_text(
             fix="start with 'name: my-stack' and 'models:' at the left margin "
             "(`spark-stack init` writes an example)",
         )
-    data, preset_problems, unknown_presets = _apply_presets(data, positions, filename)
+    base_dir = (path or Path(filename)).parent
+    data, presets, preset_problems, unknown_presets = _apply_presets(
+        data, positions, filename, base_dir)
     problems += preset_problems
     # A model with an unknown preset is unknown itself: only its name takes part in checks.
     bad_paths: list[KeyPath] = [("models", index) for index in unknown_presets]
@@ -105,7 +110,7 @@ def load_stack_text(
         stack, stand_ins = _validate_the_rest(data, bad_paths)
     if stack is None:
         raise StackFileError(problems)
-    loaded = LoadedStack(stack, path or Path(filename), positions)
+    loaded = LoadedStack(stack, path or Path(filename), positions, presets=presets)
     errors = [p for check in ERROR_CHECKS for p in check(loaded)]
     if problems:
         raise StackFileError(problems + _follow_ups_dropped(errors, problems, stand_ins))
@@ -218,37 +223,94 @@ def _follow_ups_dropped(
     return kept
 
 
+def load_preset(reference: str, base_dir: Path | None = None) -> Preset:
+    """A preset by name or path, checked like a models[] entry; raises :class:`StackFileError`
+    with every problem located in its file (an unknown name: the names there are)."""
+    file = locate(reference, base_dir)
+    if file is None:
+        raise UsageError(
+            f"unknown preset '{reference}'",
+            fix=did_you_mean(reference, list(available()), "preset") + " (`spark-stack "
+            "presets` lists them; a file of your own is named by its path: ./mine.yaml)",
+        )
+    preset = read_preset(file)
+    problems = preset.problems or preset_problems(preset)
+    if problems:
+        raise StackFileError(problems, what="preset file")
+    return preset
+
+
+def preset_problems(preset: Preset) -> list[Problem]:
+    """The schema's problems with a preset's keys, located in the preset's file."""
+    entry = {"name": "preset", **preset.settings}
+    try:
+        schema.ContainerModel.model_validate(entry)
+    except ValidationError as exc:
+        # Checked as models[0] of a stack so the stack file's messages and fixes apply.
+        prefix: KeyPath = ("models", 0)
+        errors = [{**err, "loc": (*prefix, *err["loc"])} for err in exc.errors()]
+        positions = Positions(
+            keys={(*prefix, *k): v for k, v in preset.positions.keys.items()},
+            values={(*prefix, *k): v for k, v in preset.positions.values.items()},
+        )
+        problems = _problems_from_errors(errors, {"models": [entry]}, positions,
+                                         str(preset.file.path))
+        return [dataclasses.replace(p, key_path=p.key_path.removeprefix("models[0]")
+                                    .removeprefix(".")) for p in problems]
+    return []
+
+
 def _apply_presets(
-    data: dict[str, Any], positions: Positions, filename: str
-) -> tuple[dict[str, Any], list[Problem], list[int]]:
-    """The data with presets merged, the problems, and the indices of unknown presets."""
+    data: dict[str, Any], positions: Positions, filename: str, base_dir: Path
+) -> tuple[dict[str, Any], dict[str, Preset], list[Problem], list[int]]:
+    """The data with presets merged, the presets by reference, the problems (a broken preset
+    file's located in that file), and the indices of models whose preset is unusable."""
     models = data.get("models")
     if not isinstance(models, list):
-        return data, [], []
+        return data, {}, [], []
     problems: list[Problem] = []
+    presets: dict[str, Preset] = {}
     unknown: list[int] = []
     merged_models: list[Any] = []
     for index, model in enumerate(models):
-        preset_name = model.get("preset") if isinstance(model, dict) else None
-        if preset_name is None:
+        reference = model.get("preset") if isinstance(model, dict) else None
+        if reference is None:
             merged_models.append(model)
             continue
-        preset = PRESETS.get(str(preset_name))
-        if preset is None:
-            problems.append(
-                located(
-                    f"unknown preset '{preset_name}'",
-                    ("models", index, "preset"),
-                    positions,
-                    filename,
-                    fix=did_you_mean(str(preset_name), list(PRESETS), "preset"),
-                )
-            )
+        preset, broken = _preset_for(str(reference), base_dir, presets)
+        if preset is None or broken:
+            at = ("models", index, "preset")
+            if preset is None:
+                broken = [located(
+                    f"unknown preset '{reference}'", at, positions, filename,
+                    fix=did_you_mean(str(reference), list(available()), "preset")
+                    + " (a file of your own is named by its path: ./mine.yaml)")]
+            elif not preset.file.path.exists():
+                broken = [located(
+                    f"preset file {preset.file.path} not found", at, positions, filename,
+                    fix="a relative path starts at the stack file's directory")]
+            problems += broken
             merged_models.append(model)
             unknown.append(index)
             continue
-        merged_models.append(apply_preset(preset, model))
-    return {**data, "models": merged_models}, problems, unknown
+        merged_models.append(apply_preset(preset.settings, model))
+    return {**data, "models": merged_models}, presets, problems, unknown
+
+
+def _preset_for(
+    reference: str, base_dir: Path, seen: dict[str, Preset]
+) -> tuple[Preset | None, list[Problem]]:
+    """The preset a stack names (read once per load) and its problems."""
+    if reference in seen:
+        return seen[reference], []
+    file = locate(reference, base_dir)
+    if file is None:
+        return None, []
+    preset = read_preset(file)
+    problems = preset.problems or preset_problems(preset)
+    if not problems:
+        seen[reference] = preset
+    return preset, problems
 
 
 def _problems_from_errors(

@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from pathlib import Path
 
-from .presets import PRESETS
+import yaml
+
+from .presets import DEFAULT_PRESET as DEFAULT_PRESET
+from .presets import Preset, available
 from .schema import DEFAULT_LISTEN
 
+# Not a preset file: a stack whose model is the built-in simulator on this machine (no host).
 SIMULATOR = "simulator"
-DEFAULT_PRESET = "qwen3.6-35b-a3b-nvfp4-redhat"
 DEFAULT_HOST = "spark"
-_MODEL_NAMES = {
-    "qwen3.6-35b-a3b-nvfp4-nvidia": "qwen3.6-35b",
-    "qwen3.6-35b-a3b-nvfp4-redhat": "qwen3.6-35b",
-    "qwen3.5-27b": "qwen3.5-27b",
-    "openai-compatible": "model",
-    SIMULATOR: "qwen3.6-sim",
-}
 
 
 def template_choices() -> list[str]:
-    return [*PRESETS, SIMULATOR]
+    """Every preset name ``init --preset`` takes (a path is taken too)."""
+    return [*available(), SIMULATOR]
+
+
+def preset_reference(preset: Preset, stack_dir: Path) -> str:
+    """How a stack file in ``stack_dir`` (absolute) names ``preset``: by name, or a file by
+    its path relative to the stack file (as ``preset:`` reads it)."""
+    if preset.file.origin != "path":
+        return preset.name
+    relative = os.path.relpath(preset.file.path, stack_dir)
+    return relative if "/" in relative else f"./{relative}"
 
 
 def stack_name_for(stem: str) -> str:
@@ -29,18 +38,30 @@ def stack_name_for(stem: str) -> str:
     return "spark" if name in ("", "spark-stack") else name
 
 
-def stack_template(preset: str, host: str | None = None, name: str = "spark") -> str:
-    """A commented stack file for ``preset`` (or the built-in simulator) that validates."""
-    model = _MODEL_NAMES.get(preset, "model")
-    if preset == SIMULATOR:
+def stack_template(
+    preset: Preset | None, host: str | None = None, name: str = "spark", *,
+    reference: str | None = None, user: str | None = None, image: str | None = None,
+    listen: str = DEFAULT_LISTEN, written_by: str | None = None,
+) -> str:
+    """A commented stack file for ``preset`` (None: the built-in simulator) that validates.
+
+    ``reference`` is how the stack file names the preset (a path relative to it for a file);
+    ``user`` and ``image`` are written when given (the image then wins over the preset's).
+    """
+    if preset is None:
+        model, shown = "qwen3.6-sim", SIMULATOR
         body = _simulator_model(model)
     else:
-        body = _host_block(host or DEFAULT_HOST) + _container_model(preset, model)
-    return _HEADER.format(preset=preset) + f"name: {name}\n\n" + body + _tail(model, name)
+        model, shown = preset.model_name, reference or preset.name
+        body = _host_block(host or DEFAULT_HOST, user) + _container_model(
+            preset, shown, model, image)
+    command = written_by or f"spark-stack init --preset {shown}"
+    return (_HEADER.format(command=command) + f"name: {name}\n\n" + body
+            + _tail(model, name, listen))
 
 
 _HEADER = """\
-# spark-stack stack file, written by `spark-stack init --preset {preset}`.
+# spark-stack stack file, written by `{command}`.
 # Every key is described in README.md ("Stack file reference").
 #   spark-stack validate   check this file (errors exit 2, warnings exit 0)
 #   spark-stack plan       see the exact docker run, vLLM flags, routes and launcher
@@ -49,32 +70,36 @@ _HEADER = """\
 """
 
 
-def _host_block(host: str) -> str:
+def _host_block(host: str, user: str | None = None) -> str:
+    user_line = f"user: {user}" if user else "# user: ubuntu"
     return f"""\
 # The DGX Spark (GB10), reached over SSH: an IP, a hostname or an ~/.ssh/config alias.
 host:
   address: {host}
-  # user: ubuntu
+  {user_line}
   # port: 22
   # identity_file: ~/.ssh/id_ed25519
 
 """
 
 
-def _container_model(preset: str, model: str) -> str:
+def _container_model(preset: Preset, reference: str, model: str, image: str | None) -> str:
     checkpoint = ""
-    if "model" not in PRESETS[preset]:
-        checkpoint = (
+    if image:
+        checkpoint += f"    image: {_scalar(image)}\n"
+    if "model" not in preset.settings:
+        checkpoint += (
             "    model: Qwen/Qwen3-30B-A3B-Instruct-2507   # the Hugging Face repo to serve\n"
         )
+    port = "" if "port" in preset.settings else (
+        "    port: 8000                       # on the Spark\n")
     return f"""\
 models:
   - name: {model}
     # The preset sets the image, checkpoint, parsers, backends and serving flags;
     # any key written here wins over it (`spark-stack plan` shows the result).
-    preset: {preset}
-{checkpoint}    port: 8000                       # on the Spark
-    # max_model_len: 131072
+    preset: {_scalar(reference)}
+{checkpoint}{port}    # max_model_len: 131072
     # gpu_memory_utilization: 0.5    # keep it at or below 0.6 on the Spark's unified memory
     # env:
     #   HF_TOKEN: ${{HF_TOKEN}}       # only for gated models
@@ -97,10 +122,10 @@ models:
 """
 
 
-def _tail(model: str, name: str) -> str:
+def _tail(model: str, name: str, listen: str) -> str:
     return f"""\
 proxy:
-  listen: {DEFAULT_LISTEN}          # where Claude Code connects
+  listen: {listen}          # where Claude Code connects
   routes:
     "*": {model}                   # every Claude model name goes to this model
 
@@ -111,3 +136,10 @@ claude:
     sonnet: {model}
     haiku: {model}
 """
+
+
+def _scalar(text: str) -> str:
+    """``text`` as a YAML scalar: plain when it reads back unchanged, else double-quoted."""
+    plain = re.fullmatch(r"[A-Za-z0-9_./~-][A-Za-z0-9_./~@:-]*", text) and text[-1] != ":"
+    # `0`, `true`, `null`, `1e3` are plain characters YAML reads as other types.
+    return text if plain and yaml.safe_load(text) == text else json.dumps(text, ensure_ascii=False)

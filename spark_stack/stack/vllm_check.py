@@ -19,7 +19,6 @@ from ..vllm.flags import (
 from . import schema
 from .argv import FIELD_FLAGS, ArgSource, vllm_argv_sources
 from .loaded import LoadedStack
-from .presets import PRESETS
 from .yamlpos import KeyPath
 
 
@@ -29,7 +28,7 @@ def source_path(
     """The key path in the file a token came from: the user's key, else the preset."""
     base: KeyPath = ("models", index)
     if source.field == "extra_args" and source.item is not None:
-        from_preset = _preset_extra_count(model)
+        from_preset = _preset_extra_count(loaded, model)
         if source.item >= from_preset:
             return (*base, "extra_args", source.item - from_preset)
         return (*base, "preset")
@@ -54,9 +53,10 @@ def field_path(
     return ("models", index)
 
 
-def _preset_extra_count(model: schema.ContainerModel) -> int:
-    preset = PRESETS.get(model.preset or "", {})
-    return len(preset.get("extra_args", []))
+def _preset_extra_count(loaded: LoadedStack, model: schema.ContainerModel) -> int:
+    preset = loaded.presets.get(model.preset or "")
+    extra = preset.settings.get("extra_args", []) if preset else []
+    return len(extra) if isinstance(extra, list) else 0
 
 
 def vllm_flags(loaded: LoadedStack) -> list[Problem]:

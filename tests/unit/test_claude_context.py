@@ -133,3 +133,24 @@ def test_launcher_print_env_and_settings_all_carry_the_contract(tmp_path: Path) 
         assert f"export {name}={value}\n" in script
         assert env[name] == value
         assert settings["env"][name] == value
+
+
+def _aliases(stack: schema.Stack) -> dict[str, str]:
+    env = {var.name: var.value for var in resolve(stack).launcher_env}
+    return {alias: env[name] for alias, name in
+            (("opus", "ANTHROPIC_DEFAULT_OPUS_MODEL"), ("sonnet", "ANTHROPIC_DEFAULT_SONNET_MODEL"),
+             ("haiku", "ANTHROPIC_DEFAULT_HAIKU_MODEL")) if name in env}
+
+
+def test_unset_aliases_name_the_model_the_proxy_routes_claude_codes_own_id_to() -> None:
+    # Sub-agents and the background (haiku) model then ask for a served model by its name.
+    assert _aliases(two_model_stack("  models: {opus: big}")) == {
+        "opus": "big", "sonnet": "small", "haiku": "small"}
+    routed = two_model_stack("  models: {}", routes='  routes: {"claude-*haiku*": big}')
+    assert _aliases(routed) == {"opus": "small", "sonnet": "small", "haiku": "big"}
+    assert resolve(routed).claude_context == claude_context(40000)
+
+
+def test_an_alias_nothing_answers_stays_unset() -> None:
+    stack = two_model_stack("  models: {opus: big}", routes="  fallback: none")
+    assert _aliases(stack) == {"opus": "big"}

@@ -138,7 +138,8 @@ def test_text_exports_what_claude_code_reads_and_never_the_token(tmp_path: Path)
     assert f"token_file={tmp_path / 'tok'}\n" in text
     assert 'ANTHROPIC_AUTH_TOKEN=$(cat "$token_file")' in text
     assert "spark-stack -s lab.yaml up" in text
-    assert text.rstrip().endswith('exec "$claude_bin" "$@"')
+    settings = launcher.claude_settings(stack)
+    assert text.rstrip().endswith(f"exec \"$claude_bin\" --settings '{settings}' \"$@\"")
     assert "/v1" not in text
 
 
@@ -196,7 +197,7 @@ def test_launcher_execs_claude_with_args_and_env_when_the_proxy_answers(
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert seen["argv"] == args
+    assert seen["argv"] == ["--settings", launcher.claude_settings(stack), *args]
     assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == SENTINEL
     assert seen["env"]["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{proxy_port}"
     assert seen["env"]["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "qwen"
@@ -276,5 +277,29 @@ def test_launcher_finds_claude_on_path(tmp_path: Path, proxy_port: int, fake_cla
     result = run_launcher(script, ["--version"], path=path, claude_bin=None)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert seen["argv"] == ["--version"]
+    assert seen["argv"] == ["--settings", launcher.claude_settings(stack), "--version"]
     assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == claude_context.PLACEHOLDER_TOKEN
+
+
+def test_claude_code_starts_with_the_stacks_models_in_its_model_picker() -> None:
+    stack = load_stack_text("""
+name: lab
+host: {address: spark}
+models:
+  - {name: qwen, image: "vllm/vllm-openai:v0.28.0", model: Qwen/Qwen3-8B, max_model_len: 65536,
+     served_name: qwen3-8b, gpu_memory_utilization: 0.5, reasoning_parser: qwen3}
+  - {name: coder, kind: simulator, port: 8802, max_model_len: 98304}
+  - {name: unused, kind: remote, url: "http://127.0.0.1:9/v1"}
+proxy:
+  routes: {"*": qwen}
+claude:
+  models: {opus: qwen, sonnet: coder}
+""", lint=False).stack
+    settings = json.loads(launcher.claude_settings(stack))
+    assert settings == {"modelPicker": {"replaceBuiltInOptions": True, "options": [
+        {"model": "qwen", "label": "qwen",
+         "description": "qwen3-8b \u00b7 vLLM on spark \u00b7 65,536-token window"},
+        {"model": "coder", "label": "coder",
+         "description": "Qwen/Qwen3.6-35B-A3B-simulated \u00b7 the simulator on this machine "
+                        "\u00b7 98,304-token window"},
+    ]}}

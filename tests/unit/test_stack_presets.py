@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from spark_stack.stack import schema
-from spark_stack.stack.loader import load_stack_text
-from spark_stack.stack.presets import PRESETS, apply_preset
+from spark_stack.stack.loader import load_preset, load_stack_text
+from spark_stack.stack.presets import RECOMMENDED_IMAGE, apply_preset, available
 from spark_stack.vllm.flags import KNOWN_VERSIONS
+
+PRESETS: dict[str, dict[str, Any]] = {
+    name: load_preset(name).settings for name, f in available().items() if f.origin == "built-in"
+}
 
 
 @pytest.mark.parametrize("version", KNOWN_VERSIONS)
@@ -67,3 +73,10 @@ def test_apply_preset_merges_lists_env_and_speculative_user_last() -> None:
         "extra_args": ["--a", "--b"], "env": {"X": "1", "Y": "2"},
         "speculative": {"method": "mtp", "num_tokens": 2}, "port": 2,
     }
+
+
+def test_every_built_in_preset_describes_itself_and_pins_the_recommended_image() -> None:
+    for name in PRESETS:
+        preset = load_preset(name)
+        assert preset.description and preset.vllm_version == "0.28.0" and preset.sources
+        assert preset.settings["image"] == RECOMMENDED_IMAGE
