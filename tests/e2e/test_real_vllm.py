@@ -407,6 +407,29 @@ def _proxy_metric(stack: RealStack, name: str) -> float:
                if line.startswith((name + "{", name + " ")))
 
 
+# --- the simulator held to the engine --------------------------------------------------------
+
+
+def test_the_simulator_answers_as_the_real_engine_does(real: Deployed, tmp_path: Path) -> None:
+    """The same requests to the simulator and to the engine `up` deployed; every difference in
+    what spark-stack reads (fields, event order, usage, finish reasons, errors, metrics) fails,
+    except the ones tests/realvllm/conformance.py accepts with a reason."""
+    from tests.realvllm.conformance import compare_all
+    from tests.realvllm.run_conformance import common_flags, server, simulator_argv
+
+    key = real.stack.secret("vllm-api-key-tiny")
+    flags = common_flags("hermes", key)
+    flags[flags.index("--served-model-name") + 1] = SERVED
+    flags[flags.index("--max-model-len") + 1] = str(MAX_MODEL_LEN)
+    port = free_port()
+    with server(simulator_argv(real.stack.engine.model_dir, port, flags), dict(os.environ),
+                tmp_path / "simulator.log", port, 30.0) as sim_url:
+        differences, accepted = compare_all(sim_url, real.stack.engine_url, SERVED,
+                                            tool_parser="hermes", api_key=key)
+    assert differences == [], "\n".join(str(d) for d in differences)
+    assert len(accepted) <= 5, accepted
+
+
 # --- top and smoke ---------------------------------------------------------------------------
 
 
@@ -570,14 +593,13 @@ def test_a_failed_start_is_diagnosed_from_the_real_engines_lines(
 
 def test_a_host_port_in_use_is_named_with_the_fix(testhost: HostInfo, engine: Engine,
                                                   tmp_path: Path) -> None:
+    """Something else listens on the model's port on the host: refused before the engine is
+    started, with the port and the fix (not a container that dies with an exit code)."""
     stack = RealStack(testhost, engine, tmp_path)
     stack.write()
-    holder = socket.socket()
-    listener = testhost.run_in_netns  # the port is taken inside the stand-in's namespace
-    server = subprocess.Popen(
+    holder = subprocess.Popen(
         ["nsenter", f"--net=/run/netns/{testhost.netns}", sys.executable, "-c",
-         "import socket,time; s=socket.socket(); "
-         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+         "import socket, time; s = socket.socket(); "
          f"s.bind(('0.0.0.0', {stack.port})); s.listen(); time.sleep(600)"])
     try:
         time.sleep(1.0)
@@ -585,10 +607,9 @@ def test_a_host_port_in_use_is_named_with_the_fix(testhost: HostInfo, engine: En
         text = done.stdout + done.stderr
         assert done.returncode != 0, text
         assert str(stack.port) in text and re.search(r"in use|already allocated", text), text
+        assert "fix" in text.lower(), text
     finally:
-        server.kill()
-        holder.close()
-        del listener
+        holder.kill()
         stack.remove_everything()
 
 
@@ -608,12 +629,12 @@ CPU_BUILD_CANNOT_RUN = {
 def test_every_presets_argv_is_accepted_by_the_real_parser() -> None:
     from spark_stack.stack.argv import vllm_argv
     from spark_stack.stack.loader import load_stack_text
-    from spark_stack.stack.presets import PRESETS
+    from spark_stack.stack.presets import available
     from spark_stack.stack.schema import ContainerModel
     from tests.realvllm.engine_argv import parse_argvs
 
     rendered: dict[str, list[str]] = {}
-    for preset in sorted(PRESETS):
+    for preset in sorted(name for name, f in available().items() if f.origin == "built-in"):
         text = ("name: t\nhost: {address: gb10}\nmodels:\n  - name: m\n"
                 f"    preset: {preset}\n    model: Qwen/Qwen3-8B\n")
         model = load_stack_text(text, filename="s.yaml").stack.models[0]
