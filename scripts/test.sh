@@ -108,6 +108,9 @@ run_check mypy .venv/bin/mypy || mypy_rc=$?
 # failure there also fails the e2e tests with the same message, and the unit tests still run.
 if [ "$#" -eq 0 ]; then
   run_check testhost .venv/bin/python -m tests.testhost up || host_rc=$?
+  # vLLM's real engine (CPU build) for tests/e2e/test_real_vllm.py: installed and imaged once
+  # per machine (minutes the first time, ~1 s after), so its cost shows on its own line too.
+  run_check engine .venv/bin/python -m tests.testhost engine || host_rc=$?
 fi
 PYTEST_LOG=$(mktemp)
 trap 'rm -f "$PYTEST_LOG"' EXIT

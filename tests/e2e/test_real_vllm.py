@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -42,7 +41,10 @@ pytestmark = pytest.mark.timeout(900)
 
 MODEL_MOUNT = "/models/tiny-qwen3"
 SERVED = "tiny-qwen3"
-MAX_MODEL_LEN = 32768
+# The tiny model's own limit (max_position_embeddings). Claude Code's prompt is ~25K of its
+# tokens: at 32768 Claude Code compacts after the first tool result (seen here with the real
+# engine), as it should on any window that small.
+MAX_MODEL_LEN = 65536
 START_TIMEOUT = 600
 HERMETIC = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
@@ -303,7 +305,9 @@ def test_tool_call_from_the_real_hermes_parser_streamed_and_not(real: Deployed) 
         assert calls[0].name == "Bash"
         assert calls[0].input == {"command": scripts.TOOL_COMMAND}
         assert message.stop_reason == "tool_use"
-    assert len(deltas) >= 2  # the arguments arrived in fragments, as vLLM streams them
+    # The arguments arrive as input_json deltas (vLLM sends fragments; under load one step
+    # may carry several tokens, so their number varies).
+    assert deltas and "".join(d.partial_json for d in deltas) == '{"command": "ls"}'
 
 
 def test_markup_the_parser_missed_is_counted(real: Deployed) -> None:
@@ -530,7 +534,7 @@ def test_a_ten_turn_claude_code_session_reads_the_real_prefix_cache(
 
 
 def test_a_changed_setting_replaces_the_real_engine(real: Deployed) -> None:
-    real.stack.write(max_model_len=16384)
+    real.stack.write(max_model_len=40960)
     code, result = real.stack.cli_json("up")
     assert code == 0, result
     [action] = [a for a in result["actions"] if a["model"] == "tiny"]
@@ -541,25 +545,31 @@ def test_a_changed_setting_replaces_the_real_engine(real: Deployed) -> None:
 
 def test_a_replace_the_engine_refuses_rolls_back(real: Deployed) -> None:
     # A flag spark-stack's newest flag set knows but vLLM 0.32's parser does not.
-    real.stack.write(max_model_len=16384, extra_args=[_flag_newer_than_032()])
+    real.stack.write(max_model_len=40960, extra_args=[_flag_newer_than_032()])
     done = real.stack.cli("up")
     assert done.returncode != 0
     text = done.stdout + done.stderr
     assert "unrecognized arguments" in text or "not in this vLLM" in text, text
     assert "rolled back" in text or "rollback" in text, text
-    real.stack.write(max_model_len=16384)
+    real.stack.write(max_model_len=40960)
     code, report = real.stack.cli_json("status")
     assert code == 0 and report["healthy"] is True, report
 
 
 def _flag_newer_than_032() -> str:
+    """A switch spark-stack's newest flag set (0.33) knows and vLLM 0.32's parser does not,
+    and that no stack field renders (validate refuses those in extra_args)."""
+    from spark_stack.stack.argv import FIELD_FLAGS
     from spark_stack.vllm.flags import load_flag_set
     from tests.realvllm.engine_argv import real_flags
 
-    newest = set(load_flag_set("0.33.0").flags)
-    missing = sorted(newest - set(real_flags()))
+    newest = load_flag_set("0.33.0")
+    missing = sorted(set(newest.flags) - set(real_flags()))
     assert missing, "vLLM 0.33's flag set adds nothing over 0.32's real parser"
-    return next(flag for flag in missing if not flag.startswith("--no-"))
+    fields = {flag.removeprefix("--").removeprefix("enable-") for flag in FIELD_FLAGS}
+    return next(flag for flag in missing
+                if flag.removeprefix("--").removeprefix("disable-") not in fields
+                and "prefix-caching" not in flag and "prompt-tokens-details" not in flag)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
-"""``python -m tests.testhost up|down|status`` for people working on the e2e tests.
+"""``python -m tests.testhost up|down|status|engine`` for people working on the e2e tests.
 
 ``up`` brings host 1 up (the single-Spark stand-in); ``up --hosts 2`` also host 2 and the CX7
 link between them. ``down`` takes both down; ``down --host 2`` only the second (and the link).
+``engine`` makes vLLM's real engine ready for tests/e2e/test_real_vllm.py: host 1 up, the CPU
+engine installed (once per machine), its image on host 1's daemon and the tiny model.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from .errors import TestHostError
 from .host import down, ensure_pair_up, ensure_up, status
 from .layout import HOST1, HOST2, HostInfo
 
-USAGE = "usage: python -m tests.testhost up|down|status   (up --hosts 2; down --host 2)"
+USAGE = ("usage: python -m tests.testhost up|down|status|engine   "
+         "(up --hosts 2; down --host 2)")
 
 
 def _parse(argv: list[str]) -> tuple[str, int] | None:
     """(verb, host count for up / the only host for down, 0 = both) or None when unknown."""
+    if argv == ["engine"]:
+        return "engine", 1
     if not argv or argv[0] not in {"up", "down", "status"}:
         return None
     verb, rest = argv[0], argv[1:]
@@ -48,6 +53,14 @@ def main(argv: list[str]) -> int:
         if verb == "up" and count == 1:
             host = ensure_up()
             print(f"up in {time.monotonic() - started:.1f}s: {_describe(host)}")
+        elif verb == "engine":
+            from .vllm_cpu import ENGINE_DIR, ENGINE_IMAGE, ensure_engine_image, make_model
+
+            ensure_up()
+            image = ensure_engine_image()
+            model = make_model(ENGINE_DIR / "models")
+            print(f"engine ready in {time.monotonic() - started:.1f}s: {ENGINE_IMAGE} "
+                  f"({image[:19]}), model {model}")
         elif verb == "up":
             pair = ensure_pair_up()
             print(f"up in {time.monotonic() - started:.1f}s:")
