@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from ..deployment import ModelDeployment
 from ..errors import DeployError, SparkStackError
 from ..spec import CACHE_TARGETS, ContainerSpec
-from .actions import Action, Observed, plan_actions
+from .actions import Action, Observed, plan_actions, previous_name
 from .connector import HostSession
 from .diagnose import Diagnosis, diagnose, diagnose_exit
 from .failure import fail
@@ -183,8 +183,14 @@ def start(session: HostSession, run: HostRun, desired: Sequence[Desired],
                 item.spec, item.secrets.env, item.secrets.hash, facts.home), previous,
                 facts.home))
         elif action.kind == "keep" and action.observed is not None:
-            # A kept container may still be loading (an interrupted `up`): check it as well.
-            started.append(Started(item, action.observed, None))
+            # A kept container may still be loading (an interrupted `up`): check it as well;
+            # what an interrupted replace set aside goes once it serves (or comes back).
+            aside = action.aside
+            if aside is not None and not run.rollback:
+                run.reporter.step(f"removing {aside.name} (--no-rollback)")
+                session.docker.remove(aside.id)
+                aside = None
+            started.append(Started(item, action.observed, aside))
     return started
 
 
@@ -216,10 +222,6 @@ def _set_aside(session: HostSession, run: HostRun, action: Action,
     session.docker.stop(keep.id, timeout=30)
     session.docker.rename(keep.id, previous_name(keep.name))
     return keep
-
-
-def previous_name(name: str) -> str:
-    return f"{name}-previous"
 
 
 def settle(run: HostRun, started: Sequence[tuple[HostSession, Started]]) -> dict[str, float]:
