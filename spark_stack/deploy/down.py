@@ -75,22 +75,23 @@ def down(stack: schema.Stack, *, trust_host_key: bool = False, wait_lock: float 
     reporter = reporter or QuietReporter()
     connect = connect or open_session
     result = DownResult()
-    # Local processes first: they stop even when a host cannot be reached.
+    # The same lock as `up`'s, for the whole run: a running `up` finishes (or fails) first.
     with LocalLock(stack.name, wait_seconds=wait_lock):
+        # Local processes first: they stop even when a host cannot be reached.
         result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(stack.name))
         for name in tunnel.known_tunnels(stack.name):
             tunnel.stop_tunnel(stack.name, name)
         for name in local.known_simulators(stack.name):
             if local.stop_simulator(stack.name, name):
                 result.stopped_local.append(name)
-    hosts = stack.all_hosts()
-    for key in sorted(hosts):
-        with connect(key, hosts[key], trust_host_key) as session, \
-                StackLock(session.conn, stack.name, host=key, wait_seconds=wait_lock):
-            for item in session.docker.stack_containers(stack.name):
-                reporter.step(f"removing {item.name}")
-                session.docker.remove(item.id)
-                result.removed.append(item.name)
+        hosts = stack.all_hosts()
+        for key in sorted(hosts):
+            with connect(key, hosts[key], trust_host_key) as session, \
+                    StackLock(session.conn, stack.name, host=key, wait_seconds=wait_lock):
+                for item in session.docker.stack_containers(stack.name):
+                    reporter.step(f"removing {item.name}")
+                    session.docker.remove(item.id)
+                    result.removed.append(item.name)
     if purge:
         result.purged = purge_local(stack)
         if stack.container_models():

@@ -499,6 +499,32 @@ def test_two_concurrent_ups_one_wins_one_names_the_holder(
     assert len(_containers(host_docker, deployer.name)) == 1
 
 
+def test_down_during_up_waits_for_the_whole_up_not_just_its_host_steps(
+    deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
+) -> None:
+    """`down --wait-lock` while `up` waits for readiness: `down` runs after all of `up` (its
+    proxy included), never between `up`'s containers and its proxy."""
+    model = deployer.model()
+    model["env"]["VLLM_SIM_STARTUP_SECONDS"] = "3"
+    deployer.write(model)
+    env = {**os.environ, "HOME": str(ssh_home), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "up"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "qwen: starting (" in line:  # up holds the host now and waits for readiness
+            break
+    code, out, err = deployer.run("down", "--wait-lock", "60")
+    up_output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, up_output
+    assert code == 0, out + err
+    assert "1 container(s) removed, proxy stopped" in out  # up had finished, proxy and all
+    assert _containers(host_docker, deployer.name) == []
+    code, report = deployer.run_json("status")
+    assert report["proxy"]["running"] is False, report  # no proxy left pointing at nothing
+
+
 def test_interrupted_up_is_converged_by_the_next_up(
     deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
 ) -> None:
