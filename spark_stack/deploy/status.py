@@ -87,6 +87,7 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
             except SparkStackError as exc:  # e.g. the host's docker daemon does not answer
                 host_entry["error"] = exc.message
                 report["models"] += [_model_entry(m, state="unknown") for m in models]
+    _joined_by_their_heads(report["models"])
     for model in deployment.models:
         if model.kind == "simulator":
             report["models"].append(_simulator_entry(stack, model, probe))
@@ -101,6 +102,16 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
                              and all(m["healthy"] for m in report["models"])
                              and status_.running and status_.healthy)
     return report
+
+
+def _joined_by_their_heads(entries: list[dict[str, Any]]) -> None:
+    """A worker of a model whose head serves has joined (see :mod:`.nodes`), whether or not
+    its log says so."""
+    serving = {e["name"] for e in entries if e["rank"] == 0 and e["joined"]}
+    for entry in entries:
+        if entry["rank"] and entry["name"] in serving and entry["state"] == "running":
+            entry["joined"] = True
+            entry["healthy"] = not entry["drift"]
 
 
 def exit_code(report: dict[str, Any]) -> int:
@@ -153,6 +164,8 @@ def _host_models(stack: str, key: str, models: list[ModelDeployment],
                 finally:
                     if forwarder is not None:
                         forwarder.close()
+        if entry["rank"] == 0 and entry["health"] and entry["models_listed"]:
+            entry["joined"] = True  # a head that serves: its world formed
         entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"]
                                 and entry["joined"] is not False)
         entries.append(entry)
