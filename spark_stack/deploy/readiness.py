@@ -4,6 +4,11 @@ Phases come from the server's own log lines (:func:`phase_of`); ready means ``GE
 answers 200, ``/v1/models`` lists the served name and one short real completion gives the
 known answer (``/health`` alone does not prove sane output). The loop fails fast when the
 process exits, is OOM-killed or restarts, and gives up at the timeout.
+
+A port proves nothing about who answers on it. Where the caller can tell its own process from
+another (a simulator says its pid in ``/health``'s :data:`PID_HEADER`), ``identity`` must hold
+too; a container is its own proof (docker publishes its port only to it, and refuses to start
+it when the port is taken; a node on the host's network is checked by the port preflight).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ TEST_ANSWER = "204"
 POLL_SECONDS = 0.25
 HTTP_TIMEOUT = 10.0
 COMPLETION_TIMEOUT = 120.0
+PID_HEADER = "x-spark-stack-pid"  # the simulator's /health names its process
 
 # (pattern, phase) in startup order; the latest phase whose line has appeared wins.
 PHASE_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
@@ -127,6 +133,17 @@ class HttpProbe:
         self.client.close()
 
 
+def server_pid(base_url: str) -> int | None:
+    """The pid the server at ``base_url`` gives in ``/health``'s :data:`PID_HEADER` (None:
+    no answer, or a server that does not say)."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        answer = httpx.get(f"{root}/health", timeout=HTTP_TIMEOUT, trust_env=False)
+        return int(answer.headers.get(PID_HEADER, ""))
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def answer_is_right(text: str) -> bool:
     return re.search(rf"\b{TEST_ANSWER}\b", text) is not None
 
@@ -167,10 +184,12 @@ def wait_ready(
     on_progress: Callable[[Progress], None],
     downloaded: Callable[[], int | None] = lambda: None,
     download_total: int | None = None,
+    identity: Callable[[], bool] = lambda: True,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Ready | Failed:
-    """Poll until ready or failed; ``on_progress`` hears every poll.
+    """Poll until ready or failed; ``on_progress`` hears every poll. ``identity`` says whether
+    the server that answers is the process being waited for (see the module doc).
 
     ``timeout`` is how long a start may go without progress — a new phase, or model files
     still arriving in the host's cache (``downloaded``) — so a long first download is never cut
@@ -209,7 +228,7 @@ def wait_ready(
             size = sample
         downloading = grew_at is not None and clock() - grew_at < DOWNLOAD_QUIET_SECONDS \
             and PHASE_ORDER.index(log_phase) <= PHASE_ORDER.index("loading weights")
-        if probe.health():
+        if probe.health() and identity():
             tell("checking models")
             names = probe.models()
             if names is not None and probe.served_name in names:

@@ -113,7 +113,7 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
         if desired:
             _apply_hosts(deployment, desired, connect, run, options, reporter, result, held)
         actions, ready = apply_simulators(deployment, timeout=options.timeout,
-                                          reporter=reporter, probe=probe)
+                                          reporter=reporter, probe=probe, skips=skips)
         result.actions += actions
         result.ready.update(ready)
         if options.start_proxy:
