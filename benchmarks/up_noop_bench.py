@@ -1,15 +1,17 @@
 """Where the time of a no-op ``spark-stack up`` goes, phase by phase.
 
-    .venv/bin/python benchmarks/up_noop_bench.py --host fake        # in-memory fake host
-    .venv/bin/python benchmarks/up_noop_bench.py --host standin     # the stand-in GB10 (sshd+dockerd)
-    .venv/bin/python benchmarks/up_noop_bench.py --host both --rounds 7
+    .venv/bin/python benchmarks/up_noop_bench.py --host fake      # in-memory fake host
+    .venv/bin/python benchmarks/up_noop_bench.py --host standin   # the stand-in (sshd+dockerd)
+    .venv/bin/python benchmarks/up_noop_bench.py --rounds 7 --baseline 26a87a2
 
 Each round is a fresh process (as a user's ``spark-stack up`` is): it times its imports, then
 runs the real CLI (``up``, with the proxy and the launcher) on a stack that is already up, with
 every step of ``up`` wrapped by a timer. The stand-in rounds also time the whole process from
 the outside (``wall``), which is what a user waits for. Printed: the median of each phase over
 the rounds, and the phases' sum against ``up``'s own total (the rest is glue: rendering,
-reporting, closing sessions). The stack is brought down at the end.
+reporting, closing sessions). The stack is brought down at the end. ``--baseline REV`` runs
+the same rounds, interleaved, with the code of git revision REV (a temporary worktree), so
+before/after figures share the machine's noise.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def _timed(phase: str) -> Iterator[None]:
 
 
 def _wrap(owner: Any, name: str, phase: str) -> None:
-    original = getattr(owner, name)
+    original = getattr(owner, name, None)
+    if original is None:  # a revision without this step
+        return
 
     def timed(*args: Any, **kwargs: Any) -> Any:
         with _timed(phase):
@@ -109,8 +113,8 @@ def child(host: str, stack_file: Path) -> None:
     with _timed("import the CLI and up's modules"):
         import spark_stack.cli
         import spark_stack.cli.cmd_up
-        import spark_stack.deploy.up  # noqa: F401  (up imports these at its first step)
         import spark_stack.deploy.session  # noqa: F401
+        import spark_stack.deploy.up  # noqa: F401  (up imports these at its first step)
     finish = _fake_edges(Path(os.environ["HOME"]), stack_file) if host == "fake" else None
     _instrument()
     from spark_stack.cli import main
@@ -150,53 +154,85 @@ def _write_stack(path: Path, host: str) -> None:
         "proxy": {"listen": f"127.0.0.1:{free_port()}"}}, sort_keys=False))
 
 
-def _cli(stack_file: Path, *args: str, env: dict[str, str]) -> float:
+def _cli(stack_file: Path, *args: str, env: dict[str, str], code: Path = REPO) -> float:
     begun = time.perf_counter()
     subprocess.run([sys.executable, "-m", "spark_stack", "-s", str(stack_file), *args],
-                   env=env, cwd=REPO, check=True, capture_output=True)
+                   env={**env, "PYTHONPATH": f"{code}:{REPO}"}, cwd=code, check=True,
+                   capture_output=True)
     return time.perf_counter() - begun
 
 
-def measure(host: str, rounds: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="upbench-") as tmp:
+def _round(host: str, stack_file: Path, env: dict[str, str], code: Path) -> dict[str, float]:
+    begun = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", host, str(stack_file)],
+        env={**env, "PYTHONPATH": f"{code}:{REPO}"}, cwd=code, capture_output=True, text=True)
+    wall = time.perf_counter() - begun
+    last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "{}"
+    try:
+        report = json.loads(last)
+    except ValueError:
+        report = {}
+    if report.get("code") != 0:
+        raise SystemExit(f"up failed:\n{done.stdout}\n{done.stderr}")
+    phases: dict[str, float] = report["phases"]
+    phases["process wall (a user's wait)"] = wall
+    return phases
+
+
+@contextmanager
+def _checkout(revision: str | None) -> Iterator[Path | None]:
+    """A temporary worktree of ``revision`` (None: no baseline)."""
+    if revision is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="upbench-base-") as tmp:
+        path = Path(tmp) / "code"
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO,
+                       check=True, capture_output=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO,
+                           check=True, capture_output=True)
+
+
+def measure(host: str, rounds: int, baseline: str | None) -> None:
+    with tempfile.TemporaryDirectory(prefix="upbench-") as tmp, \
+            _checkout(baseline) as base:
         home = Path(tmp) / "home"
         home.mkdir(mode=0o700)
-        env = {**os.environ, "HOME": str(home), "SPARK_STACK_HOME": str(Path(tmp) / "ss"),
-               "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "HOME": str(home), "SPARK_STACK_HOME": str(Path(tmp) / "ss")}
         os.environ.update(HOME=env["HOME"])
         stack_file = Path(tmp) / "stack.yaml"
         _write_stack(stack_file, host)
+        codes = {"this tree": REPO, **({f"baseline {baseline}": base} if base else {})}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in codes}
+        walls: dict[str, list[float]] = {name: [] for name in codes}
         try:
             if host == "standin":
                 _cli(stack_file, "up", env=env)  # the state a no-op up finds
-            results = []
             for _ in range(rounds):
-                begun = time.perf_counter()
-                done = subprocess.run(
-                    [sys.executable, __file__, "--child", host, str(stack_file)],
-                    env=env, cwd=REPO, capture_output=True, text=True)
-                wall = time.perf_counter() - begun
-                last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "{}"
-                report = json.loads(last)
-                if report.get("code") != 0:
-                    raise SystemExit(f"up failed:\n{done.stdout}\n{done.stderr}")
-                report["phases"]["process wall (a user's wait)"] = wall
-                results.append(report["phases"])
-            walls = [_cli(stack_file, "up", env=env) for _ in range(rounds)] \
-                if host == "standin" else []
+                for name, code in codes.items():
+                    results[name].append(_round(host, stack_file, env, code))
+                    if host == "standin":
+                        walls[name].append(_cli(stack_file, "up", env=env, code=code))
         finally:
             if host == "standin":
                 _cli(stack_file, "down", "--purge", env=env)
-    _print(host, rounds, results, walls)
+    for name in codes:
+        _print(f"{host} host, {name}", rounds, results[name], walls[name])
 
 
-def _print(host: str, rounds: int, results: list[dict[str, float]], walls: list[float]) -> None:
+def _print(title: str, rounds: int, results: list[dict[str, float]],
+           walls: list[float]) -> None:
     names = list(dict.fromkeys(name for r in results for name in r))
-    print(f"\nno-op `up` on the {host} host: median of {rounds} rounds (ms)")
+    print(f"\nno-op `up`, {title}: median of {rounds} rounds (ms)")
     steps = 0.0
+    outside_up = ("total", "wall", "import", "load")
     for name in names:
         value = statistics.median(r.get(name, 0.0) for r in results) * 1000
-        if "total" not in name and "wall" not in name and not name.startswith("import"):
+        if not any(word in name for word in outside_up):
             steps += value
         print(f"  {name:<40} {value:8.1f}")
     total = statistics.median(r.get("up (total, in-process)", 0.0) for r in results) * 1000
@@ -210,6 +246,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", choices=("fake", "standin", "both"), default="both")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", metavar="REV", help="also time git revision REV")
     parser.add_argument("--child", nargs=2, metavar=("HOST", "STACK_FILE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,7 +254,7 @@ def main() -> None:
         child(args.child[0], Path(args.child[1]))
         return
     for host in ("fake", "standin") if args.host == "both" else (args.host,):
-        measure(host, args.rounds)
+        measure(host, args.rounds, args.baseline)
 
 
 if __name__ == "__main__":

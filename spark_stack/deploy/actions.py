@@ -6,8 +6,8 @@ label match the desired ones and it runs; anything else is replaced. Containers 
 this stack whose model left the stack file are removed. An interrupted replace (``up`` stopped
 between starting the new container and removing ``<name>-previous``) is finished, not redone:
 the container of the desired name is planned as usual and the previous one rides along as its
-``aside``, removed once the kept container serves (or brought back if it does not). ``plan`` renders these actions and
-``up`` executes them, so both always agree.
+``aside``, removed once the kept container serves (or brought back if it does not). ``plan``
+renders these actions and ``up`` executes them, so both always agree.
 """
 
 from __future__ import annotations

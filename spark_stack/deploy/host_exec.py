@@ -185,12 +185,12 @@ def start(session: HostSession, run: HostRun, desired: Sequence[Desired],
         elif action.kind == "keep" and action.observed is not None:
             # A kept container may still be loading (an interrupted `up`): check it as well;
             # what an interrupted replace set aside goes once it serves (or comes back).
-            aside = action.aside
-            if aside is not None and not run.rollback:
-                run.reporter.step(f"removing {aside.name} (--no-rollback)")
-                session.docker.remove(aside.id)
-                aside = None
-            started.append(Started(item, action.observed, aside))
+            left = action.aside
+            if left is not None and not run.rollback:
+                run.reporter.step(f"removing {left.name} (--no-rollback)")
+                session.docker.remove(left.id)
+                left = None
+            started.append(Started(item, action.observed, left))
     return started
 
 
@@ -460,7 +460,7 @@ def wait_container(session: HostSession, run: HostRun, item: Desired,
     try:
         return wait_ready(
             downloaded=downloaded,
-            download_total=run.download_total(item),
+            download_total=lambda: run.download_total(item),
             state=_container_state(session, container.id),
             logs=lambda: session.docker.logs(container.id, tail=400).splitlines(),
             probe=probe,

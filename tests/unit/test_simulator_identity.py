@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
-from spark_stack.deploy.readiness import PID_HEADER, server_pid
 from tests.helpers import free_port, run_cli
 
 
@@ -50,17 +48,3 @@ def test_a_simulator_port_another_process_holds_fails_preflight_and_is_never_rea
     finally:
         run_cli(capsys, "-s", str(second), "down")
         run_cli(capsys, "-s", str(first), "down")
-
-
-def test_server_pid_reads_the_header_and_is_none_without_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    answers = {"http://sim:1/health": httpx.Response(200, headers={PID_HEADER: "4242"}),
-               "http://vllm:1/health": httpx.Response(200)}
-
-    def get(url: str, **_: object) -> httpx.Response:
-        return answers[url]
-
-    monkeypatch.setattr(httpx, "get", get)
-    assert server_pid("http://sim:1/v1") == 4242
-    assert server_pid("http://vllm:1/v1") is None
