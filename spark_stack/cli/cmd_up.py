@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -10,9 +10,6 @@ from .common import JsonOption, StackOption, console, load, print_json, relpath,
 from .deploy_options import TrustOption, WaitLockOption
 from .progress import JsonEvents, RichReporter, escape
 
-if TYPE_CHECKING:
-
-    pass
 
 def up(
     stack: StackOption = None,

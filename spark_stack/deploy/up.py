@@ -93,16 +93,25 @@ class UpResult:
 
 def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
        edges: Edges = Edges()) -> UpResult:
-    """Bring the stack to its desired state; raises a SparkStackError on failure."""
+    """Bring the stack to its desired state; raises a SparkStackError on failure.
+
+    ``stack`` stops at :func:`.deployment.resolve`: every step after it reads the Deployment.
+    """
     started = time.monotonic()
     connect, probe, dial = edges.real()
     skips = validate_skips(options.skip_preflight)
-    deployment = resolve(stack, dial())
+    return _up(resolve(stack, dial()), options, reporter, edges, skips, started)
+
+
+def _up(deployment: Deployment, options: UpOptions, reporter: Reporter, edges: Edges,
+        skips: frozenset[str], started: float) -> UpResult:
+    connect, probe, _ = edges.real()
     # Every secret first: a missing one must not leave the stack half up.
     desired = {key: [Desired(m, container_secrets(deployment.stack, m, CREATE)) for m in models]
                for key, models in deployment.containers_by_host().items()}
     keys = model_keys(deployment, CREATE)
-    token = ensure_proxy_token(stack) if options.start_proxy else None
+    token = ensure_proxy_token(deployment.stack, deployment.proxy.token) \
+        if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
     run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback,
                   options.drop_caches, edges.repo_size or _hub_size)
@@ -117,7 +126,7 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
         result.actions += actions
         result.ready.update(ready)
         if options.start_proxy:
-            _front_end(stack, deployment, keys, token, options, reporter, result)
+            _front_end(deployment, keys, token, options, reporter, result)
     result.elapsed = time.monotonic() - started
     return result
 
@@ -222,10 +231,9 @@ def _report(key: str, actions: list[Action], reporter: Reporter, result: UpResul
         result.actions.append(action)
 
 
-def _front_end(stack: schema.Stack, deployment: Deployment, keys: dict[str, str | None],
-               token: str | None, options: UpOptions, reporter: Reporter,
-               result: UpResult) -> None:
+def _front_end(deployment: Deployment, keys: dict[str, str | None], token: str | None,
+               options: UpOptions, reporter: Reporter, result: UpResult) -> None:
     tunnels = frontend.ensure_tunnels(deployment, reporter)
     result.endpoints.update(tunnels)
     result.proxy_url = frontend.ensure_proxy(deployment, keys, token, tunnels, reporter)
-    result.launcher = frontend.write_launcher(stack, options.stack_file, reporter)
+    result.launcher = frontend.write_launcher(deployment, options.stack_file, reporter)
