@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+CODE_ENV = "UPBENCH_CODE"
 STARTED = time.perf_counter()
 PHASES: dict[str, float] = {}
 
@@ -157,7 +158,7 @@ def _write_stack(path: Path, host: str) -> None:
 def _cli(stack_file: Path, *args: str, env: dict[str, str], code: Path = REPO) -> float:
     begun = time.perf_counter()
     subprocess.run([sys.executable, "-m", "spark_stack", "-s", str(stack_file), *args],
-                   env={**env, "PYTHONPATH": f"{code}:{REPO}"}, cwd=code, check=True,
+                   env={**env, "PYTHONPATH": str(code)}, cwd=code, check=True,
                    capture_output=True)
     return time.perf_counter() - begun
 
@@ -166,7 +167,8 @@ def _round(host: str, stack_file: Path, env: dict[str, str], code: Path) -> dict
     begun = time.perf_counter()
     done = subprocess.run(
         [sys.executable, __file__, "--child", host, str(stack_file)],
-        env={**env, "PYTHONPATH": f"{code}:{REPO}"}, cwd=code, capture_output=True, text=True)
+        env={**env, CODE_ENV: str(code), "PYTHONPATH": str(code)}, cwd=code,
+        capture_output=True, text=True)
     wall = time.perf_counter() - begun
     last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "{}"
     try:
@@ -230,16 +232,19 @@ def _print(title: str, rounds: int, results: list[dict[str, float]],
     print(f"\nno-op `up`, {title}: median of {rounds} rounds (ms)")
     steps = 0.0
     outside_up = ("total", "wall", "import", "load")
+    print(f"  {'phase':<40} {'median':>8} {'min':>8}")
     for name in names:
         value = statistics.median(r.get(name, 0.0) for r in results) * 1000
+        least = min(r.get(name, 0.0) for r in results) * 1000
         if not any(word in name for word in outside_up):
             steps += value
-        print(f"  {name:<40} {value:8.1f}")
+        print(f"  {name:<40} {value:8.1f} {least:8.1f}")
     total = statistics.median(r.get("up (total, in-process)", 0.0) for r in results) * 1000
     print(f"  {'(up total − its timed steps: glue)':<40} {total - steps:8.1f}")
     if walls:
         print(f"  `spark-stack up` (plain, no timers): median {statistics.median(walls):.2f} s, "
               f"min {min(walls):.2f} s, max {max(walls):.2f} s")
+    print(f"  (load average at the end: {os.getloadavg()[0]:.1f})")
 
 
 def main() -> None:
@@ -258,5 +263,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
+    # The code under test: this tree, or a baseline's worktree (its own spark_stack and tests).
+    sys.path.insert(0, os.environ.get(CODE_ENV, str(REPO)))
     main()
