@@ -87,6 +87,49 @@ def test_a_kept_container_that_still_loads_is_checked_not_called_up_to_date(
     assert up_actions(stack, host) == [("keep", "qwen")]
 
 
+def _interrupted_replace(host: FakeHost, stack: schema.Stack, bigger: schema.Stack) -> None:
+    """`up` of ``bigger`` stopped while its new container loads (`-previous` beside it)."""
+    up_actions(stack, host)
+    host.docker.loading.add("qwen")
+
+    def interrupt(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(host.docker, "logs", interrupt)  # read while it loads
+        with pytest.raises(KeyboardInterrupt):
+            up_actions(bigger, host)
+    host.docker.loading.clear()
+    names = sorted(c["Name"] for c in host.docker.containers.values())
+    assert names == ["/spark-stack-fake-qwen", "/spark-stack-fake-qwen-previous"]
+    host.docker.calls.clear()
+
+
+def test_an_interrupted_replace_keeps_the_new_container_and_then_drops_the_previous(
+    host: FakeHost,
+) -> None:
+    bigger = _stack(max_model_len=98304)
+    _interrupted_replace(host, _stack(), bigger)
+    assert up_actions(bigger, host) == [("keep", "qwen")]
+    assert host.docker.calls == ["remove qwen"]  # the previous one; nothing created
+    assert [c["Name"] for c in host.docker.containers.values()] == ["/spark-stack-fake-qwen"]
+
+
+def test_an_interrupted_replace_whose_new_container_never_serves_brings_the_previous_back(
+    host: FakeHost,
+) -> None:
+    bigger = _stack(max_model_len=98304)
+    _interrupted_replace(host, _stack(), bigger)
+    host.docker.loading.add("qwen")
+    (new,) = [i for i, c in host.docker.containers.items()
+              if c["Name"] == "/spark-stack-fake-qwen"]
+    with pytest.raises(NotHealthy, match="rolled back"):
+        up_actions(bigger, host, timeout=0.3)
+    assert new not in host.docker.containers
+    [(name, state)] = [(c["Name"], c["State"]["Status"]) for c in host.docker.containers.values()]
+    assert (name, state) == ("/spark-stack-fake-qwen", "running")
+
+
 def test_an_exited_container_is_replaced_and_a_missing_image_pulled(host: FakeHost) -> None:
     stack = _stack()
     up_actions(stack, host)
