@@ -279,6 +279,6 @@ def test_a_second_up_on_this_machine_waits_for_the_local_lock_and_starts_no_prox
 
     stack = load_stack_text("name: twoups\nmodels: [{name: s, kind: simulator, port: 1}]\n"
                             "proxy: {listen: '127.0.0.1:2'}\n", lint=False).stack
-    with LocalLock("twoups"), pytest.raises(LockHeld, match="changing stack 'twoups'"):
+    with LocalLock("twoups"), pytest.raises(LockHeld, match="stack 'twoups' is locked by"):
         up(stack, UpOptions(), QuietReporter(), Edges(dial=lambda: as_written))
     assert not proxy_status(proxy_state_dir("twoups")).running
