@@ -100,12 +100,14 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
     started = time.monotonic()
     connect, probe, dial = edges.real()
     skips = validate_skips(options.skip_preflight)
-    return _up(resolve(stack, dial()), options, reporter, edges, skips, started)
+    run = HostRun(stack.name, skips, options.timeout, reporter, probe, options.rollback,
+                  options.drop_caches, edges.repo_size or _hub_size)
+    return _up(resolve(stack, dial()), options, connect, run, started)
 
 
-def _up(deployment: Deployment, options: UpOptions, reporter: Reporter, edges: Edges,
-        skips: frozenset[str], started: float) -> UpResult:
-    connect, probe, _ = edges.real()
+def _up(deployment: Deployment, options: UpOptions, connect: Connect, run: HostRun,
+        started: float) -> UpResult:
+    reporter = run.reporter
     # Every secret first: a missing one must not leave the stack half up.
     desired = {key: [Desired(m, container_secrets(deployment.stack, m, CREATE)) for m in models]
                for key, models in deployment.containers_by_host().items()}
@@ -113,8 +115,6 @@ def _up(deployment: Deployment, options: UpOptions, reporter: Reporter, edges: E
     token = ensure_proxy_token(deployment.stack, deployment.proxy.token) \
         if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
-    run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback,
-                  options.drop_caches, edges.repo_size or _hub_size)
     # One lock from the first step to the last: a `down` (or another `up`) on this machine
     # waits for the whole run, so it cannot remove what this run then reports as ready.
     with ExitStack() as held:
@@ -122,7 +122,7 @@ def _up(deployment: Deployment, options: UpOptions, reporter: Reporter, edges: E
         if desired:
             _apply_hosts(deployment, desired, connect, run, options, reporter, result, held)
         actions, ready = apply_simulators(deployment, timeout=options.timeout,
-                                          reporter=reporter, probe=probe, skips=skips)
+                                          reporter=reporter, probe=run.probe, skips=run.skips)
         result.actions += actions
         result.ready.update(ready)
         if options.start_proxy:
