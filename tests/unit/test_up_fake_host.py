@@ -282,3 +282,37 @@ def test_a_second_up_on_this_machine_waits_for_the_local_lock_and_starts_no_prox
     with LocalLock("twoups"), pytest.raises(LockHeld, match="stack 'twoups' is locked by"):
         up(stack, UpOptions(), QuietReporter(), Edges(dial=lambda: as_written))
     assert not proxy_status(proxy_state_dir("twoups")).running
+
+
+def test_after_resolve_up_and_down_read_only_the_deployment(
+    host: FakeHost, fake_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack stops at the resolver: emptied right after it, `up` (containers, proxy,
+    launcher) and `down` still run to the end."""
+    import spark_stack.deploy.down as down_module
+    import spark_stack.deploy.up as up_module
+    from spark_stack.deployment import Deployment
+    from tests.fakes.host import fake_edges
+    from tests.helpers import free_port
+
+    def resolve_then_forget(stack: schema.Stack, *args: object) -> Deployment:
+        deployment = resolve(stack, *args)  # type: ignore[arg-type]
+        stack.__dict__.clear()  # any later read of the stack fails
+        return deployment
+
+    monkeypatch.setattr(up_module, "resolve", resolve_then_forget)
+    monkeypatch.setattr(down_module, "resolve", resolve_then_forget)
+    port = free_port()
+    text = yaml.safe_dump({"name": "fake", "host": {"address": "gb10.test"},
+                           "proxy": {"listen": f"127.0.0.1:{port}"},
+                           "models": [{"name": "qwen", "image": IMAGE, "port": 8000,
+                                       "model": "Qwen/Qwen3-0.6B", "api_key": "auto"}]})
+    result = up(load_stack_text(text, lint=False).stack, UpOptions(), QuietReporter(),
+                fake_edges(host))
+    try:
+        assert [(a.kind, a.model) for a in result.actions] == [("create", "qwen")]
+        assert result.proxy_url == f"http://127.0.0.1:{port}"
+        assert result.launcher is not None and result.launcher.exists()
+    finally:
+        gone = down(load_stack_text(text, lint=False).stack, connect=host.connect)
+    assert gone.proxy_stopped and gone.removed == ["spark-stack-fake-qwen"]
