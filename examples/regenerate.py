@@ -34,7 +34,7 @@ def generated() -> dict[Path, str]:
     return {
         HERE / "litellm_config.yaml": render_litellm_config(seed, resolve(seed)),
         HERE / "claude-demo": render_launcher(
-            demo, token_path=token_file(demo.name), stack_file="demo"
+            resolve(demo), token_path=token_file(demo.name), stack_file="demo"
         ),
     }
 

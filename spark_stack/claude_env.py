@@ -33,15 +33,15 @@ def generate_token() -> str:
 
 
 def ensure_proxy_token(
-    stack: schema.Stack, environ: Mapping[str, str] | None = None
+    stack: str, setting: str | None, environ: Mapping[str, str] | None = None
 ) -> str | None:
-    """The proxy's token (``None`` when it has none), kept current in the stack's token file.
+    """The proxy's token (``None`` when it has none), kept current in ``stack``'s token file.
 
+    ``setting`` is the stack's ``proxy.token`` (:attr:`.deployment.ProxySettings.token`):
     ``auto`` keeps the token generated the first time; ``${VAR}`` is resolved now, so the
     launcher works later from a shell where the variable is not exported.
     """
-    setting = stack.proxy.token
-    path = token_file(stack.name)
+    path = token_file(stack)
     if setting is None:
         path.unlink(missing_ok=True)
         return None
@@ -62,7 +62,8 @@ def client_token(stack: schema.Stack, environ: Mapping[str, str] | None = None) 
     the next ``up`` will use."""
     if stack.proxy.token is None:
         return None
-    return read_token_file(token_file(stack.name)) or ensure_proxy_token(stack, environ)
+    return read_token_file(token_file(stack.name)) or ensure_proxy_token(
+        stack.name, stack.proxy.token, environ)
 
 
 def read_proxy_token(stack: schema.Stack) -> str | None:

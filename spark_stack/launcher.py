@@ -20,6 +20,7 @@ from .claude_context import LauncherVar, picker_settings
 from .claude_context import default_launcher_path as default_launcher_path
 
 if TYPE_CHECKING:  # annotations only: importing pydantic would slow `spark-stack --help`
+    from .deployment import Deployment
     from .stack import schema
 
 CLAUDE_BIN_ENV = "SPARK_STACK_CLAUDE_BIN"
@@ -53,12 +54,10 @@ def launcher_environment(stack: schema.Stack) -> tuple[LauncherVar, ...]:
     return resolve(stack).launcher_env
 
 
-def claude_settings(stack: schema.Stack) -> str:
+def claude_settings(deployment: Deployment) -> str:
     """The ``--settings`` JSON Claude Code starts with: its ``/model`` picker lists the
     models the stack's requests reach, by their names (:func:`.claude_context.picker_settings`)."""
-    from .deployment import resolve
-
-    return json.dumps(picker_settings(resolve(stack).model_picker), separators=(",", ":"))
+    return json.dumps(picker_settings(deployment.model_picker), separators=(",", ":"))
 
 
 def up_command(stack_file: str | None) -> str:
@@ -69,26 +68,26 @@ def up_command(stack_file: str | None) -> str:
 
 
 def render_launcher(
-    stack: schema.Stack, *, token_path: Path, stack_file: str | None = None
+    deployment: Deployment, *, token_path: Path, stack_file: str | None = None
 ) -> str:
     """The launcher script's text: exports, a proxy probe, then ``exec claude "$@"``."""
-    name = f"claude-{stack.name}"
+    name = f"claude-{deployment.stack}"
     q = shlex.quote
-    base_url = proxy_base_url(stack)
+    base_url = deployment.proxy.url
     down = (
         f"the spark-stack proxy at {base_url} does not answer; "
         f"start the stack with: {up_command(stack_file)}"
     )
-    tcp_open = f"exec 3<>/dev/tcp/{_probe_host(stack)}/{stack.proxy.port}"
+    tcp_open = f"exec 3<>/dev/tcp/{_probe_host(base_url)}/{deployment.proxy.port}"
     lines = [
         "#!/usr/bin/env bash",
-        f"# {name}: Claude Code on spark-stack stack '{stack.name}'.",
+        f"# {name}: Claude Code on spark-stack stack '{deployment.stack}'.",
         "# Written by `spark-stack up` and rewritten on every up: edit the stack file instead.",
         "set -euo pipefail",
         "# A user's own Anthropic key must not travel to the proxy (nor make Claude Code ask).",
         f"unset {' '.join(UNSET_ENV)}",
     ]
-    for var in launcher_environment(stack):
+    for var in deployment.launcher_env:
         if var.secret:
             token_hint = f"{name}: no proxy token at {token_path}; run: {up_command(stack_file)}"
             lines += [
@@ -160,31 +159,31 @@ def render_launcher(
         "  exit 127",
         "fi",
         "# The stack's models in Claude Code's /model picker; your own --settings come after.",
-        f'exec "$claude_bin" --settings {q(claude_settings(stack))} "$@"',
+        f'exec "$claude_bin" --settings {q(claude_settings(deployment))} "$@"',
         "",
     ]
     return "\n".join(lines)
 
 
 def write_launcher(
-    stack: schema.Stack,
+    deployment: Deployment,
     *,
     path: Path | None = None,
     stack_file: str | None = None,
     token_path: Path | None = None,
 ) -> Path:
     """Write the stack's launcher atomically, mode 0755; returns its path."""
-    target = path or default_launcher_path(stack)
+    target = path or deployment.launcher_path
     if stack_file and Path(stack_file).is_file():
         # The launcher runs from any directory: name the stack file absolutely in its hints.
         stack_file = str(Path(stack_file).resolve())
     text = render_launcher(
-        stack, token_path=token_path or token_file(stack.name), stack_file=stack_file
+        deployment, token_path=token_path or token_file(deployment.stack), stack_file=stack_file
     )
     paths.write_atomic(target, text, mode=0o755)
     return target
 
 
-def _probe_host(stack: schema.Stack) -> str:
-    host = proxy_base_url(stack).removeprefix("http://").rpartition(":")[0]
+def _probe_host(base_url: str) -> str:
+    host = base_url.removeprefix("http://").rpartition(":")[0]
     return host.strip("[]")

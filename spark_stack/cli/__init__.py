@@ -12,7 +12,6 @@ import importlib
 import importlib.util
 import os
 import sys
-from functools import cache
 
 from .common import app, emit_error
 
@@ -39,13 +38,44 @@ COMMAND_MODULES = (
 __all__ = ["app", "main"]
 
 
-@cache  # main() may run many times in one process (tests): register each command once
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
+_registered: list[str] = []  # main() may run many times in one process (tests)
+
+
+def _register_commands(only: str | None = None) -> None:
+    """Register ``only`` that command, or every command (for help, usage errors, a typo).
+
+    Building every command's options costs more than a no-op ``up``'s own work; the one the
+    command line names is enough to run it. Every command comes back in --help's order.
+    """
+    wanted = [only] if only in COMMAND_MODULES else list(COMMAND_MODULES)
+    if set(wanted) <= set(_registered):
+        return
+    if len(wanted) > 1 and _registered:  # start over, so --help lists them in order
+        app.registered_commands.clear()
+        app.registered_groups.clear()
+        _registered.clear()
+    for name in wanted:
         module_name = f"{__name__}.cmd_{name}"
         if importlib.util.find_spec(module_name) is None:
             continue
         importlib.import_module(module_name).register(app)
+        _registered.append(name)
+
+
+def _command_of(args: list[str]) -> str | None:
+    """The command the arguments name (None: none, or help asked before it)."""
+    at = 0
+    while at < len(args):
+        arg = args[at]
+        if arg in ("--help", "-h", "--version"):
+            return None
+        if arg in ("-s", "--stack"):
+            at += 2
+            continue
+        if not arg.startswith("-"):
+            return arg
+        at += 1
+    return None
 
 
 def _click_kinds(exc: BaseException) -> set[str]:
@@ -92,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import EXIT_FAILED, EXIT_USAGE, SparkStackError
     from .common import state
 
-    _register_commands()
     args, debug = _take_debug_flag(list(sys.argv[1:] if argv is None else argv))
+    _register_commands(_command_of(args))
     state.debug = debug or os.environ.get("SPARK_STACK_DEBUG", "") not in ("", "0", "false")
     state.json = _asks_for_json(args)
     if debug:

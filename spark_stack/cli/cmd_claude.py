@@ -130,7 +130,9 @@ def _run(stack_obj: Stack, args: list[str], up_hint: str) -> None:
     env.update(claude_environment(stack_obj, token))
     sys.stdout.flush()
     sys.stderr.flush()
-    exec_claude(claude_bin, ["--settings", claude_settings(stack_obj), *args], env)
+    from ..deployment import resolve
+
+    exec_claude(claude_bin, ["--settings", claude_settings(resolve(stack_obj)), *args], env)
 
 
 def register(app: typer.Typer) -> None:

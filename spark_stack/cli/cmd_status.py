@@ -128,6 +128,9 @@ def _render(report: dict[str, Any]) -> Group:
         name = model["name"] if model.get("rank") is None else (
             f"{model['name']} [{model['host']}] rank {model['rank']}, "
             f"{'joined' if model['joined'] else 'not joined'}")
+        if model["served_name"] is None and model["container"]:
+            # A container beside the model's own (an interrupted replace's): named by it.
+            name = f"{model['name']} ({model['container']})"
         table.add_row(
             escape(name),
             model["state"],

@@ -3,8 +3,11 @@
 Idempotency is by our own hash (compose's ``config-hash``), never by diffing ``docker
 inspect`` field by field: a container is kept when its spec-hash label and its secrets-hash
 label match the desired ones and it runs; anything else is replaced. Containers labelled with
-this stack whose model left the stack file are removed. ``plan`` renders these actions and
-``up`` executes them, so both always agree.
+this stack whose model left the stack file are removed. An interrupted replace (``up`` stopped
+between starting the new container and removing ``<name>-previous``) is finished, not redone:
+the container of the desired name is planned as usual and the previous one rides along as its
+``aside``, removed once the kept container serves (or brought back if it does not). ``plan``
+renders these actions and ``up`` executes them, so both always agree.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class Action:
     observed: Observed | None = None
     changed: tuple[str, ...] = field(default=())
     host: str | None = None  # the host's name in the stack, set for a node of a model across hosts
+    # The container an interrupted replace set aside (``<name>-previous``): removed once this
+    # model's container serves, restarted if it does not.
+    aside: Observed | None = None
 
     @property
     def node(self) -> str:
@@ -65,6 +71,11 @@ class Action:
         if self.host is None or rank is None:
             return self.model
         return f"{self.model} [{self.host}] rank {rank}"
+
+
+def previous_name(name: str) -> str:
+    """The name a replaced container waits under until its successor serves."""
+    return f"{name}-previous"
 
 
 def secrets_hash(spec: ContainerSpec, resolved: Mapping[str, str]) -> str:
@@ -155,24 +166,41 @@ def plan_actions(
     actions: list[Action] = []
     for spec in desired:
         found = by_model.pop(spec.model, [])
-        # Duplicates (a crash between create and remove) are all replaced by one container.
-        current = found[0] if len(found) == 1 else None
+        current, aside = _current_and_aside(spec, found)
         if not found:
             actions.append(Action("create", spec.model, "not on the host", spec))
             continue
         if current is None:
+            # Duplicates (a crash between create and remove) are all replaced by one container.
             actions.append(Action("replace", spec.model, f"{len(found)} containers found",
                                   spec, found[0]))
             continue
         reason, changed = _difference(spec, current, secret_hashes.get(spec.model, ""),
                                       (image_ids or {}).get(spec.image))
         kind: ActionKind = "keep" if reason is None else "replace"
-        actions.append(Action(kind, spec.model, reason or "up to date", spec, current, changed))
+        if aside is not None and kind == "keep":
+            reason = (f"up to date; finishing an interrupted replace ({aside.name} is removed "
+                      "once it serves)")
+        actions.append(Action(kind, spec.model, reason or "up to date", spec, current, changed,
+                              aside=aside))
     for model in sorted(by_model):
         for item in by_model[model]:
             actions.append(Action("remove", model or item.name, "no longer in the stack file",
                                   None, item))
     return actions
+
+
+def _current_and_aside(spec: ContainerSpec, found: Sequence[Observed]
+                       ) -> tuple[Observed | None, Observed | None]:
+    """The model's container and the one an interrupted replace left beside it, if that is
+    all ``found`` holds; (None, None) for duplicates of any other kind."""
+    if len(found) == 1:
+        return found[0], None
+    named = [o for o in found if o.name == spec.name]
+    aside = [o for o in found if o.name == previous_name(spec.name)]
+    if len(found) == 2 and len(named) == 1 and len(aside) == 1:
+        return named[0], aside[0]
+    return None, None
 
 
 def _difference(spec: ContainerSpec, current: Observed, wanted_secrets: str,
@@ -191,4 +219,5 @@ def _difference(spec: ContainerSpec, current: Observed, wanted_secrets: str,
 
 
 def is_noop(actions: Sequence[Action]) -> bool:
-    return all(a.kind == "keep" for a in actions)
+    """Nothing to change: every container kept, none set aside by an interrupted replace."""
+    return all(a.kind == "keep" and a.aside is None for a in actions)

@@ -6,9 +6,9 @@ the daemon wherever its ``DOCKER_HOST``/context points. So the stack's identity,
 hosts and known_hosts apply — the SDK's own ``ssh://`` transport would read ``~/.ssh`` itself
 and force port 22.
 
-Reads (list, inspect) use a few lines of ``http.client`` on that socket; changes, pulls and
-logs use the docker SDK, imported only when needed: ``up`` on an unchanged stack and
-``status`` then start fast.
+Reads (list, inspect, a log) use a few lines of ``http.client`` on that socket; changes,
+pulls and a followed log use the docker SDK, imported only when needed: ``up`` on an unchanged
+stack and ``status`` then start fast.
 """
 
 from __future__ import annotations
@@ -96,6 +96,11 @@ class DockerHost:
 
     def get_json(self, path: str, query: Mapping[str, str] | None = None) -> Any:
         """``GET /v1.41<path>`` as JSON; None for a 404. One keep-alive connection."""
+        body = self.get(path, query)
+        return None if body is None else json.loads(body)
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> bytes | None:
+        """``GET /v1.41<path>``'s body; None for a 404. One keep-alive connection."""
         url = f"/v{DOCKER_API_VERSION}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
@@ -121,7 +126,7 @@ class DockerHost:
                 except (ValueError, AttributeError):
                     pass
                 raise DeployError(f"docker API {path}: HTTP {answer.status}: {message}")
-            return json.loads(body)
+            return body
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _unreachable(self, exc: BaseException) -> HostUnreachable:
@@ -298,14 +303,11 @@ class DockerHost:
         return (1 if code is None else int(code)), text
 
     def logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> str:
-        from docker.errors import NotFound
-
-        try:
-            with self._api("reading the container log"):
-                data = self.client.api.logs(ident, stdout=True, stderr=True, tail=tail)
-        except NotFound:
-            return ""
-        return bytes(data).decode(errors="replace")
+        """The container's log (stdout and stderr, in order); "" when it is gone. A plain
+        read on the keep-alive connection: no SDK, no second ``dial-stdio`` on the host."""
+        body = self.get(f"/containers/{urllib.parse.quote(ident)}/logs",
+                        {"stdout": "1", "stderr": "1", "tail": str(tail)})
+        return "" if body is None else demultiplex(body).decode(errors="replace")
 
     def follow_logs(self, ident: str, *, tail: int | Literal["all"] = "all") -> Iterator[str]:
         with self._api("following the container log"):
@@ -313,6 +315,22 @@ class DockerHost:
                                           stream=True, follow=True)
             for chunk in stream:
                 yield bytes(chunk).decode(errors="replace")
+
+
+def demultiplex(body: bytes) -> bytes:
+    """The text of a log read from the docker API: a container without a TTY sends frames of
+    an 8-byte header (stream 0-2, three zero bytes, big-endian length) and their payload; one
+    with a TTY sends the raw bytes."""
+    out = bytearray()
+    at = 0
+    while at < len(body):
+        header = body[at:at + 8]
+        if len(header) < 8 or header[0] > 2 or header[1:4] != b"\0\0\0":
+            return bytes(body) if at == 0 else bytes(out + body[at:])
+        size = int.from_bytes(header[4:8], "big")
+        out += body[at + 8:at + 8 + size]
+        at += 8 + size
+    return bytes(out)
 
 
 def _shared_pool_adapter(socket_url: str) -> Any:

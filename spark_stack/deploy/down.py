@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..deployment import Deployment, resolve
 from ..paths import proxy_state_dir
 from ..proxy import daemon as proxy_daemon
 from ..stack import schema
@@ -25,18 +26,17 @@ class DownResult:
     purged: list[str] = field(default_factory=list)  # local files removed by ``purge``
 
 
-def purge_local(stack: schema.Stack) -> list[str]:
+def purge_local(deployment: Deployment) -> list[str]:
     """Remove the stack's launcher and local state dir (secrets, proxy config, logs).
 
     Never the host's caches; the launcher only when ``up`` wrote it (its header names it).
     """
     import shutil
 
-    from ..launcher import default_launcher_path
     from ..paths import stack_dir
 
     removed = []
-    launcher = default_launcher_path(stack)
+    launcher = deployment.launcher_path
     try:
         written_by_up = "Written by `spark-stack up`" in launcher.read_text(errors="replace")
     except OSError:
@@ -44,23 +44,22 @@ def purge_local(stack: schema.Stack) -> list[str]:
     if written_by_up:
         launcher.unlink()
         removed.append(str(launcher))
-    state = stack_dir(stack.name)
+    state = stack_dir(deployment.stack)
     shutil.rmtree(state)
     removed.append(str(state))
     return removed
 
 
-def kept_in_place(stack: schema.Stack) -> list[str]:
+def kept_in_place(deployment: Deployment) -> list[str]:
     """What ``down`` leaves (without ``--purge``): the launcher, secrets, the host caches."""
-    from ..launcher import default_launcher_path
     from .secrets_store import secrets_dir
 
     kept = []
-    launcher = default_launcher_path(stack)
+    launcher = deployment.launcher_path
     if launcher.exists():
         kept.append(f"the Claude Code launcher {launcher}")
-    kept.append(f"the stack's secrets and state in {secrets_dir(stack.name).parent}")
-    if stack.container_models():
+    kept.append(f"the stack's secrets and state in {secrets_dir(deployment.stack).parent}")
+    if deployment.of_kind("container"):
         kept.append("the model caches on the host")
     return kept
 
@@ -71,30 +70,37 @@ def down(stack: schema.Stack, *, trust_host_key: bool = False, wait_lock: float 
     """Remove this stack's containers (never others, never caches) and local processes.
 
     ``purge`` also removes the launcher and the stack's local state (after the containers).
+    ``stack`` stops at :func:`.deployment.resolve`: every step after it reads the Deployment.
     """
-    reporter = reporter or QuietReporter()
-    connect = connect or open_session
+    return _down(resolve(stack), trust_host_key=trust_host_key, wait_lock=wait_lock,
+                 reporter=reporter or QuietReporter(), purge=purge,
+                 connect=connect or open_session)
+
+
+def _down(deployment: Deployment, *, trust_host_key: bool, wait_lock: float,
+          reporter: Reporter, purge: bool, connect: Connect) -> DownResult:
+    name = deployment.stack
     result = DownResult()
-    # Local processes first: they stop even when a host cannot be reached.
-    with LocalLock(stack.name, wait_seconds=wait_lock):
-        result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(stack.name))
-        for name in tunnel.known_tunnels(stack.name):
-            tunnel.stop_tunnel(stack.name, name)
-        for name in local.known_simulators(stack.name):
-            if local.stop_simulator(stack.name, name):
-                result.stopped_local.append(name)
-    hosts = stack.all_hosts()
-    for key in sorted(hosts):
-        with connect(key, hosts[key], trust_host_key) as session, \
-                StackLock(session.conn, stack.name, host=key, wait_seconds=wait_lock):
-            for item in session.docker.stack_containers(stack.name):
-                reporter.step(f"removing {item.name}")
-                session.docker.remove(item.id)
-                result.removed.append(item.name)
+    # The same lock as `up`'s, for the whole run: a running `up` finishes (or fails) first.
+    with LocalLock(name, wait_seconds=wait_lock):
+        # Local processes first: they stop even when a host cannot be reached.
+        result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(name))
+        for tunnel_name in tunnel.known_tunnels(name):
+            tunnel.stop_tunnel(name, tunnel_name)
+        for model in local.known_simulators(name):
+            if local.stop_simulator(name, model):
+                result.stopped_local.append(model)
+        for key in sorted(deployment.hosts):
+            with connect(key, deployment.hosts[key], trust_host_key) as session, \
+                    StackLock(session.conn, name, host=key, wait_seconds=wait_lock):
+                for item in session.docker.stack_containers(name):
+                    reporter.step(f"removing {item.name}")
+                    session.docker.remove(item.id)
+                    result.removed.append(item.name)
     if purge:
-        result.purged = purge_local(stack)
-        if stack.container_models():
+        result.purged = purge_local(deployment)
+        if deployment.of_kind("container"):
             result.kept = ["the model caches on the host"]
     else:
-        result.kept = kept_in_place(stack)
+        result.kept = kept_in_place(deployment)
     return result

@@ -9,7 +9,6 @@ from pathlib import Path
 from ..deployment import Deployment
 from ..paths import proxy_state_dir
 from ..proxy import daemon as proxy_daemon
-from ..stack import schema
 from . import tunnel
 from .report import Reporter
 from .session import ssh_host
@@ -48,9 +47,9 @@ def ensure_proxy(deployment: Deployment, keys: Mapping[str, str | None], token: 
     return proxy_daemon.proxy_status(state_dir).url
 
 
-def write_launcher(stack: schema.Stack, stack_file: str | None, reporter: Reporter) -> Path:
+def write_launcher(deployment: Deployment, stack_file: str | None, reporter: Reporter) -> Path:
     from ..launcher import write_launcher as write
 
-    path = write(stack, stack_file=stack_file)
+    path = write(deployment, stack_file=stack_file)
     reporter.step(f"wrote the Claude Code launcher {path}")
     return path

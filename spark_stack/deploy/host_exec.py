@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from ..deployment import ModelDeployment
 from ..errors import DeployError, SparkStackError
 from ..spec import CACHE_TARGETS, ContainerSpec
-from .actions import Action, Observed, plan_actions
+from .actions import Action, Observed, plan_actions, previous_name
 from .connector import HostSession
 from .diagnose import Diagnosis, diagnose, diagnose_exit
 from .failure import fail
@@ -183,8 +183,14 @@ def start(session: HostSession, run: HostRun, desired: Sequence[Desired],
                 item.spec, item.secrets.env, item.secrets.hash, facts.home), previous,
                 facts.home))
         elif action.kind == "keep" and action.observed is not None:
-            # A kept container may still be loading (an interrupted `up`): check it as well.
-            started.append(Started(item, action.observed, None))
+            # A kept container may still be loading (an interrupted `up`): check it as well;
+            # what an interrupted replace set aside goes once it serves (or comes back).
+            left = action.aside
+            if left is not None and not run.rollback:
+                run.reporter.step(f"removing {left.name} (--no-rollback)")
+                session.docker.remove(left.id)
+                left = None
+            started.append(Started(item, action.observed, left))
     return started
 
 
@@ -218,13 +224,9 @@ def _set_aside(session: HostSession, run: HostRun, action: Action,
     return keep
 
 
-def previous_name(name: str) -> str:
-    return f"{name}-previous"
-
-
 def settle(run: HostRun, started: Sequence[tuple[HostSession, Started]]) -> dict[str, float]:
     """Wait for each container — heads (every single-node container) first, then the other
-    nodes of a model across hosts, which must have joined by the time their head serves. A
+    nodes of a model across hosts, which joined once their head serves (and must still run). A
     failed one is stopped (and its predecessor brought back), a ready one's predecessor
     removed. The first failure is raised once all have settled."""
     ready: dict[str, float] = {}
@@ -278,22 +280,19 @@ def _ray_joined(session: HostSession, run: HostRun, entry: Started) -> Failed | 
 
 
 def worker_joined(session: HostSession, entry: Started) -> Ready | Failed:
-    """A worker node, once its head serves: still running, and its rank joined."""
+    """A worker node, once its head serves: still running. A head that answers is the proof
+    that every rank joined (vLLM serves only once its world formed); the worker's own log
+    line is not needed, and may be missing (``VLLM_LOGGING_LEVEL=WARNING``, new wording)."""
     spec = entry.item.spec
     attrs = session.docker.inspect(entry.container.id) or {}
     status = str((attrs.get("State") or {}).get("Status", "removed"))
-    log = session.docker.logs(entry.container.id, tail=400)
-    where = f"rank {spec.rank} on {session.key} ({session.hostname})"
     if status != "running":
+        log = session.docker.logs(entry.container.id, tail=400)
         found = diagnose_exit(log.splitlines(), exit_code=None, oom_killed=False, restarts=0)
+        where = f"rank {spec.rank} on {session.key} ({session.hostname})"
         return Failed("exited", Diagnosis(found.key, f"worker {where} is {status}: "
                                           f"{found.message}", found.fix, found.evidence),
                       0.0, "starting")
-    if spec.rank is not None and not joined(log, spec.rank):
-        return Failed("timeout", Diagnosis(
-            "worker_not_joined", f"worker {where} never joined the head",
-            "check the link with `spark-stack doctor` and the worker's log "
-            f"(`spark-stack logs {spec.model}`)"), 0.0, "starting")
     return Ready(0.0)
 
 
@@ -461,7 +460,7 @@ def wait_container(session: HostSession, run: HostRun, item: Desired,
     try:
         return wait_ready(
             downloaded=downloaded,
-            download_total=run.download_total(item),
+            download_total=lambda: run.download_total(item),
             state=_container_state(session, container.id),
             logs=lambda: session.docker.logs(container.id, tail=400).splitlines(),
             probe=probe,

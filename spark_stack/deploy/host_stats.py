@@ -15,8 +15,8 @@ import threading
 from collections.abc import Callable
 
 from ..errors import SparkStackError
+from ..host_facts import GpuFacts, HostFacts
 from ..stack import schema
-from ..top.figures import GpuFacts, HostFacts
 from .connector import HostConnection
 
 SEPARATOR = "--- nvidia-smi"

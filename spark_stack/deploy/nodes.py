@@ -3,7 +3,10 @@
 * Its nodes change together: when one node's container must change, every node is replaced
   (vLLM's world of ranks forms once, at start).
 * Every node runs the same image id (eugr/spark-vllm-docker checks this before a launch).
-* A rank has joined when its own log says so. vLLM logs, on every node, once the world of
+* A head that serves is the proof that every rank joined: vLLM opens its API only once the
+  world of ranks formed. A node's own log says so too — the line ``up`` names a worker by when
+  its head does not answer, and ``status`` reads when the head is down — but only at INFO
+  level (``VLLM_LOGGING_LEVEL=WARNING`` hides it). vLLM logs, on every node, once the world of
   ranks formed (torch.distributed's rendezvous is a barrier)::
 
       rank 1 in world size 2 is assigned as DP rank 0, PP rank 0, PCP rank 0, TP rank 1, …

@@ -17,7 +17,7 @@ from ..paths import proxy_state_dir
 from ..proxy import daemon as proxy_daemon
 from ..spec import ContainerSpec
 from . import local
-from .actions import Observed, changed_fields
+from .actions import Observed, changed_fields, previous_name
 from .connector import Connect, HostSession
 from .host_exec import ProbeFactory
 from .keys import READ, model_key
@@ -87,6 +87,7 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
             except SparkStackError as exc:  # e.g. the host's docker daemon does not answer
                 host_entry["error"] = exc.message
                 report["models"] += [_model_entry(m, state="unknown") for m in models]
+    _joined_by_their_heads(report["models"])
     for model in deployment.models:
         if model.kind == "simulator":
             report["models"].append(_simulator_entry(stack, model, probe))
@@ -101,6 +102,16 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
                              and all(m["healthy"] for m in report["models"])
                              and status_.running and status_.healthy)
     return report
+
+
+def _joined_by_their_heads(entries: list[dict[str, Any]]) -> None:
+    """A worker of a model whose head serves has joined (see :mod:`.nodes`), whether or not
+    its log says so."""
+    serving = {e["name"] for e in entries if e["rank"] == 0 and e["joined"]}
+    for entry in entries:
+        if entry["rank"] and entry["name"] in serving and entry["state"] == "running":
+            entry["joined"] = True
+            entry["healthy"] = not entry["drift"]
 
 
 def exit_code(report: dict[str, Any]) -> int:
@@ -118,11 +129,15 @@ def _host_entry(name: str, address: str) -> dict[str, Any]:
 def _host_models(stack: str, key: str, models: list[ModelDeployment],
                  session: HostSession, probe: ProbeFactory) -> list[dict[str, Any]]:
     entries = []
-    observed = {o.model: o for o in session.docker.stack_containers(stack)}
+    observed: dict[str, list[Observed]] = {}
+    for item in session.docker.stack_containers(stack):
+        observed.setdefault(item.model, []).append(item)
+    leftovers: list[tuple[Observed, str]] = []
     for model in models:
         spec = model.container
         assert spec is not None
-        found = observed.pop(model.name, None)
+        found, others = _current(spec, observed.pop(model.name, []))
+        leftovers += [(o, _why_extra(spec, o)) for o in others]
         if found is not None:  # the listing lacks restarts, start time, OOM
             found = session.docker.observed(found.id) or found
         entry = _model_entry(model, state="missing" if found is None else found.state)
@@ -149,17 +164,37 @@ def _host_models(stack: str, key: str, models: list[ModelDeployment],
                 finally:
                     if forwarder is not None:
                         forwarder.close()
+        if entry["rank"] == 0 and entry["health"] and entry["models_listed"]:
+            entry["joined"] = True  # a head that serves: its world formed
         entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"]
                                 and entry["joined"] is not False)
         entries.append(entry)
-    for leftover in observed.values():
+    leftovers += [(o, "not in stack file") for found in observed.values() for o in found]
+    for leftover, why in leftovers:
         entry = {key_: None for key_ in MODEL_KEYS}
         entry.update({"name": leftover.model, "kind": "container", "host": key,
-                      "state": leftover.state, "container": leftover.name, "healthy": False,
+                      "state": leftover.state, "container": leftover.name,
+                      "container_id": leftover.id[:12], "healthy": False,
                       "health": False, "models_listed": False, "drift": True,
-                      "drift_fields": ["not in stack file"]})
+                      "drift_fields": [why]})
         entries.append(entry)
     return entries
+
+
+def _current(spec: ContainerSpec, found: list[Observed]) -> tuple[Observed | None,
+                                                                   list[Observed]]:
+    """The model's container (the one of its name, else the first) and any others beside it
+    (what an interrupted replace set aside, or duplicates)."""
+    if not found:
+        return None, []
+    current = next((o for o in found if o.name == spec.name), found[0])
+    return current, [o for o in found if o is not current]
+
+
+def _why_extra(spec: ContainerSpec, found: Observed) -> str:
+    if found.name == previous_name(spec.name):
+        return "set aside by an interrupted replace (`spark-stack up` removes it)"
+    return "duplicate (`spark-stack up` replaces them)"
 
 
 def _model_entry(model: ModelDeployment, *, state: str) -> dict[str, Any]:

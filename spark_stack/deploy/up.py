@@ -4,8 +4,10 @@ Secrets are resolved first, so an unset ``${VAR}`` stops ``up`` before anything 
 host: connect once, observe, plan; an unchanged host needs no lock (reading changes nothing)
 but its containers are still checked for readiness. A host with changes is locked
 (:class:`.lock.StackLock`), observed again under the lock (another run may have changed it
-meanwhile), planned and executed. Local steps run under :class:`.local_lock.LocalLock`. Every
-step can be interrupted: the next ``up`` sees what is missing, stopped or stale and converges.
+meanwhile), planned and executed. :class:`.local_lock.LocalLock` is held from the first step
+to the last, and a host's lock from its first change to the end of the local steps, so a
+``down`` cannot slip between the containers and the proxy. Every step can be interrupted: the
+next ``up`` sees what is missing, stopped or stale and converges.
 """
 
 from __future__ import annotations
@@ -91,102 +93,115 @@ class UpResult:
 
 def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
        edges: Edges = Edges()) -> UpResult:
-    """Bring the stack to its desired state; raises a SparkStackError on failure."""
+    """Bring the stack to its desired state; raises a SparkStackError on failure.
+
+    ``stack`` stops at :func:`.deployment.resolve`: every step after it reads the Deployment.
+    """
     started = time.monotonic()
     connect, probe, dial = edges.real()
     skips = validate_skips(options.skip_preflight)
-    deployment = resolve(stack, dial())
+    run = HostRun(stack.name, skips, options.timeout, reporter, probe, options.rollback,
+                  options.drop_caches, edges.repo_size or _hub_size)
+    return _up(resolve(stack, dial()), options, connect, run, started)
+
+
+def _up(deployment: Deployment, options: UpOptions, connect: Connect, run: HostRun,
+        started: float) -> UpResult:
+    reporter = run.reporter
     # Every secret first: a missing one must not leave the stack half up.
     desired = {key: [Desired(m, container_secrets(deployment.stack, m, CREATE)) for m in models]
                for key, models in deployment.containers_by_host().items()}
     keys = model_keys(deployment, CREATE)
-    token = ensure_proxy_token(stack) if options.start_proxy else None
+    token = ensure_proxy_token(deployment.stack, deployment.proxy.token) \
+        if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
-    run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback,
-                  options.drop_caches, edges.repo_size or _hub_size)
-    if desired:
-        _apply_hosts(deployment, desired, connect, run, options, reporter, result)
-    with LocalLock(deployment.stack, wait_seconds=options.wait_lock):
+    # One lock from the first step to the last: a `down` (or another `up`) on this machine
+    # waits for the whole run, so it cannot remove what this run then reports as ready.
+    with ExitStack() as held:
+        held.enter_context(LocalLock(deployment.stack, wait_seconds=options.wait_lock))
+        if desired:
+            _apply_hosts(deployment, desired, connect, run, options, reporter, result, held)
         actions, ready = apply_simulators(deployment, timeout=options.timeout,
-                                          reporter=reporter, probe=probe)
+                                          reporter=reporter, probe=run.probe, skips=run.skips)
         result.actions += actions
         result.ready.update(ready)
         if options.start_proxy:
-            _front_end(stack, deployment, keys, token, options, reporter, result)
+            _front_end(deployment, keys, token, options, reporter, result)
     result.elapsed = time.monotonic() - started
     return result
 
 
 def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], connect: Connect,
-                 run: HostRun, options: UpOptions, reporter: Reporter, result: UpResult) -> None:
+                 run: HostRun, options: UpOptions, reporter: Reporter, result: UpResult,
+                 held: ExitStack) -> None:
     """Every host at once: a model across hosts is planned, checked and started as one.
 
     Connect to and observe every host first (a host whose docker does not answer stops
     ``up`` before anything changes); lock them all when anything changes, observe again, run
     preflight on every changing host, pull, check that a multi-node model has the same image
     id everywhere, then start the workers of such models before everything else, and wait.
+    Sessions and host locks go on ``held``: they are held until ``up``'s local steps are done.
     """
     several = len(desired) > 1
-    with ExitStack() as stack:
-        sessions = {}
-        for key in desired:
-            with _naming(key, several):
-                sessions[key] = stack.enter_context(
-                    connect(key, deployment.hosts[key], options.trust_host_key))
-            reporter.step(f"connected to {sessions[key].display}")
+    sessions = {}
+    for key in desired:
+        with _naming(key, several):
+            sessions[key] = held.enter_context(
+                connect(key, deployment.hosts[key], options.trust_host_key))
+        reporter.step(f"connected to {sessions[key].display}")
 
-        def observe_host(key: str, items: list[Desired]) -> HostSnapshot:
-            with _naming(key, several):
-                return observe(sessions[key], deployment.stack, [d.spec.image for d in items])
+    def observe_host(key: str, items: list[Desired]) -> HostSnapshot:
+        with _naming(key, several):
+            return observe(sessions[key], deployment.stack, [d.spec.image for d in items])
 
-        def look(pulled: dict[str, dict[str, str]] | None = None
-                 ) -> tuple[dict[str, HostSnapshot], dict[str, list[Action]]]:
-            snapshots = {key: observe_host(key, items) for key, items in desired.items()}
-            plans = {key: plan_host(items, snapshots[key], (pulled or {}).get(key))
-                     for key, items in desired.items()}
-            return snapshots, together(deployment, plans)
+    def look(pulled: dict[str, dict[str, str]] | None = None
+             ) -> tuple[dict[str, HostSnapshot], dict[str, list[Action]]]:
+        snapshots = {key: observe_host(key, items) for key, items in desired.items()}
+        plans = {key: plan_host(items, snapshots[key], (pulled or {}).get(key))
+                 for key, items in desired.items()}
+        return snapshots, together(deployment, plans)
 
-        snapshots, plans = look()
-        if all(is_noop(actions) for actions in plans.values()) and not options.pull:
-            for key, actions in plans.items():
-                _report(key, actions, reporter, result)
-            result.ready.update(settle(run, [
-                (sessions[key], entry) for key, items in desired.items()
-                for entry in start(sessions[key], run, items, snapshots[key], plans[key],
-                                   None)]))
-            return
-        for key in sorted(sessions):
-            stack.enter_context(StackLock(sessions[key].conn, deployment.stack, host=key,
-                                          wait_seconds=options.wait_lock))
-        pulled = None
-        if options.pull:
-            pulled = {key: {image: pull_image(sessions[key], image, reporter)
-                            for image in sorted({d.spec.image for d in items})}
-                      for key, items in desired.items()}
-        snapshots, plans = look(pulled)
+    snapshots, plans = look()
+    if all(is_noop(actions) for actions in plans.values()) and not options.pull:
         for key, actions in plans.items():
             _report(key, actions, reporter, result)
-        # Preflight on every host before anything is pulled, stopped or started anywhere.
-        facts = {}
+        result.ready.update(settle(run, [
+            (sessions[key], entry) for key, items in desired.items()
+            for entry in start(sessions[key], run, items, snapshots[key], plans[key],
+                               None)]))
+        return
+    for key in sorted(sessions):
+        held.enter_context(StackLock(sessions[key].conn, deployment.stack, host=key,
+                                      wait_seconds=options.wait_lock))
+    pulled = None
+    if options.pull:
+        pulled = {key: {image: pull_image(sessions[key], image, reporter)
+                        for image in sorted({d.spec.image for d in items})}
+                  for key, items in desired.items()}
+    snapshots, plans = look(pulled)
+    for key, actions in plans.items():
+        _report(key, actions, reporter, result)
+    # Preflight on every host before anything is pulled, stopped or started anywhere.
+    facts = {}
+    for key, items in desired.items():
+        if several:
+            reporter.step(f"checking {key} ({sessions[key].display})")
+        facts[key] = preflight(sessions[key], run, items, snapshots[key], plans[key])
+    for key, items in desired.items():
+        pull_missing(sessions[key], run, items, snapshots[key], plans[key], facts[key])
+    changing = [a.model for actions in plans.values() for a in actions
+                if a.kind in ("create", "replace")]
+    same_image(deployment, {key: {image: None if found is None else found.id
+                                  for image, found in snap.images.items()}
+                            for key, snap in snapshots.items()}, changing)
+    started = []
+    for phase in (lambda rank: rank is not None and rank > 0,  # the workers first
+                  lambda rank: rank is None or rank == 0):
         for key, items in desired.items():
-            if several:
-                reporter.step(f"checking {key} ({sessions[key].display})")
-            facts[key] = preflight(sessions[key], run, items, snapshots[key], plans[key])
-        for key, items in desired.items():
-            pull_missing(sessions[key], run, items, snapshots[key], plans[key], facts[key])
-        changing = [a.model for actions in plans.values() for a in actions
-                    if a.kind in ("create", "replace")]
-        same_image(deployment, {key: {image: None if found is None else found.id
-                                      for image, found in snap.images.items()}
-                                for key, snap in snapshots.items()}, changing)
-        started = []
-        for phase in (lambda rank: rank is not None and rank > 0,  # the workers first
-                      lambda rank: rank is None or rank == 0):
-            for key, items in desired.items():
-                started += [(sessions[key], entry) for entry in start(
-                    sessions[key], run, items, snapshots[key], plans[key], facts[key],
-                    ranks=phase)]
-        result.ready.update(settle(run, started))
+            started += [(sessions[key], entry) for entry in start(
+                sessions[key], run, items, snapshots[key], plans[key], facts[key],
+                ranks=phase)]
+    result.ready.update(settle(run, started))
 
 
 @contextmanager
@@ -216,10 +231,9 @@ def _report(key: str, actions: list[Action], reporter: Reporter, result: UpResul
         result.actions.append(action)
 
 
-def _front_end(stack: schema.Stack, deployment: Deployment, keys: dict[str, str | None],
-               token: str | None, options: UpOptions, reporter: Reporter,
-               result: UpResult) -> None:
+def _front_end(deployment: Deployment, keys: dict[str, str | None], token: str | None,
+               options: UpOptions, reporter: Reporter, result: UpResult) -> None:
     tunnels = frontend.ensure_tunnels(deployment, reporter)
     result.endpoints.update(tunnels)
     result.proxy_url = frontend.ensure_proxy(deployment, keys, token, tunnels, reporter)
-    result.launcher = frontend.write_launcher(stack, options.stack_file, reporter)
+    result.launcher = frontend.write_launcher(deployment, options.stack_file, reporter)

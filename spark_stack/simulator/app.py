@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -40,6 +41,8 @@ _ROUTES: dict[str, set[str]] = {
     "/tokenize": {"POST"},
     "/v1/chat/completions": {"POST"},
 }
+
+PID_HEADER = "x-spark-stack-pid"  # spark_stack.deploy.readiness reads it (same name)
 
 
 class RequestError(Exception):
@@ -147,8 +150,10 @@ class SimApp:
     async def _route(self, request: Request, responder: Responder) -> None:
         path = request.path
         if path in ("/health", "/ping"):
-            # vLLM answers an empty 200 without a Content-Type.
-            await responder.send(200, b"", content_type=None)
+            # vLLM answers an empty 200 without a Content-Type. The pid header says who
+            # answers: `up` waits for the process it started, not whatever holds the port.
+            await responder.send(200, b"", content_type=None,
+                                 headers=((PID_HEADER, str(os.getpid())),))
         elif path == "/version":
             await responder.send(200, dumps({"version": self.config.version}).encode())
         elif path == "/load":

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..host_facts import HostFacts
 from .promtext import INF, Scrape
 
 VERSION = 1
@@ -60,27 +61,6 @@ class Reading:
     at: float
     scrape: Scrape | None = None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class GpuFacts:
-    index: str
-    name: str
-    utilization_percent: float | None = None
-    temperature_c: float | None = None
-
-
-@dataclass(frozen=True)
-class HostFacts:
-    """What the host says about itself (``/proc/meminfo``, ``nvidia-smi``)."""
-
-    name: str
-    address: str
-    reachable: bool
-    error: str | None = None
-    memory_total_bytes: int | None = None
-    memory_available_bytes: int | None = None
-    gpus: tuple[GpuFacts, ...] = ()
 
 
 @dataclass(frozen=True)

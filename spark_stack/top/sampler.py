@@ -24,9 +24,10 @@ from ..deploy.host_stats import (
 )
 from ..deploy.keys import READ, model_key
 from ..deployment import Deployment, ModelDeployment
+from ..host_facts import HostFacts
 from ..paths import proxy_state_dir
 from ..proxy.daemon import proxy_process, read_config
-from .figures import HostFacts, Inputs, ModelSource, ProxySource, Reading, figures
+from .figures import Inputs, ModelSource, ProxySource, Reading, figures
 from .promtext import parse
 
 HTTP_TIMEOUT_S = 2.0

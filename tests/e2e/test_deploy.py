@@ -499,6 +499,32 @@ def test_two_concurrent_ups_one_wins_one_names_the_holder(
     assert len(_containers(host_docker, deployer.name)) == 1
 
 
+def test_down_during_up_waits_for_the_whole_up_not_just_its_host_steps(
+    deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
+) -> None:
+    """`down --wait-lock` while `up` waits for readiness: `down` runs after all of `up` (its
+    proxy included), never between `up`'s containers and its proxy."""
+    model = deployer.model()
+    model["env"]["VLLM_SIM_STARTUP_SECONDS"] = "3"
+    deployer.write(model)
+    env = {**os.environ, "HOME": str(ssh_home), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "up"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "qwen: starting (" in line:  # up holds the host now and waits for readiness
+            break
+    code, out, err = deployer.run("down", "--wait-lock", "60")
+    up_output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, up_output
+    assert code == 0, out + err
+    assert "1 container(s) removed, proxy stopped" in out  # up had finished, proxy and all
+    assert _containers(host_docker, deployer.name) == []
+    code, report = deployer.run_json("status")
+    assert report["proxy"]["running"] is False, report  # no proxy left pointing at nothing
+
+
 def test_interrupted_up_is_converged_by_the_next_up(
     deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
 ) -> None:
@@ -524,6 +550,57 @@ def test_interrupted_up_is_converged_by_the_next_up(
     assert len(_containers(host_docker, deployer.name)) == 1
     code, report = deployer.run_json("status")
     assert report["models"][0]["health"] is True
+
+
+def _up_killed_at(deployer: Deployer, ssh_home: Path, after: str, line: str) -> None:
+    """`up --no-proxy` in its own process, `kill -9`ed at the first ``line`` after ``after``."""
+    env = {**os.environ, "HOME": str(ssh_home), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spark_stack", "-s", str(deployer.path), "up", "--no-proxy"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=REPO, text=True)
+    assert process.stdout is not None
+    seen = []
+    for text in process.stdout:
+        seen.append(text)
+        if any(after in s for s in seen[:-1]) and line in text:
+            break
+    process.kill()
+    process.wait(timeout=30)
+    assert any(after in s for s in seen), "".join(seen)
+
+
+def test_an_interrupted_replace_is_finished_not_redone(
+    deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
+) -> None:
+    """`up` killed while the replacing container loads: `status` shows it beside
+    `-previous`, and the next `up` keeps it (no second model load) and removes `-previous`."""
+    deployer.write(deployer.model())
+    assert deployer.run("up", "--no-proxy")[0] == 0
+    slower = deployer.model()
+    slower["env"]["VLLM_SIM_STARTUP_SECONDS"] = "4"  # a changed spec: a replace
+    deployer.write(slower)
+    _up_killed_at(deployer, ssh_home, after="replacing", line="qwen: starting (")
+    name = f"spark-stack-{deployer.name}-qwen"
+    assert sorted(c.name for c in _containers(host_docker, deployer.name)) == [
+        name, f"{name}-previous"]
+    new = next(c for c in _containers(host_docker, deployer.name) if c.name == name)
+
+    code, report = deployer.run_json("status")
+    shown = {m["container"]: m for m in report["models"]}
+    assert set(shown) == {name, f"{name}-previous"}, report
+    assert shown[name]["drift"] is False and shown[name]["state"] == "running"
+    assert shown[f"{name}-previous"]["state"] == "exited"
+    assert "interrupted replace" in shown[f"{name}-previous"]["drift_fields"][0]
+    code, out, err = deployer.run("status")
+    assert f"qwen ({name}-previous)" in out
+
+    code, result = deployer.run_json("up", "--no-proxy")
+    assert code == 0, result
+    assert [(a["action"], a["model"]) for a in result["actions"]] == [("keep", "qwen")]
+    [after] = _containers(host_docker, deployer.name)
+    assert (after.id, after.name, after.status) == (new.id, name, "running")  # not recreated
+    code, report = deployer.run_json("status")
+    assert [m["container"] for m in report["models"]] == [name], report  # -previous is gone
 
 
 # --- SSH ----------------------------------------------------------------------------------------

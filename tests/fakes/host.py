@@ -127,6 +127,8 @@ class FakeDocker:
     # A model across hosts: whether its world of ranks formed (set by FakeHosts).
     world: Callable[[str], bool] | None = None
     daemon_down: bool = False  # the docker daemon does not answer
+    # vLLM at VLLM_LOGGING_LEVEL=WARNING: no INFO lines, so no rank's "assigned as" line.
+    warnings_only: bool = False
 
     def _check_daemon(self) -> None:
         if self.daemon_down:
@@ -210,6 +212,8 @@ class FakeDocker:
         rank = container["Config"]["Labels"].get(LABEL_RANK)
         if rank is not None and not container["Fails"] and "--nnodes" not in container["Cmd"]:
             return self._ray_logs(container, rank)
+        if rank is not None and not container["Fails"] and self.warnings_only:
+            return ""
         if rank is not None and not container["Fails"]:
             # vLLM's own lines (see spark_stack.deploy.nodes): waiting, then joined.
             cmd = container["Cmd"]

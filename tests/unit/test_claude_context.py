@@ -126,7 +126,7 @@ def test_launcher_print_env_and_settings_all_carry_the_contract(tmp_path: Path) 
         "CLAUDE_CODE_AUTO_COMPACT_WINDOW": "40000",
         "CLAUDE_CODE_MAX_OUTPUT_TOKENS": "10000",
     }
-    script = launcher.render_launcher(stack, token_path=tmp_path / "tok")
+    script = launcher.render_launcher(resolve(stack), token_path=tmp_path / "tok")
     env = claude_env.claude_environment(stack, None)
     settings = json.loads(claude_env.write_settings(stack, tmp_path / "s.json").read_text())
     for name, value in expected.items():

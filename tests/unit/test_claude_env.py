@@ -24,36 +24,38 @@ def mode_of(path: Path) -> int:
 
 def test_auto_token_is_generated_once_0600_and_kept() -> None:
     stack = make_stack(token="auto")
-    first = claude_env.ensure_proxy_token(stack)
+    first = claude_env.ensure_proxy_token(stack.name, stack.proxy.token)
     assert first is not None and len(first) >= 32
     path = launcher.token_file(stack.name)
     assert mode_of(path) == 0o600
     assert path.read_text() == first + "\n"
-    assert claude_env.ensure_proxy_token(stack) == first
+    assert claude_env.ensure_proxy_token(stack.name, stack.proxy.token) == first
     assert claude_env.read_proxy_token(stack) == first
 
 
 def test_referenced_token_is_resolved_into_the_0600_file() -> None:
     stack = make_stack(token="${LAB_PROXY_TOKEN}")
-    token = claude_env.ensure_proxy_token(stack, {"LAB_PROXY_TOKEN": SENTINEL})
+    token = claude_env.ensure_proxy_token(stack.name, stack.proxy.token,
+                                          {"LAB_PROXY_TOKEN": SENTINEL})
     assert token == SENTINEL
     path = launcher.token_file(stack.name)
     assert mode_of(path) == 0o600
     assert path.read_text().strip() == SENTINEL
     # A rotated value replaces the old one.
-    assert claude_env.ensure_proxy_token(stack, {"LAB_PROXY_TOKEN": "rotated"}) == "rotated"
+    assert claude_env.ensure_proxy_token(stack.name, stack.proxy.token,
+                                         {"LAB_PROXY_TOKEN": "rotated"}) == "rotated"
     assert claude_env.read_proxy_token(stack) == "rotated"
 
 
 def test_unset_token_variable_is_named_not_shown() -> None:
     stack = make_stack(token="${LAB_PROXY_TOKEN}")
     with pytest.raises(SparkStackError, match="LAB_PROXY_TOKEN is not set"):
-        claude_env.ensure_proxy_token(stack, {})
+        claude_env.ensure_proxy_token(stack.name, stack.proxy.token, {})
 
 
 def test_client_token_prefers_what_up_wrote() -> None:
     stack = make_stack(token="${LAB_PROXY_TOKEN}")
-    claude_env.ensure_proxy_token(stack, {"LAB_PROXY_TOKEN": SENTINEL})
+    claude_env.ensure_proxy_token(stack.name, stack.proxy.token, {"LAB_PROXY_TOKEN": SENTINEL})
     # Later, in a shell without the variable, clients still get the proxy's token.
     assert claude_env.client_token(stack, {}) == SENTINEL
     assert claude_env.client_token(make_stack(token=None), {}) is None
@@ -66,7 +68,7 @@ def test_no_token_removes_a_stale_file() -> None:
     path = launcher.token_file("lab")
     path.parent.mkdir(parents=True)
     path.write_text("old")
-    assert claude_env.ensure_proxy_token(make_stack(token=None)) is None
+    assert claude_env.ensure_proxy_token("lab", None) is None
     assert not path.exists()
     assert claude_env.read_proxy_token(make_stack(token=None)) is None
 
@@ -97,7 +99,7 @@ def test_print_env_lines_eval_to_the_launcher_environment() -> None:
 
 def test_settings_block_references_the_token_file_never_the_token() -> None:
     stack = make_stack(token="auto", models={"sonnet": "qwen"})
-    token = claude_env.ensure_proxy_token(stack)
+    token = claude_env.ensure_proxy_token(stack.name, stack.proxy.token)
     env, helper = claude_env.settings_env(stack)
     assert helper == f"cat {launcher.token_file(stack.name)}"
     assert "ANTHROPIC_AUTH_TOKEN" not in env
@@ -168,7 +170,7 @@ def test_merge_only_touches_env_and_api_key_helper(
 
 def test_write_settings_creates_and_merges_a_file(tmp_path: Path) -> None:
     stack = make_stack(token="auto")
-    claude_env.ensure_proxy_token(stack)
+    claude_env.ensure_proxy_token(stack.name, stack.proxy.token)
     target = tmp_path / "proj" / ".claude" / "settings.json"
     assert claude_env.write_settings(stack, target) == target
     first = json.loads(target.read_text())

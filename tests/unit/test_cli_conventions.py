@@ -66,3 +66,22 @@ def test_shell_completion_is_offered(capsys: pytest.CaptureFixture[str]) -> None
         main(["--show-completion", "bash"])
     assert done.value.code in (0, None)
     assert "_SPARK_STACK_COMPLETE" in capsys.readouterr().out
+
+
+def test_a_command_builds_only_itself_and_help_still_lists_every_command_in_order() -> None:
+    """Building all fifteen commands' options cost more than a no-op `up`'s own work."""
+    import subprocess
+    import sys
+
+    def run(script: str) -> str:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, env={"COLUMNS": "80", "PATH": ""})
+        return done.stdout
+
+    prelude = "from spark_stack.cli import COMMAND_MODULES, _registered, main\n"
+    after_a_command = run(prelude + "main(['-s', 'nowhere.yaml', 'validate'])\n"
+                          "print(list(_registered))\nmain(['--help'])\n")
+    first, _, help_after = after_a_command.partition("\n")
+    assert first == "['validate']", after_a_command
+    assert help_after == run(prelude + "main(['--help'])\n")
+    assert "export" in help_after and "demo" in help_after

@@ -177,3 +177,24 @@ def test_observed_from_the_container_listing_is_enough_to_plan() -> None:
     assert (found.name, found.model, found.state, found.image_id) == (
         "spark-stack-demo1-a", "a", "running", "sha256:9")
     assert [a.kind for a in plan_actions([spec], [found], {"a": "s"})] == ["keep"]
+
+
+def test_an_interrupted_replace_keeps_the_new_container_and_sets_the_previous_aside() -> None:
+    """The new container (desired spec, its own name) beside `<name>-previous`: keep it, with
+    the previous one riding along to be removed once it serves; not "2 containers found"."""
+    spec = _specs()[0]
+    new = _running(spec)
+    previous = replace(_running(spec, state="exited"), id="id-old", name=f"{spec.name}-previous",
+                       spec_hash="old")
+    [action] = plan_actions([spec], [previous, new], {"a": "s"})
+    assert (action.kind, action.observed, action.aside) == ("keep", new, previous)
+    assert "interrupted replace" in action.reason
+    assert not is_noop([action])  # something is still to be done: under the lock
+    # The new one drifted too: replaced as usual (the previous one goes with it).
+    [action] = plan_actions([spec], [previous, replace(new, spec_hash="x")], {"a": "s"})
+    assert (action.kind, action.observed, action.aside) == ("replace", replace(new,
+                                                            spec_hash="x"), previous)
+    # Two containers of any other names are duplicates: replaced by one.
+    other = replace(previous, name="someone-else")
+    [action] = plan_actions([spec], [other, new], {"a": "s"})
+    assert (action.kind, action.reason) == ("replace", "2 containers found")

@@ -153,3 +153,18 @@ proxy:
     other = resolve(load_stack_text(text.replace("simtest", "other"), lint=False).stack)
     with pytest.raises(NotHealthy):
         list(deploy_logs.logs(other, "sim", tail=None, follow=False))
+
+
+def test_the_local_lock_names_its_holder_and_can_be_waited_for(spark_stack_home: Path) -> None:
+    import threading
+
+    from spark_stack.deploy.local_lock import LocalLock
+    from spark_stack.errors import LockHeld
+
+    first = LocalLock("held").__enter__()
+    with pytest.raises(LockHeld, match=f"locked by another `up`/`down` on this machine: .*pid "
+                       f"{os.getpid()} since"):
+        LocalLock("held").__enter__()
+    threading.Timer(0.3, lambda: first.__exit__(None, None, None)).start()
+    with LocalLock("held", wait_seconds=10):
+        pass

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from spark_stack.deploy.readiness import (
@@ -122,18 +125,46 @@ def test_an_exited_process_fails_fast_with_its_diagnosis(tmp_path: Path) -> None
     assert "--not-a-flag" in outcome.diagnosis.message
 
 
-def test_garbage_output_is_not_ready() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/health":
-            return httpx.Response(200)
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "m"}]})
-        return httpx.Response(200, json={"choices": [{"message": {"content": "!!!!!!!!"}}]})
+@contextmanager
+def _server(answers: dict[str, tuple[int, dict[str, str], bytes]]) -> Iterator[str]:
+    """A real HTTP server on loopback answering ``path → (status, headers, body)``; its URL."""
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            self.rfile.read(length)
+            status, headers, body = answers[self.path]
+            self.send_response(status)
+            for name, value in {**headers, "content-length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
 
-    probe = HttpProbe("http://spark:8000/v1", "m", None,
-                      client=httpx.Client(transport=httpx.MockTransport(handler)))
-    outcome = wait_ready(state=lambda: ProcessState(alive=True), logs=list, probe=probe,
-                         timeout=5, on_progress=lambda _: None)
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_garbage_output_is_not_ready() -> None:
+    with _server({
+        "/health": (200, {}, b""),
+        "/v1/models": (200, {}, json.dumps({"data": [{"id": "m"}]}).encode()),
+        "/v1/chat/completions": (200, {}, json.dumps(
+            {"choices": [{"message": {"content": "!!!!!!!!"}}]}).encode()),
+    }) as url:
+        probe = HttpProbe(url, "m", None)
+        outcome = wait_ready(state=lambda: ProcessState(alive=True), logs=list, probe=probe,
+                             timeout=5, on_progress=lambda _: None)
+        probe.close()
     assert isinstance(outcome, Failed) and outcome.reason == "bad answer"
     assert "'!!!!!!!!'" in outcome.diagnosis.message and "expected 204" in outcome.diagnosis.message
 
@@ -161,7 +192,7 @@ def test_a_growing_download_is_progress_and_a_stall_times_out() -> None:
     seen: list[Progress] = []
     outcome = wait_ready(
         state=lambda: ProcessState(alive=True), logs=list, probe=_Silent(), timeout=5.0,
-        on_progress=seen.append, downloaded=lambda: next(sizes, 390), download_total=1000,
+        on_progress=seen.append, downloaded=lambda: next(sizes, 390), download_total=lambda: 1000,
         clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + 1.0))
     assert isinstance(outcome, Failed) and outcome.reason == "timeout"
     # 39 seconds of growth, then 5 without: well past the 5 s timeout in all.
@@ -193,3 +224,59 @@ def test_phases_follow_the_real_engines_startup_log() -> None:
     for line, phase in REAL_0_32_STARTUP:
         lines.append(line)
         assert phase_of(lines) == phase, line
+
+
+class _Serving(_Silent):
+    def health(self) -> bool:
+        return True
+
+    def models(self) -> list[str] | None:
+        return ["m"]
+
+    def completion(self) -> str | None:
+        return "204"
+
+
+def test_a_server_that_already_serves_is_ready_without_reading_its_log() -> None:
+    """A kept container on a no-op `up`: its log is one more request over SSH and the model's
+    size a question to the Hub; neither is needed."""
+    def no_log() -> list[str]:
+        raise AssertionError("the log was read")
+
+    def no_hub() -> int | None:
+        raise AssertionError("the Hub was asked")
+
+    outcome = wait_ready(state=lambda: ProcessState(alive=True), logs=no_log, probe=_Serving(),
+                         timeout=5, on_progress=lambda _: None, downloaded=lambda: 5,
+                         download_total=no_hub)
+    assert isinstance(outcome, Ready)
+
+
+def test_another_server_on_the_port_is_not_ready_and_its_death_says_why() -> None:
+    """``identity`` false (someone else answers): polled on until our process exits."""
+    alive = iter([True, True, False])
+    outcome = wait_ready(
+        state=lambda: ProcessState(alive=next(alive), exit_code=1),
+        logs=lambda: ["OSError: [Errno 98] Address already in use"], probe=_Serving(),
+        identity=lambda: False, timeout=30, on_progress=lambda _: None, sleep=lambda _: None)
+    assert isinstance(outcome, Failed) and outcome.diagnosis.key == "port_in_use"
+
+
+def test_a_docker_log_is_demultiplexed_and_a_tty_log_kept_as_is() -> None:
+    from spark_stack.deploy.docker_host import demultiplex
+
+    frames = (b"\x01\0\0\0\0\0\0\x06hello\n" + b"\x02\0\0\0\0\0\0\x05oops\n"
+              + b"\x01\0\0\0\0\0\0\x03ok\n")
+    assert demultiplex(frames) == b"hello\noops\nok\n"
+    assert demultiplex(b"INFO raw tty text\n") == b"INFO raw tty text\n"
+    assert demultiplex(b"") == b""
+
+
+def test_server_pid_reads_the_header_and_is_none_without_it() -> None:
+    from spark_stack.deploy.readiness import PID_HEADER, server_pid
+
+    with _server({"/health": (200, {PID_HEADER: "4242"}, b"")}) as url:
+        assert server_pid(url) == 4242
+    with _server({"/health": (200, {}, b"")}) as url:  # vLLM: does not say
+        assert server_pid(url) is None
+    assert server_pid(f"http://127.0.0.1:{free_port()}/v1") is None  # nobody there

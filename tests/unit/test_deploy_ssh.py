@@ -239,3 +239,23 @@ def test_a_host_without_docker_daemon_says_how_to_start_it() -> None:
     assert caught.value.fix is not None
     assert "`ssh -p 2222 alice@spark sudo systemctl start docker`" in caught.value.fix
     assert "spark-stack up" not in caught.value.fix
+
+
+def test_invoke_is_imported_only_for_a_match_exec_line() -> None:
+    """paramiko imports invoke (and with it unittest.mock and asyncio) for `Match exec` alone:
+    ~40 ms of every SSH command. Deferred, a `Match exec` line still works."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from spark_stack.deploy.ssh import resolve_target\n"
+        "print(sorted(m for m in ('invoke.tasks', 'unittest.mock', 'asyncio') "
+        "if m in sys.modules))\n"
+        "config = 'Match exec \"true\"\\n  User bob\\nHost box\\n  HostName 10.0.0.9\\n'\n"
+        "target = resolve_target('box', config)\n"
+        "print(target.user, target.hostname, 'invoke.tasks' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.splitlines() == ["[]", "bob 10.0.0.9 True"], done.stderr

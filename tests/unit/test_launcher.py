@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from spark_stack import claude_context, launcher
+from spark_stack.deployment import resolve
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
 from tests.helpers import free_port
@@ -127,7 +128,8 @@ def test_text_exports_what_claude_code_reads_and_never_the_token(tmp_path: Path)
     stack = make_stack(
         models={"opus": "qwen", "sonnet": "qwen", "haiku": "small"}, default_model="qwen"
     )
-    text = launcher.render_launcher(stack, token_path=tmp_path / "tok", stack_file="lab.yaml")
+    text = launcher.render_launcher(resolve(stack), token_path=tmp_path / "tok",
+                                    stack_file="lab.yaml")
     assert text.startswith("#!/usr/bin/env bash\n")
     assert "export ANTHROPIC_BASE_URL=http://127.0.0.1:4000\n" in text
     assert "export ANTHROPIC_DEFAULT_OPUS_MODEL=qwen\n" in text
@@ -138,13 +140,13 @@ def test_text_exports_what_claude_code_reads_and_never_the_token(tmp_path: Path)
     assert f"token_file={tmp_path / 'tok'}\n" in text
     assert 'ANTHROPIC_AUTH_TOKEN=$(cat "$token_file")' in text
     assert "spark-stack -s lab.yaml up" in text
-    settings = launcher.claude_settings(stack)
+    settings = launcher.claude_settings(resolve(stack))
     assert text.rstrip().endswith(f"exec \"$claude_bin\" --settings '{settings}' \"$@\"")
     assert "/v1" not in text
 
 
 def test_without_a_proxy_token_the_placeholder_is_exported(tmp_path: Path) -> None:
-    text = launcher.render_launcher(make_stack(token=None), token_path=tmp_path / "tok")
+    text = launcher.render_launcher(resolve(make_stack(token=None)), token_path=tmp_path / "tok")
     assert f"export ANTHROPIC_AUTH_TOKEN={claude_context.PLACEHOLDER_TOKEN}\n" in text
     assert "token_file" not in text
     assert "ANTHROPIC_MODEL=" not in text
@@ -162,13 +164,13 @@ def test_write_launcher_is_atomic_0755_at_the_stack_path(tmp_path: Path) -> None
     target = tmp_path / "bin" / "claude-lab"
     stack = make_stack(launcher=str(target))
     write_token(stack.name, SENTINEL)
-    written = launcher.write_launcher(stack)
+    written = launcher.write_launcher(resolve(stack))
     assert written == target
     assert stat.S_IMODE(target.stat().st_mode) == 0o755
     assert SENTINEL not in target.read_text()
     assert sorted(p.name for p in target.parent.iterdir()) == ["claude-lab"]
     # Rewriting replaces the file in place; no temp files are left behind.
-    launcher.write_launcher(stack)
+    launcher.write_launcher(resolve(stack))
     assert sorted(p.name for p in target.parent.iterdir()) == ["claude-lab"]
 
 
@@ -190,14 +192,14 @@ def test_launcher_execs_claude_with_args_and_env_when_the_proxy_answers(
 ) -> None:
     stack = make_stack(proxy_port, models={"opus": "qwen"})
     write_token(stack.name, SENTINEL + "\n")
-    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab")
+    script = launcher.write_launcher(resolve(stack), path=tmp_path / "claude-lab")
     args = ["-p", "what is 12*17?", "--output-format", "json", "--", "--help", "a b"]
     result = run_launcher(
         script, args, path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude
     )
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert seen["argv"] == ["--settings", launcher.claude_settings(stack), *args]
+    assert seen["argv"] == ["--settings", launcher.claude_settings(resolve(stack)), *args]
     assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == SENTINEL
     assert seen["env"]["ANTHROPIC_BASE_URL"] == f"http://127.0.0.1:{proxy_port}"
     assert seen["env"]["ANTHROPIC_DEFAULT_OPUS_MODEL"] == "qwen"
@@ -211,7 +213,8 @@ def test_launcher_hints_at_up_when_the_proxy_is_down(
 ) -> None:
     stack = make_stack(free_port())
     write_token(stack.name, SENTINEL)
-    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab", stack_file="lab.yaml")
+    script = launcher.write_launcher(resolve(stack), path=tmp_path / "claude-lab",
+                                     stack_file="lab.yaml")
     result = run_launcher(
         script, ["-p", "hi"], path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude
     )
@@ -229,7 +232,8 @@ def test_launcher_names_a_model_that_is_down_and_the_fix(
 ) -> None:
     monkeypatch.setattr(_Root, "upstreams", {"qwen": DOWN_UPSTREAM})
     stack = make_stack(proxy_port, token=None)
-    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab", stack_file="lab.yaml")
+    script = launcher.write_launcher(resolve(stack), path=tmp_path / "claude-lab",
+                                     stack_file="lab.yaml")
     result = run_launcher(
         script, ["-p", "hi"], path=str(tool_dir(tmp_path, tools)), claude_bin=fake_claude
     )
@@ -245,16 +249,17 @@ def test_launcher_names_the_stack_file_absolutely(
 ) -> None:
     (tmp_path / "lab.yaml").write_text("name: lab\n")
     monkeypatch.chdir(tmp_path)
-    script = launcher.write_launcher(make_stack(), path=tmp_path / "claude-lab",
+    script = launcher.write_launcher(resolve(make_stack()), path=tmp_path / "claude-lab",
                                      stack_file="lab.yaml")
     assert f"spark-stack -s {tmp_path / 'lab.yaml'} up" in script.read_text()
     # A built-in stack name is not a file: it stays as written.
-    script = launcher.write_launcher(make_stack(), path=tmp_path / "claude-lab", stack_file="demo")
+    script = launcher.write_launcher(resolve(make_stack()), path=tmp_path / "claude-lab",
+                                     stack_file="demo")
     assert "spark-stack -s demo up" in script.read_text()
 
 
 def test_launcher_without_token_file_says_to_run_up(tmp_path: Path, fake_claude: Path) -> None:
-    script = launcher.write_launcher(make_stack(), path=tmp_path / "claude-lab")
+    script = launcher.write_launcher(resolve(make_stack()), path=tmp_path / "claude-lab")
     result = run_launcher(script, [], path=os.environ["PATH"], claude_bin=fake_claude)
     assert result.returncode == 1
     assert "no proxy token" in result.stderr and "spark-stack up" in result.stderr
@@ -262,7 +267,7 @@ def test_launcher_without_token_file_says_to_run_up(tmp_path: Path, fake_claude:
 
 def test_launcher_without_claude_says_how_to_install(tmp_path: Path, proxy_port: int) -> None:
     stack = make_stack(proxy_port, token=None)
-    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab")
+    script = launcher.write_launcher(resolve(stack), path=tmp_path / "claude-lab")
     result = run_launcher(
         script, [], path=str(tool_dir(tmp_path, ["curl"])), claude_bin=None
     )
@@ -272,12 +277,12 @@ def test_launcher_without_claude_says_how_to_install(tmp_path: Path, proxy_port:
 
 def test_launcher_finds_claude_on_path(tmp_path: Path, proxy_port: int, fake_claude: Path) -> None:
     stack = make_stack(proxy_port, token=None)
-    script = launcher.write_launcher(stack, path=tmp_path / "claude-lab")
+    script = launcher.write_launcher(resolve(stack), path=tmp_path / "claude-lab")
     path = f"{fake_claude.parent}:{tool_dir(tmp_path, ['curl'])}"
     result = run_launcher(script, ["--version"], path=path, claude_bin=None)
     assert result.returncode == 0, result.stderr
     seen = json.loads(result.stdout)
-    assert seen["argv"] == ["--settings", launcher.claude_settings(stack), "--version"]
+    assert seen["argv"] == ["--settings", launcher.claude_settings(resolve(stack)), "--version"]
     assert seen["env"]["ANTHROPIC_AUTH_TOKEN"] == claude_context.PLACEHOLDER_TOKEN
 
 
@@ -295,7 +300,7 @@ proxy:
 claude:
   models: {opus: qwen, sonnet: coder}
 """, lint=False).stack
-    settings = json.loads(launcher.claude_settings(stack))
+    settings = json.loads(launcher.claude_settings(resolve(stack)))
     assert settings == {"modelPicker": {"replaceBuiltInOptions": True, "options": [
         {"model": "qwen", "label": "qwen",
          "description": "qwen3-8b \u00b7 vLLM on spark \u00b7 65,536-token window"},

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from spark_stack import paths
+from spark_stack.deployment import resolve
 from spark_stack.launcher import write_launcher
 from spark_stack.stack.loader import load_stack_text
 
@@ -42,7 +43,7 @@ def test_the_launchers_directory_under_umask_000(
     tmp_path: Path, fake_home: Path, lax_umask: None
 ) -> None:
     stack = load_stack_text("name: lab\nmodels:\n  - {name: m, kind: simulator}\n").stack
-    target = write_launcher(stack)
+    target = write_launcher(resolve(stack))
     assert target == fake_home / ".local" / "bin" / "claude-lab"
     for directory in (fake_home / ".local", fake_home / ".local" / "bin"):
         assert _mode(directory) == 0o755, directory

@@ -40,7 +40,7 @@ def test_a_proxy_token_reference_is_stored_resolved_0600_as_the_readme_says(
     stack = load_stack_text(
         "name: lab\nmodels:\n  - {name: m, kind: simulator}\nproxy: {token: '${T}'}\n"
     ).stack
-    assert ensure_proxy_token(stack) == SENTINEL
+    assert ensure_proxy_token(stack.name, stack.proxy.token) == SENTINEL
     path = token_file("lab")
     assert path.read_text(encoding="utf-8").strip() == SENTINEL
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from spark_stack.host_facts import HostFacts
 from spark_stack.simulator.metrics import Metrics
 from spark_stack.top.figures import (
-    HostFacts,
     Inputs,
     ModelSource,
     ProxySource,

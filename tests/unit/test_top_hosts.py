@@ -9,9 +9,9 @@ from spark_stack.deploy.connector import Completed
 from spark_stack.deploy.host_stats import SCRIPT, facts_from_output, parse_meminfo
 from spark_stack.deployment import resolve
 from spark_stack.errors import HostUnreachable
+from spark_stack.host_facts import GpuFacts
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
-from spark_stack.top.figures import GpuFacts
 from spark_stack.top.sampler import Sampler, once
 from tests.helpers import free_port
 

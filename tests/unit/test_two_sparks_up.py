@@ -241,3 +241,26 @@ def test_up_json_names_each_nodes_host_and_rank() -> None:
     actions = _result_json("s", result)["actions"]
     assert [(a["model"], a["host"], a["rank"]) for a in actions] == [
         ("qwen", "b", 1), ("solo", None, None)]
+
+
+def test_a_head_that_serves_proves_every_rank_joined_whatever_the_workers_log(
+    sparks: FakeHosts,
+) -> None:
+    """vLLM at VLLM_LOGGING_LEVEL=WARNING logs no "rank R in world size N is assigned as"
+    line: the head answering is the proof that every rank joined (up and status)."""
+    for host in sparks.hosts.values():
+        host.docker.warnings_only = True
+    stack = _stack()
+    assert up_actions(stack, sparks) == [("create", "big"), ("create", "big")]
+    report = status(resolve(stack), connect=sparks.connect, probe=sparks.probe)
+    nodes = {m["rank"]: m for m in report["models"]}
+    assert nodes[0]["health"] is True and nodes[0]["models_listed"] is True
+    assert nodes[1]["joined"] is True and nodes[1]["healthy"] is True, nodes
+
+
+def test_a_worker_whose_head_never_serves_is_named_from_its_log(sparks: FakeHosts) -> None:
+    """The log line still names the culprit when the head does not answer."""
+    sparks.never_join = {"b"}
+    with pytest.raises(NotHealthy) as failed:
+        up_actions(_stack(readiness_timeout=1), sparks)
+    assert "worker rank 1 on b (spark-b) never joined the head" in failed.value.message

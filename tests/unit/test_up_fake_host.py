@@ -87,6 +87,49 @@ def test_a_kept_container_that_still_loads_is_checked_not_called_up_to_date(
     assert up_actions(stack, host) == [("keep", "qwen")]
 
 
+def _interrupted_replace(host: FakeHost, stack: schema.Stack, bigger: schema.Stack) -> None:
+    """`up` of ``bigger`` stopped while its new container loads (`-previous` beside it)."""
+    up_actions(stack, host)
+    host.docker.loading.add("qwen")
+
+    def interrupt(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(host.docker, "logs", interrupt)  # read while it loads
+        with pytest.raises(KeyboardInterrupt):
+            up_actions(bigger, host)
+    host.docker.loading.clear()
+    names = sorted(c["Name"] for c in host.docker.containers.values())
+    assert names == ["/spark-stack-fake-qwen", "/spark-stack-fake-qwen-previous"]
+    host.docker.calls.clear()
+
+
+def test_an_interrupted_replace_keeps_the_new_container_and_then_drops_the_previous(
+    host: FakeHost,
+) -> None:
+    bigger = _stack(max_model_len=98304)
+    _interrupted_replace(host, _stack(), bigger)
+    assert up_actions(bigger, host) == [("keep", "qwen")]
+    assert host.docker.calls == ["remove qwen"]  # the previous one; nothing created
+    assert [c["Name"] for c in host.docker.containers.values()] == ["/spark-stack-fake-qwen"]
+
+
+def test_an_interrupted_replace_whose_new_container_never_serves_brings_the_previous_back(
+    host: FakeHost,
+) -> None:
+    bigger = _stack(max_model_len=98304)
+    _interrupted_replace(host, _stack(), bigger)
+    host.docker.loading.add("qwen")
+    (new,) = [i for i, c in host.docker.containers.items()
+              if c["Name"] == "/spark-stack-fake-qwen"]
+    with pytest.raises(NotHealthy, match="rolled back"):
+        up_actions(bigger, host, timeout=0.3)
+    assert new not in host.docker.containers
+    [(name, state)] = [(c["Name"], c["State"]["Status"]) for c in host.docker.containers.values()]
+    assert (name, state) == ("/spark-stack-fake-qwen", "running")
+
+
 def test_an_exited_container_is_replaced_and_a_missing_image_pulled(host: FakeHost) -> None:
     stack = _stack()
     up_actions(stack, host)
@@ -236,6 +279,40 @@ def test_a_second_up_on_this_machine_waits_for_the_local_lock_and_starts_no_prox
 
     stack = load_stack_text("name: twoups\nmodels: [{name: s, kind: simulator, port: 1}]\n"
                             "proxy: {listen: '127.0.0.1:2'}\n", lint=False).stack
-    with LocalLock("twoups"), pytest.raises(LockHeld, match="changing stack 'twoups'"):
+    with LocalLock("twoups"), pytest.raises(LockHeld, match="stack 'twoups' is locked by"):
         up(stack, UpOptions(), QuietReporter(), Edges(dial=lambda: as_written))
     assert not proxy_status(proxy_state_dir("twoups")).running
+
+
+def test_after_resolve_up_and_down_read_only_the_deployment(
+    host: FakeHost, fake_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack stops at the resolver: emptied right after it, `up` (containers, proxy,
+    launcher) and `down` still run to the end."""
+    import spark_stack.deploy.down as down_module
+    import spark_stack.deploy.up as up_module
+    from spark_stack.deployment import Deployment
+    from tests.fakes.host import fake_edges
+    from tests.helpers import free_port
+
+    def resolve_then_forget(stack: schema.Stack, *args: object) -> Deployment:
+        deployment = resolve(stack, *args)  # type: ignore[arg-type]
+        stack.__dict__.clear()  # any later read of the stack fails
+        return deployment
+
+    monkeypatch.setattr(up_module, "resolve", resolve_then_forget)
+    monkeypatch.setattr(down_module, "resolve", resolve_then_forget)
+    port = free_port()
+    text = yaml.safe_dump({"name": "fake", "host": {"address": "gb10.test"},
+                           "proxy": {"listen": f"127.0.0.1:{port}"},
+                           "models": [{"name": "qwen", "image": IMAGE, "port": 8000,
+                                       "model": "Qwen/Qwen3-0.6B", "api_key": "auto"}]})
+    result = up(load_stack_text(text, lint=False).stack, UpOptions(), QuietReporter(),
+                fake_edges(host))
+    try:
+        assert [(a.kind, a.model) for a in result.actions] == [("create", "qwen")]
+        assert result.proxy_url == f"http://127.0.0.1:{port}"
+        assert result.launcher is not None and result.launcher.exists()
+    finally:
+        gone = down(load_stack_text(text, lint=False).stack, connect=host.connect)
+    assert gone.proxy_stopped and gone.removed == ["spark-stack-fake-qwen"]
