@@ -5,7 +5,9 @@ resolved :class:`~spark_stack.deployment.Deployment`). The source document's
 ``apiBaseUrl``/``apiKey`` settings are not Claude Code settings.
 
 Everything here is pure except :func:`write_launcher`, the one edge that writes the script.
-The script never holds the proxy token: it reads the stack's 0600 token file when it runs.
+The script never holds the proxy token: it reads the stack's 0600 token file when it runs, and
+hands it on only through the environment or a pipe, never a command line (any local user can
+read every process's argv in ``/proc/*/cmdline``).
 """
 
 from __future__ import annotations
@@ -101,9 +103,11 @@ def render_launcher(
         "# clear line at once, not minutes of Claude Code's retries.",
         "stack_problem() {",
         "  if command -v python3 >/dev/null 2>&1; then",
-        '    python3 - "$ANTHROPIC_BASE_URL/health" "$ANTHROPIC_AUTH_TOKEN" <<\'PY\'',
-        "import json, sys, urllib.error, urllib.request",
-        "request = urllib.request.Request(sys.argv[1], headers={'x-api-key': sys.argv[2]})",
+        "    python3 - <<'PY'",
+        "import json, os, sys, urllib.error, urllib.request",
+        "token = os.environ['ANTHROPIC_AUTH_TOKEN']",
+        "url = os.environ['ANTHROPIC_BASE_URL'] + '/health'",
+        "request = urllib.request.Request(url, headers={'x-api-key': token})",
         "try:",
         f"    urllib.request.urlopen(request, timeout={PROBE_TIMEOUT})",
         "except urllib.error.HTTPError as error:",
@@ -123,8 +127,10 @@ def render_launcher(
         "PY",
         "  elif command -v curl >/dev/null 2>&1; then",
         "    local out code",
-        f'    out=$(curl -s -w \'\\n%{{http_code}}\' --max-time {PROBE_TIMEOUT} \\',
-        '      -H "x-api-key: $ANTHROPIC_AUTH_TOKEN" "$ANTHROPIC_BASE_URL/health") || true',
+        "    # The header comes on stdin (printf is bash's own): curl's argv never holds it.",
+        '    out=$(printf \'x-api-key: %s\\n\' "$ANTHROPIC_AUTH_TOKEN" \\',
+        f"      | curl -s -H @- -w '\\n%{{http_code}}' --max-time {PROBE_TIMEOUT} \\",
+        '      "$ANTHROPIC_BASE_URL/health") || true',
         "    code=${out##*$'\\n'}",
         '    case "$code" in',
         "      200) ;;",

@@ -1,0 +1,32 @@
+"""README sentences about behaviour, each checked against the behaviour it describes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from spark_stack import launcher
+from spark_stack.stack.loader import load_stack_text
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+
+
+def _flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def test_the_launcher_probe_order_is_the_one_the_readme_gives() -> None:
+    stack = load_stack_text(
+        "name: lab\nmodels:\n  - {name: m, kind: simulator}\nproxy: {token: auto}\n", lint=False
+    ).stack
+    script = launcher.render_launcher(stack, token_path=Path("/t"))
+    order = [script.index(probe) for probe in
+             ("command -v python3", "command -v curl", "/dev/tcp/")]
+    assert order == sorted(order)
+    readme = _flat(README)
+    assert ("python3 parses it, else curl shows its body, else bash's `/dev/tcp` checks the port"
+            in readme)
+    assert "the launcher's probe uses `python3`'s `urllib`, else `curl`, else bash's" in readme
+    # "never on a command line": the token reaches python3 by environment and curl by stdin
+    assert "no command line ever does" in readme
+    assert "$ANTHROPIC_AUTH_TOKEN\" <<" not in script and "-H @-" in script
