@@ -88,6 +88,10 @@ class StackFileError(SparkStackError):
         super().__init__(head, fix=fix)
 
 
+class LauncherPathTaken(UsageError):
+    """``claude.launcher`` names a file spark-stack did not write, or a directory (exit 2)."""
+
+
 class HostUnreachable(SparkStackError):
     """The GB10 host (or its docker daemon) cannot be reached (exit 3)."""
 

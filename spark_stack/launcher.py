@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from . import paths
 from .claude_context import LauncherVar
 from .claude_context import default_launcher_path as default_launcher_path
+from .errors import LauncherPathTaken
 
 if TYPE_CHECKING:  # annotations only: importing pydantic would slow `spark-stack --help`
     from .stack import schema
@@ -28,6 +29,8 @@ INSTALL_COMMAND = "npm install -g @anthropic-ai/claude-code"
 # Cleared before Claude Code starts: the stack's token is the only credential it sends.
 UNSET_ENV = ("ANTHROPIC_API_KEY",)
 TOKEN_FILE_NAME = "proxy-token"
+# The header line that marks a launcher as spark-stack's own, to rewrite or remove.
+WRITTEN_BY = "# Written by `spark-stack up`"
 # Seconds the launcher waits for the proxy's answer before it gives up with a hint.
 PROBE_TIMEOUT = 3
 
@@ -76,7 +79,7 @@ def render_launcher(
     lines = [
         "#!/usr/bin/env bash",
         f"# {name}: Claude Code on spark-stack stack '{stack.name}'.",
-        "# Written by `spark-stack up` and rewritten on every up: edit the stack file instead.",
+        f"{WRITTEN_BY} and rewritten on every up: edit the stack file instead.",
         "set -euo pipefail",
         "# A user's own Anthropic key must not travel to the proxy (nor make Claude Code ask).",
         f"unset {' '.join(UNSET_ENV)}",
@@ -169,8 +172,12 @@ def write_launcher(
     stack_file: str | None = None,
     token_path: Path | None = None,
 ) -> Path:
-    """Write the stack's launcher atomically, mode 0755; returns its path."""
+    """Write the stack's launcher atomically, mode 0755; returns its path.
+
+    Raises :class:`LauncherPathTaken` rather than replace what spark-stack did not write.
+    """
     target = path or default_launcher_path(stack)
+    check_launcher_path(target)
     if stack_file and Path(stack_file).is_file():
         # The launcher runs from any directory: name the stack file absolutely in its hints.
         stack_file = str(Path(stack_file).resolve())
@@ -184,3 +191,29 @@ def write_launcher(
 def _probe_host(stack: schema.Stack) -> str:
     host = proxy_base_url(stack).removeprefix("http://").rpartition(":")[0]
     return host.strip("[]")
+
+
+def written_by_spark_stack(path: Path) -> bool:
+    """Whether ``path`` is a file holding a launcher spark-stack wrote (its header says so)."""
+    try:
+        with path.open("rb") as script:
+            head = script.read(512).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return WRITTEN_BY in head
+
+
+def check_launcher_path(path: Path) -> None:
+    """Refuse a launcher path that holds something spark-stack must not replace."""
+    setting = "point claude.launcher in the stack file elsewhere"
+    if path.is_dir():
+        raise LauncherPathTaken(
+            f"the Claude Code launcher path {path} is a directory",
+            fix=f"{setting}, at a file path such as {path / 'claude-stack'}",
+        )
+    if (path.exists() or path.is_symlink()) and not written_by_spark_stack(path):
+        raise LauncherPathTaken(
+            f"the Claude Code launcher path {path} holds a file spark-stack did not write; "
+            "it is left as it is",
+            fix=f"{setting}, or move that file away if it is not needed",
+        )

@@ -32,16 +32,12 @@ def purge_local(stack: schema.Stack) -> list[str]:
     """
     import shutil
 
-    from ..launcher import default_launcher_path
+    from ..launcher import default_launcher_path, written_by_spark_stack
     from ..paths import stack_dir
 
     removed = []
     launcher = default_launcher_path(stack)
-    try:
-        written_by_up = "Written by `spark-stack up`" in launcher.read_text(errors="replace")
-    except OSError:
-        written_by_up = False
-    if written_by_up:
+    if written_by_spark_stack(launcher):
         launcher.unlink()
         removed.append(str(launcher))
     state = stack_dir(stack.name)

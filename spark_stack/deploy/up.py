@@ -19,6 +19,7 @@ from pathlib import Path
 from ..claude_env import ensure_proxy_token
 from ..deployment import Deployment, DialName, resolve
 from ..errors import HostUnreachable
+from ..launcher import check_launcher_path
 from ..stack import schema
 from . import frontend
 from .actions import Action, is_noop
@@ -100,6 +101,8 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
     desired = {key: [Desired(m, container_secrets(deployment.stack, m, CREATE)) for m in models]
                for key, models in deployment.containers_by_host().items()}
     keys = model_keys(deployment, CREATE)
+    if options.start_proxy:  # refused before anything starts, not after a model's load
+        check_launcher_path(deployment.launcher_path)
     token = ensure_proxy_token(stack) if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
     run = HostRun(deployment.stack, skips, options.timeout, reporter, probe, options.rollback,

@@ -30,3 +30,10 @@ def test_the_launcher_probe_order_is_the_one_the_readme_gives() -> None:
     # "never on a command line": the token reaches python3 by environment and curl by stdin
     assert "no command line ever does" in readme
     assert "$ANTHROPIC_AUTH_TOKEN\" <<" not in script and "-H @-" in script
+
+
+def test_the_readme_says_a_foreign_launcher_path_is_refused() -> None:
+    # tests/unit/test_launcher_path.py proves the behaviour through `up` and `down --purge`
+    readme = _flat(README)
+    assert ("a file there that spark-stack did not write, or a directory, is never replaced: "
+            "`up` refuses before it starts anything") in readme
