@@ -72,7 +72,23 @@ class Problem:
 
 
 class MissingSecret(UsageError):
-    """A ``${VAR}`` the stack file refers to is not set where it is used (exit 2)."""
+    """A ``${VAR}`` the stack file refers to is unset or empty where it is used (exit 2)."""
+
+    problems: list[Problem]
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.problems = []
+
+    @classmethod
+    def listing(cls, problems: list[Problem]) -> MissingSecret:
+        """One error naming every unresolvable reference, each at its place in the file."""
+        head = problems[0].render()
+        if len(problems) > 1:
+            head += f" (and {len(problems) - 1} more)"
+        error = cls(head)
+        error.problems = problems
+        return error
 
 
 class StackFileError(SparkStackError):

@@ -55,10 +55,12 @@ def up(
     from ..deploy.report import Reporter
     from ..deploy.up import UpOptions
     from ..deploy.up import up as run_up
+    from ..stack.references import check_resolvable
     from .common import stack_path
 
     use_json(json)
     loaded = load(stack)
+    check_resolvable(loaded)  # every unset or empty ${VAR} at its line, before anything starts
     out = console(stderr=True) if json else console()
     reporter: Reporter = JsonEvents() if json else RichReporter(out)
     options = UpOptions(

@@ -16,6 +16,7 @@ from .argv import served_name
 from .cluster_checks import cluster_link, mtp_across_hosts, multi_node_hosts
 from .lint import LINTS, nvfp4_version_problems
 from .loaded import Check, LoadedStack, did_you_mean
+from .references import bare_dollars, look_alikes
 from .secrets import has_reference
 from .vllm_check import abbreviated_flags, extra_arg_path, flag_set_notes, vllm_flags
 
@@ -330,6 +331,7 @@ def proxy_token_off_loopback(loaded: LoadedStack) -> list[Problem]:
 
 ERROR_CHECKS: list[Check] = [
     plain_secrets,
+    look_alikes,
     duplicate_names,
     duplicate_ports,
     hosts_defined,
@@ -344,4 +346,4 @@ ERROR_CHECKS: list[Check] = [
     vllm_flags,
 ]
 LINT_CHECKS: list[Check] = [*LINTS, shared_served_names, abbreviated_flags, flag_set_notes,
-                            mtp_across_hosts]
+                            mtp_across_hosts, bare_dollars]

@@ -454,6 +454,11 @@ def _secret_setting(value: str, *, allowed: tuple[str, ...]) -> str:
     if value in allowed or is_reference(value):
         return value
     options = " or ".join([*(repr(a) for a in allowed), "'${ENV_VAR}'"])
+    if "$" in value:  # the value itself is not echoed: it may hold a secret
+        raise ValueError(
+            f"this is not a reference: only a whole ${{NAME}} is replaced (no defaults, no "
+            f"shell syntax such as $NAME); use {options}"
+        )
     raise ValueError(
         f"secrets are only accepted by reference: use {options} and export the value"
     )

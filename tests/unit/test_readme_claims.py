@@ -37,3 +37,12 @@ def test_the_readme_says_a_foreign_launcher_path_is_refused() -> None:
     readme = _flat(README)
     assert ("a file there that spark-stack did not write, or a directory, is never replaced: "
             "`up` refuses before it starts anything") in readme
+
+
+def test_the_readme_says_what_a_reference_is_and_that_empty_is_an_error() -> None:
+    # tests/unit/test_secret_references.py proves each of these through the CLI
+    readme = _flat(README)
+    assert "An unset or empty variable is an error at its line" in readme
+    assert "`up` lists every one before it starts anything" in readme
+    assert ("`${NAME:-default}` and an unclosed `${NAME` are errors, a bare `$NAME` is a warning"
+            in readme)
