@@ -351,6 +351,7 @@ _FIELD_FIXES = {
     "image": "write e.g. image: vllm/vllm-openai:v0.28.0",
     "env": "rename the variable: letters, digits and '_' (e.g. HF_HUB_OFFLINE)",
     "ulimits": "write e.g. ulimits: {nofile: \"65536:65536\"}",
+    "url": "write the URL without user:pass@ and give the server's key as api_key: ${ENV_VAR}",
 }
 _PATTERN_FIXES = {
     "url": "write the server's OpenAI base URL, e.g. http://192.168.1.20:8000/v1",
@@ -374,6 +375,8 @@ _FIXES = {
     "greater_than_equal": "use a larger value",
     "too_short": "add at least one entry",
     "string_too_short": "write a non-empty value",
+    "number_not_bool": "write a number (e.g. port: 8000); true and false are not numbers",
+    "finite_number": "write a finite number",
 }
 
 

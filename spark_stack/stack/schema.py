@@ -13,21 +13,54 @@ A model is one of three kinds, told apart by ``kind`` (inferred when absent):
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 NAME_HINT = "lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
 DEFAULT_LISTEN = "127.0.0.1:4000"
+MAX_MODEL_LEN_LIMIT = 1 << 24
 DEFAULT_HOST_KEY = "default"
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.IGNORECASE)
 
 
 class StrictModel(BaseModel):
-    """Rejects unknown keys (the loader adds a "did you mean")."""
+    """Rejects unknown keys (the loader adds a "did you mean"), true/false where a number is
+    meant (pydantic would read ``port: true`` as port 1), and infinite or NaN numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            accepted = _plain_types(cls.model_fields[info.field_name].annotation)
+            if bool not in accepted and accepted & {int, float}:
+                raise PydanticCustomError(
+                    "number_not_bool", "a number is expected here, not true or false")
+        return value
+
+
+def _plain_types(annotation: Any) -> set[Any]:
+    """The classes a (possibly nested Union/Optional/Annotated) annotation is made of."""
+    args = get_args(annotation)
+    if not args:
+        return {annotation}
+    if get_origin(annotation) in (list, dict, tuple, Literal):
+        return {get_origin(annotation)}
+    if get_origin(annotation) is Annotated:
+        return _plain_types(args[0])
+    return set().union(*(_plain_types(arg) for arg in args))
 
 
 class HostConfig(StrictModel):
@@ -149,7 +182,8 @@ GpuRequest = (
 class _ModelBase(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     served_name: str | None = None
-    max_model_len: int | None = Field(default=None, ge=1)
+    # Past 16 Mi tokens no model has a window; far past it vLLM's 64-bit arithmetic overflows.
+    max_model_len: int | None = Field(default=None, ge=1, le=MAX_MODEL_LEN_LIMIT)
 
 
 class ContainerModel(_ModelBase):
@@ -260,6 +294,17 @@ class RemoteModel(_ModelBase):
     @classmethod
     def _api_key(cls, value: str | None) -> str | None:
         return None if value is None else _secret_setting(value, allowed=("none",))
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _no_credentials(cls, value: Any) -> Any:
+        # Before the pattern check, whose message would echo the URL, password and all.
+        if isinstance(value, str) and "@" in value.partition("://")[2].partition("/")[0]:
+            raise ValueError(
+                "url must not hold a user name or password (user:pass@): plan, status and "
+                "the proxy's config would show them"
+            )
+        return value
 
 
 class SimulatorModel(_ModelBase):

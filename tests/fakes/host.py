@@ -127,6 +127,9 @@ class FakeDocker:
     # A model across hosts: whether its world of ranks formed (set by FakeHosts).
     world: Callable[[str], bool] | None = None
     daemon_down: bool = False  # the docker daemon does not answer
+    # Models whose start the docker daemon's stopping interrupts (see inspect).
+    daemon_stops_at: set[str] = field(default_factory=set)
+    stopping: bool = False
 
     def _check_daemon(self) -> None:
         if self.daemon_down:
@@ -145,7 +148,17 @@ class FakeDocker:
                 if c["Config"]["Labels"].get("io.spark-stack.stack") == stack]
 
     def inspect(self, ident: str) -> dict[str, Any] | None:
-        return self.containers.get(ident)
+        self._check_daemon()
+        found = self.containers.get(ident)
+        if found is not None and found["Config"]["Labels"].get("io.spark-stack.model") in \
+                self.daemon_stops_at and found["State"]["Status"] == "running":
+            # `systemctl stop docker`: it kills the container first (137), then goes away.
+            found["State"].update(Status="exited", ExitCode=137)
+            self.stopping = True
+        elif self.stopping:
+            self.daemon_down = True
+            self._check_daemon()
+        return found
 
     def observed(self, ident: str) -> Observed | None:
         found = self.containers.get(ident)

@@ -46,3 +46,15 @@ def test_the_readme_says_what_a_reference_is_and_that_empty_is_an_error() -> Non
     assert "`up` lists every one before it starts anything" in readme
     assert ("`${NAME:-default}` and an unclosed `${NAME` are errors, a bare `$NAME` is a warning"
             in readme)
+
+
+def test_the_readme_states_the_bounds_the_schema_and_proxy_enforce() -> None:
+    from spark_stack.proxy.server import MAX_BODY_BYTES
+    from spark_stack.stack.schema import MAX_MODEL_LEN_LIMIT
+
+    readme = _flat(README)
+    assert f"and at most {MAX_MODEL_LEN_LIMIT} |" in readme
+    assert "never with `user:pass@` (refused" in readme
+    assert MAX_BODY_BYTES == 64 * 1024 * 1024
+    assert "| 64 MiB | 413, connection closed (at once when `content-length` declares more) |" in (
+        readme)
