@@ -61,6 +61,11 @@ class Problem:
                 where += f":{self.column}"
         return where
 
+    def as_json(self) -> dict[str, str | int | None]:
+        """The shape `--json` output gives every problem and warning."""
+        return {"location": self.location(), "line": self.line, "column": self.column,
+                "key_path": self.key_path, "message": self.message, "fix": self.fix}
+
     def render(self) -> str:
         text = f"{self.location()}: "
         if self.key_path:
@@ -96,8 +101,10 @@ class StackFileError(SparkStackError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, problems: list[Problem], *, fix: str | None = None) -> None:
+    def __init__(self, problems: list[Problem], *, fix: str | None = None,
+                 warnings: list[Problem] | None = None) -> None:
         self.problems = problems
+        self.warnings = warnings or []  # lint found beside the errors: listed with them
         head = problems[0].render() if problems else "invalid stack file"
         if len(problems) > 1:
             head += f" (and {len(problems) - 1} more)"

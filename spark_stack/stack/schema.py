@@ -16,6 +16,7 @@ import re
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -136,20 +137,39 @@ ULIMIT_NAMES = (
 _ULIMIT_VALUE = re.compile(r"(-?\d+)(?::(-?\d+))?")
 
 
-def check_ulimit(name: str, value: int | str) -> None:
-    """ValueError unless ``name: value`` is a ulimit docker accepts (``N`` or ``SOFT:HARD``)."""
+def check_ulimit_name(name: str) -> str:
+    """``name`` when it is a ulimit docker knows; else ValueError."""
     if name not in ULIMIT_NAMES:
         raise ValueError(f"unknown ulimit {name!r} (known: {', '.join(ULIMIT_NAMES)})")
+    return name
+
+
+def check_ulimit_value(value: int | str) -> int | str:
+    """``value`` when docker accepts it as a ulimit (``N`` or ``SOFT:HARD``); else ValueError."""
     if isinstance(value, int):
-        return
+        return value
     match = _ULIMIT_VALUE.fullmatch(value.strip())
     if match is None:
         raise ValueError(
-            f"ulimit {name} must be a number or 'SOFT:HARD' numbers, -1 for unlimited "
-            f"(got {value!r})")
+            f"a ulimit must be a number or 'SOFT:HARD' numbers, -1 for unlimited (got {value!r})")
     soft, hard = int(match[1]), int(match[2] or match[1])
     if hard != -1 and (soft == -1 or soft > hard):
-        raise ValueError(f"ulimit {name}: the soft limit {soft} is above the hard limit {hard}")
+        raise ValueError(f"the soft limit {soft} is above the hard limit {hard}")
+    return value
+
+
+def check_env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            f"environment variable name {name!r} is not a valid name (letters, digits "
+            "and '_', not starting with a digit)")
+    return name
+
+
+# Map keys and values checked one entry at a time, so every bad entry is reported.
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+UlimitName = Annotated[str, AfterValidator(check_ulimit_name)]
+UlimitValue = Annotated[int | str, AfterValidator(check_ulimit_value)]
 
 
 class Speculative(StrictModel):
@@ -212,12 +232,12 @@ class ContainerModel(_ModelBase):
     enable_auto_tool_choice: bool | None = None
     speculative: Speculative | None = None
     extra_args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
     cache: CacheMounts = Field(default_factory=CacheMounts)
     mounts: list[Mount] = Field(default_factory=list)
     ipc: Literal["host", "private", "shareable"] | None = None
     shm_size: str | None = None
-    ulimits: dict[str, int | str] = Field(default_factory=dict)
+    ulimits: dict[UlimitName, UlimitValue] = Field(default_factory=dict)
     gpus: GpuRequest = "all"
     bind: Literal["lan", "loopback"] = "lan"
     api_key: str = "auto"
@@ -239,23 +259,6 @@ class ContainerModel(_ModelBase):
         if self.tensor_parallel_size is not None:
             return self.tensor_parallel_size
         return len(self.hosts or ()) if self.multi_node else None
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(
-                    f"environment variable name {name!r} is not a valid name (letters, digits "
-                    "and '_', not starting with a digit)")
-        return value
-
-    @field_validator("ulimits")
-    @classmethod
-    def _ulimits(cls, value: dict[str, int | str]) -> dict[str, int | str]:
-        for name, limit in value.items():
-            check_ulimit(name, limit)
-        return value
 
     @field_validator("kv_cache_memory_bytes")
     @classmethod
