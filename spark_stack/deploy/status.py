@@ -23,6 +23,7 @@ from .host_exec import ProbeFactory
 from .keys import READ, model_key
 from .nodes import joined
 from .readiness import HttpProbe, Probe
+from .simulators import simulator_changes
 
 
 def _uptime(started_at: str) -> float | None:
@@ -246,8 +247,9 @@ def _simulator_entry(stack: str, model: ModelDeployment,
     entry["pid"] = pid
     if pid is not None:
         entry.update(_check_http(probe(model.endpoint, model.served_name, None)))
-        entry["drift"] = local.recorded_argv(process) != list(model.simulator_argv or ())
-        entry["drift_fields"] = ["command"] if entry["drift"] else []
+        recorded, argv = local.recorded_argv(process), list(model.simulator_argv or ())
+        entry["drift"] = recorded != argv
+        entry["drift_fields"] = list(simulator_changes(recorded, argv)) if entry["drift"] else []
         entry["uptime_seconds"] = max(0.0, time.time() - process.pid_file.stat().st_mtime)
     entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"])
     return entry
