@@ -53,10 +53,12 @@ def claude(
     args = list(ctx.args)
     stack_obj = load(stack, lint=False).stack
     if print_env and write_settings:
-        raise UsageError("--print-env and --write-settings cannot be combined")
+        raise UsageError("--print-env and --write-settings cannot be combined",
+                         fix="run them one at a time")
     if print_env:
         if args:
-            raise UsageError(f"--print-env takes no arguments (got {' '.join(args)})")
+            raise UsageError(f"--print-env takes no arguments (got {' '.join(args)})",
+                             fix="eval \"$(spark-stack claude --print-env)\", then run claude")
         token = client_token(stack_obj)
         sys.stdout.write(export_lines(claude_environment(stack_obj, token)))
         return
@@ -71,7 +73,8 @@ def _write_settings(stack_obj: Stack, args: list[str]) -> None:
     from ..errors import UsageError
 
     if len(args) > 1:
-        raise UsageError(f"--write-settings takes at most one PATH (got {' '.join(args)})")
+        raise UsageError(f"--write-settings takes at most one PATH (got {' '.join(args)})",
+                         fix="name one settings file, e.g. .claude/settings.json")
     client_token(stack_obj)  # the apiKeyHelper reads the token file: make sure it exists
     target = write_settings(stack_obj, Path(args[0]) if args else None)
     console(stderr=True).print(

@@ -70,7 +70,9 @@ class StackLock:
             holder = held.read_rest(timeout) if reply == "HELD" else ""
         except TimeoutError as exc:
             held.release()
-            raise HostUnreachable(f"taking the lock for stack {self.stack!r} timed out") from exc
+            raise HostUnreachable(f"taking the lock for stack {self.stack!r} timed out",
+                                  fix="check the host answers (`ssh` to it), then run again"
+                                  ) from exc
         if reply == "LOCKED":
             self._held = held
             return
