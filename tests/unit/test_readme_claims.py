@@ -58,3 +58,13 @@ def test_the_readme_states_the_bounds_the_schema_and_proxy_enforce() -> None:
     assert MAX_BODY_BYTES == 64 * 1024 * 1024
     assert "| 64 MiB | 413, connection closed (at once when `content-length` declares more) |" in (
         readme)
+
+
+def test_the_readme_names_the_moe_backend_the_presets_use() -> None:
+    from spark_stack.stack.presets import PRESETS
+
+    row = next(line for line in README.splitlines() if line.startswith("| `moe_backend` |"))
+    for name in ("qwen3.6-35b-a3b-nvfp4-nvidia", "qwen3.6-35b-a3b-nvfp4-redhat"):
+        assert PRESETS[name]["moe_backend"] == "marlin"
+    assert "both Qwen3.6 NVFP4 presets use `marlin`" in row
+    assert "`flashinfer_cutlass` for RedHatAI's" not in README
