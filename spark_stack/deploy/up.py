@@ -82,12 +82,13 @@ class UpResult:
     endpoints: dict[str, str] = field(default_factory=dict)  # model → base URL the proxy dials
     ready: dict[str, float] = field(default_factory=dict)  # model → seconds to ready
     proxy_url: str | None = None
+    proxy_started: bool = False  # (re)started by this run: not "up to date" then
     launcher: Path | None = None
     elapsed: float = 0.0
 
     @property
     def changed(self) -> bool:
-        return not is_noop(self.actions)
+        return not is_noop(self.actions) or self.proxy_started
 
 
 def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
@@ -224,5 +225,6 @@ def _front_end(stack: schema.Stack, deployment: Deployment, keys: dict[str, str 
                result: UpResult) -> None:
     tunnels = frontend.ensure_tunnels(deployment, reporter)
     result.endpoints.update(tunnels)
-    result.proxy_url = frontend.ensure_proxy(deployment, keys, token, tunnels, reporter)
+    result.proxy_url, result.proxy_started = frontend.ensure_proxy(deployment, keys, token,
+                                                                   tunnels, reporter)
     result.launcher = frontend.write_launcher(stack, options.stack_file, reporter)
