@@ -68,3 +68,14 @@ def test_the_readme_names_the_moe_backend_the_presets_use() -> None:
         assert PRESETS[name]["moe_backend"] == "marlin"
     assert "both Qwen3.6 NVFP4 presets use `marlin`" in row
     assert "`flashinfer_cutlass` for RedHatAI's" not in README
+
+
+def test_the_readme_says_which_window_claude_code_reports_without_aliases() -> None:
+    # tests/e2e/test_claude_code_sessions.py runs the pinned CLI and checks the 200,000
+    readme = _flat(README)
+    contract = readme[readme.index("**The context window.**"):]
+    assert ("*Without `claude.models` aliases* Claude Code sends its own `claude-…` ids, which it "
+            "recognises, and reports its own window for them, not the stack's") in contract
+    assert "`modelUsage.<claude id>.contextWindow` 200,000 with the pinned CLI" in contract
+    e2e = (Path(__file__).resolve().parents[1] / "e2e" / "test_claude_code_sessions.py")
+    assert "CLAUDE_OWN_WINDOW = 200_000" in e2e.read_text()
