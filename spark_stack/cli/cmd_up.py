@@ -22,7 +22,7 @@ def up(
         list[str] | None,
         typer.Option("--skip-preflight", metavar="CHECK",
                      help="Skip a preflight check (repeatable): docker, nvidia, gpus, arch, "
-                     "disk, port, memory, hf_token."),
+                     "disk, port, memory, engines, hf_token."),
     ] = None,
     timeout: Annotated[
         float | None,
