@@ -79,3 +79,12 @@ def test_the_readme_says_which_window_claude_code_reports_without_aliases() -> N
     assert "`modelUsage.<claude id>.contextWindow` 200,000 with the pinned CLI" in contract
     e2e = (Path(__file__).resolve().parents[1] / "e2e" / "test_claude_code_sessions.py")
     assert "CLAUDE_OWN_WINDOW = 200_000" in e2e.read_text()
+
+
+def test_the_readme_says_what_down_purge_removes() -> None:
+    # tests/unit/test_up_fake_host.py, tests/e2e/test_deploy.py (lock files) and
+    # tests/unit/test_deploy_status_down.py (no state directory after a purge) prove it
+    readme = _flat(README)
+    assert ("`down --purge` also removes the launcher (only one `up` wrote), that state directory "
+            "and the stack's lock files on each host") in readme
+    assert "A `down` after a purge leaves no state directory behind." in readme

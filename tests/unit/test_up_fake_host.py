@@ -120,6 +120,16 @@ def test_docker_stopping_mid_up_is_named_as_the_daemon_not_an_exit_code(host: Fa
     assert "start docker on the host" in str(caught.value.fix)
 
 
+def test_down_purge_removes_the_hosts_lock_files(host: FakeHost, tmp_path: Path) -> None:
+    locks = tmp_path / "remote-home" / ".cache" / "spark-stack" / "locks"
+    up_actions(_stack(), host)
+    assert sorted(p.name for p in locks.iterdir()) == ["fake@default.lock", "fake@default.owner"]
+    down(_stack(), connect=host.connect)
+    assert locks.is_dir()  # a plain down keeps them
+    down(_stack(), connect=host.connect, purge=True)
+    assert not locks.exists()
+
+
 def test_a_held_lock_names_its_holder_and_changes_nothing(host: FakeHost) -> None:
     held = host.conn.hold(lock_script(lock_name("fake", "default"),
                                       "alice@laptop pid 7 since now", 0))
