@@ -88,3 +88,12 @@ def test_the_readme_says_what_down_purge_removes() -> None:
     assert ("`down --purge` also removes the launcher (only one `up` wrote), that state directory "
             "and the stack's lock files on each host") in readme
     assert "A `down` after a purge leaves no state directory behind." in readme
+
+
+def test_the_test_command_shows_progress_per_file_and_the_slowest_tests() -> None:
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "test.sh").read_text()
+    [pytest_line] = [line for line in script.splitlines() if "-m pytest" in line]
+    assert "--durations=15" in pytest_line
+    assert " -q " not in pytest_line  # -q prints dots only, without the file they belong to
+    assert ("The test command prints a line per test file as it goes, then the 15 slowest tests"
+            in _flat(README))
