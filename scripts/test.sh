@@ -114,8 +114,9 @@ if [ "$#" -eq 0 ]; then
 fi
 PYTEST_LOG=$(mktemp)
 trap 'rm -f "$PYTEST_LOG"' EXIT
+# One line per test file with its progress (not minutes of bare dots), then the slowest tests.
 run_pytest() {
-  .venv/bin/python -m pytest -q -p no:cacheprovider "$@" 2>&1 | tee "$PYTEST_LOG"
+  .venv/bin/python -m pytest -p no:cacheprovider --durations=15 "$@" 2>&1 | tee "$PYTEST_LOG"
   return "${PIPESTATUS[0]}"
 }
 run_check pytest run_pytest "$@" || rc=$?

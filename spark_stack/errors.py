@@ -61,6 +61,11 @@ class Problem:
                 where += f":{self.column}"
         return where
 
+    def as_json(self) -> dict[str, str | int | None]:
+        """The shape `--json` output gives every problem and warning."""
+        return {"location": self.location(), "line": self.line, "column": self.column,
+                "key_path": self.key_path, "message": self.message, "fix": self.fix}
+
     def render(self) -> str:
         text = f"{self.location()}: "
         if self.key_path:
@@ -72,7 +77,23 @@ class Problem:
 
 
 class MissingSecret(UsageError):
-    """A ``${VAR}`` the stack file refers to is not set where it is used (exit 2)."""
+    """A ``${VAR}`` the stack file refers to is unset or empty where it is used (exit 2)."""
+
+    problems: list[Problem]
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.problems = []
+
+    @classmethod
+    def listing(cls, problems: list[Problem]) -> MissingSecret:
+        """One error naming every unresolvable reference, each at its place in the file."""
+        head = problems[0].render()
+        if len(problems) > 1:
+            head += f" (and {len(problems) - 1} more)"
+        error = cls(head)
+        error.problems = problems
+        return error
 
 
 class StackFileError(SparkStackError):
@@ -81,14 +102,20 @@ class StackFileError(SparkStackError):
     exit_code = EXIT_USAGE
 
     def __init__(
-        self, problems: list[Problem], *, fix: str | None = None, what: str = "stack file"
+        self, problems: list[Problem], *, fix: str | None = None, what: str = "stack file",
+        warnings: list[Problem] | None = None,
     ) -> None:
         self.problems = problems
         self.what = what  # "preset file" for a broken preset
+        self.warnings = warnings or []  # lint found beside the errors: listed with them
         head = problems[0].render() if problems else "invalid stack file"
         if len(problems) > 1:
             head += f" (and {len(problems) - 1} more)"
         super().__init__(head, fix=fix)
+
+
+class LauncherPathTaken(UsageError):
+    """``claude.launcher`` names a file spark-stack did not write, or a directory (exit 2)."""
 
 
 class HostUnreachable(SparkStackError):

@@ -5,7 +5,9 @@ resolved :class:`~spark_stack.deployment.Deployment`). The source document's
 ``apiBaseUrl``/``apiKey`` settings are not Claude Code settings.
 
 Everything here is pure except :func:`write_launcher`, the one edge that writes the script.
-The script never holds the proxy token: it reads the stack's 0600 token file when it runs.
+The script never holds the proxy token: it reads the stack's 0600 token file when it runs, and
+hands it on only through the environment or a pipe, never a command line (any local user can
+read every process's argv in ``/proc/*/cmdline``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 from . import paths
 from .claude_context import LauncherVar, picker_settings
 from .claude_context import default_launcher_path as default_launcher_path
+from .errors import LauncherPathTaken
 
 if TYPE_CHECKING:  # annotations only: importing pydantic would slow `spark-stack --help`
     from .deployment import Deployment
@@ -28,6 +31,8 @@ INSTALL_COMMAND = "npm install -g @anthropic-ai/claude-code"
 # Cleared before Claude Code starts: the stack's token is the only credential it sends.
 UNSET_ENV = ("ANTHROPIC_API_KEY",)
 TOKEN_FILE_NAME = "proxy-token"
+# The header line that marks a launcher as spark-stack's own, to rewrite or remove.
+WRITTEN_BY = "# Written by `spark-stack up`"
 # Seconds the launcher waits for the proxy's answer before it gives up with a hint.
 PROBE_TIMEOUT = 3
 
@@ -82,7 +87,7 @@ def render_launcher(
     lines = [
         "#!/usr/bin/env bash",
         f"# {name}: Claude Code on spark-stack stack '{deployment.stack}'.",
-        "# Written by `spark-stack up` and rewritten on every up: edit the stack file instead.",
+        f"{WRITTEN_BY} and rewritten on every up: edit the stack file instead.",
         "set -euo pipefail",
         "# A user's own Anthropic key must not travel to the proxy (nor make Claude Code ask).",
         f"unset {' '.join(UNSET_ENV)}",
@@ -109,9 +114,11 @@ def render_launcher(
         "# clear line at once, not minutes of Claude Code's retries.",
         "stack_problem() {",
         "  if command -v python3 >/dev/null 2>&1; then",
-        '    python3 - "$ANTHROPIC_BASE_URL/health" "$ANTHROPIC_AUTH_TOKEN" <<\'PY\'',
-        "import json, sys, urllib.error, urllib.request",
-        "request = urllib.request.Request(sys.argv[1], headers={'x-api-key': sys.argv[2]})",
+        "    python3 - <<'PY'",
+        "import json, os, sys, urllib.error, urllib.request",
+        "token = os.environ['ANTHROPIC_AUTH_TOKEN']",
+        "url = os.environ['ANTHROPIC_BASE_URL'] + '/health'",
+        "request = urllib.request.Request(url, headers={'x-api-key': token})",
         "try:",
         f"    urllib.request.urlopen(request, timeout={PROBE_TIMEOUT})",
         "except urllib.error.HTTPError as error:",
@@ -131,8 +138,10 @@ def render_launcher(
         "PY",
         "  elif command -v curl >/dev/null 2>&1; then",
         "    local out code",
-        f'    out=$(curl -s -w \'\\n%{{http_code}}\' --max-time {PROBE_TIMEOUT} \\',
-        '      -H "x-api-key: $ANTHROPIC_AUTH_TOKEN" "$ANTHROPIC_BASE_URL/health") || true',
+        "    # The header comes on stdin (printf is bash's own): curl's argv never holds it.",
+        '    out=$(printf \'x-api-key: %s\\n\' "$ANTHROPIC_AUTH_TOKEN" \\',
+        f"      | curl -s -H @- -w '\\n%{{http_code}}' --max-time {PROBE_TIMEOUT} \\",
+        '      "$ANTHROPIC_BASE_URL/health") || true',
         "    code=${out##*$'\\n'}",
         '    case "$code" in',
         "      200) ;;",
@@ -172,8 +181,12 @@ def write_launcher(
     stack_file: str | None = None,
     token_path: Path | None = None,
 ) -> Path:
-    """Write the stack's launcher atomically, mode 0755; returns its path."""
+    """Write the stack's launcher atomically, mode 0755; returns its path.
+
+    Raises :class:`LauncherPathTaken` rather than replace what spark-stack did not write.
+    """
     target = path or deployment.launcher_path
+    check_launcher_path(target)
     if stack_file and Path(stack_file).is_file():
         # The launcher runs from any directory: name the stack file absolutely in its hints.
         stack_file = str(Path(stack_file).resolve())
@@ -187,3 +200,29 @@ def write_launcher(
 def _probe_host(base_url: str) -> str:
     host = base_url.removeprefix("http://").rpartition(":")[0]
     return host.strip("[]")
+
+
+def written_by_spark_stack(path: Path) -> bool:
+    """Whether ``path`` is a file holding a launcher spark-stack wrote (its header says so)."""
+    try:
+        with path.open("rb") as script:
+            head = script.read(512).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return WRITTEN_BY in head
+
+
+def check_launcher_path(path: Path) -> None:
+    """Refuse a launcher path that holds something spark-stack must not replace."""
+    setting = "point claude.launcher in the stack file elsewhere"
+    if path.is_dir():
+        raise LauncherPathTaken(
+            f"the Claude Code launcher path {path} is a directory",
+            fix=f"{setting}, at a file path such as {path / 'claude-stack'}",
+        )
+    if (path.exists() or path.is_symlink()) and not written_by_spark_stack(path):
+        raise LauncherPathTaken(
+            f"the Claude Code launcher path {path} holds a file spark-stack did not write; "
+            "it is left as it is",
+            fix=f"{setting}, or move that file away if it is not needed",
+        )

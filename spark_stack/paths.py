@@ -26,10 +26,12 @@ def state_home() -> Path:
     return root
 
 
-def stack_dir(stack_name: str) -> Path:
-    """The state directory of one stack (pid files, logs, secrets)."""
+def stack_dir(stack_name: str, *, create: bool = True) -> Path:
+    """The state directory of one stack (pid files, logs, secrets); made unless ``create`` is
+    false (``down`` asks without making it again after a purge)."""
     path = state_home() / "stacks" / stack_name
-    make_dirs(path, mode=0o700)
+    if create:
+        make_dirs(path, mode=0o700)
     return path
 
 

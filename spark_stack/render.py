@@ -84,19 +84,10 @@ class PlanDocument:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["launcher"]["env"] = dict(self.launcher.env)
-        data["warnings"] = [problem_json(p) for p in self.warnings]
+        data["warnings"] = [p.as_json() for p in self.warnings]
         return data
 
 
-def problem_json(problem: Problem) -> dict[str, Any]:
-    return {
-        "location": problem.location(),
-        "line": problem.line,
-        "column": problem.column,
-        "key_path": problem.key_path,
-        "message": problem.message,
-        "fix": problem.fix,
-    }
 
 
 def plan_document(loaded: LoadedStack, deployment: Deployment) -> PlanDocument:

@@ -149,11 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                 exc.show()  # type: ignore[attr-defined]
                 return 0  # bare `spark-stack`: the help is the answer
             code = int(getattr(exc, "exit_code", 0)) or EXIT_USAGE
-            if state.json:
-                message = exc.format_message()  # type: ignore[attr-defined]
-                emit_error(message, _usage_fix(exc), code, exc)
-            else:
-                exc.show()  # type: ignore[attr-defined]
+            # One line of cause and one of fix, as for every other error (not click's block).
+            message = exc.format_message()  # type: ignore[attr-defined]
+            emit_error(message, _usage_fix(exc), code, exc)
             return code
         # A bug: one line, the traceback only with --debug.
         emit_error(

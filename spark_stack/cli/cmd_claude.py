@@ -83,17 +83,21 @@ def claude(
     if host is not None or preset is not None or image is not None:
         if print_env or write_settings:
             raise UsageError("--host, --preset and --image start Claude Code; they do not "
-                             "combine with --print-env or --write-settings")
+                             "combine with --print-env or --write-settings",
+                             fix="run `spark-stack claude --host …` first, then --print-env or "
+                                 "--write-settings on the stack file it wrote")
         from .claude_host import bring_up
 
         stack = bring_up(stack, host, preset, image, yes=yes, json=json,
                          trust_host_key=trust_host_key)
     stack_obj = load(stack, lint=False).stack
     if print_env and write_settings:
-        raise UsageError("--print-env and --write-settings cannot be combined")
+        raise UsageError("--print-env and --write-settings cannot be combined",
+                         fix="run them one at a time")
     if print_env:
         if args:
-            raise UsageError(f"--print-env takes no arguments (got {' '.join(args)})")
+            raise UsageError(f"--print-env takes no arguments (got {' '.join(args)})",
+                             fix="eval \"$(spark-stack claude --print-env)\", then run claude")
         token = client_token(stack_obj)
         sys.stdout.write(export_lines(claude_environment(stack_obj, token)))
         return
@@ -108,7 +112,8 @@ def _write_settings(stack_obj: Stack, args: list[str]) -> None:
     from ..errors import UsageError
 
     if len(args) > 1:
-        raise UsageError(f"--write-settings takes at most one PATH (got {' '.join(args)})")
+        raise UsageError(f"--write-settings takes at most one PATH (got {' '.join(args)})",
+                         fix="name one settings file, e.g. .claude/settings.json")
     client_token(stack_obj)  # the apiKeyHelper reads the token file: make sure it exists
     target = write_settings(stack_obj, Path(args[0]) if args else None)
     console(stderr=True).print(

@@ -83,7 +83,8 @@ def _up(out: Console, loaded: LoadedStack, stack_arg: str) -> Path:
     _step(out, 2, f"spark-stack -s {stack_arg} up")
     result = up(loaded.stack, UpOptions(stack_file=stack_arg), RichReporter(out))
     if result.launcher is None:
-        raise SparkStackError("`up` wrote no Claude Code launcher")
+        raise SparkStackError("`up` wrote no Claude Code launcher",
+                              fix="run `spark-stack -s demo up` and read what it says")
     state = "up to date" if not result.changed else "ready"
     out.print(f"  [green]{state}[/] ({result.elapsed:.1f} s); proxy {result.proxy_url}",
               markup=True)

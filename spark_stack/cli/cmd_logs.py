@@ -31,14 +31,19 @@ def logs(
     # A model across hosts prints each node's log under its own "==> model [host] <==".
     several = (model is None and len(loaded.stack.models) > 1) or any(
         m.nodes for m in deployment.models if model in (None, m.name))
-    for name, chunk in read_logs(deployment, model, tail=tail, follow=follow,
-                                 trust_host_key=trust_host_key):
-        if several:
-            sys.stdout.write(f"==> {name} <==\n")
-        sys.stdout.write(chunk)
-        if several and chunk and not chunk.endswith("\n"):
-            sys.stdout.write("\n")
-        sys.stdout.flush()
+    try:
+        for name, chunk in read_logs(deployment, model, tail=tail, follow=follow,
+                                     trust_host_key=trust_host_key):
+            if several:
+                sys.stdout.write(f"==> {name} <==\n")
+            sys.stdout.write(chunk)
+            if several and chunk and not chunk.endswith("\n"):
+                sys.stdout.write("\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        if not follow:
+            raise
+        # Ctrl-C is how following ends (as for `status --watch` and `top`): exit 0.
 
 
 def register(app: typer.Typer) -> None:

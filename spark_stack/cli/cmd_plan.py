@@ -43,15 +43,20 @@ def plan(
     deployment = resolve_for_this_machine(loaded.stack)
     document = plan_document(loaded, deployment)
     host_diff = None
+    local_diff = None
     if diff:
         from ..deploy.plan_diff import host_diff as compare_with_host
+        from ..deploy.simulators import plan_simulators
 
         host_diff = compare_with_host(deployment, trust_host_key=trust_host_key)
+        local_diff = [{"model": a.model, "action": a.kind, "reason": a.reason,
+                       "changed": list(a.changed)} for a in plan_simulators(deployment)]
     unreachable = [h for h in host_diff or [] if not h["reachable"]]
     if json:
         data = document.to_json()
         if host_diff is not None:
             data["host_diff"] = host_diff
+            data["local_diff"] = local_diff
         print_json(data)
     else:
         if unreachable:  # said first, so it is not lost below the plan
@@ -59,6 +64,11 @@ def plan(
         print_plan(document, console())
         if host_diff is not None:
             print_host_diff(host_diff, console())
+        if local_diff:
+            out = console()
+            out.print()
+            out.print("[bold]against this machine (simulators)[/]", markup=True)
+            _print_actions(local_diff, out)
     if unreachable:
         set_exit(EXIT_UNREACHABLE)
 
@@ -76,7 +86,6 @@ def _print_unreachable(entries: list[dict[str, Any]], out: Console) -> None:
 def print_host_diff(diff: list[dict[str, Any]], out: Console) -> None:
     from rich.markup import escape
 
-    style = {"create": "green", "replace": "yellow", "remove": "red", "keep": "dim"}
     for entry in diff:
         out.print()
         out.print(f"[bold]against host {escape(entry['host'])} ({escape(entry['address'])})[/]",
@@ -84,10 +93,17 @@ def print_host_diff(diff: list[dict[str, Any]], out: Console) -> None:
         if not entry["reachable"]:
             out.print(f"  [red]unreachable[/]: {escape(str(entry['error']))}", markup=True)
             continue
-        for action in entry["actions"]:
-            mark = {"create": "+", "replace": "~", "remove": "-", "keep": "="}[action["action"]]
-            out.print(f"  [{style[action['action']]}]{mark} {action['action']:<7}[/] "
-                      f"{escape(action['model'])}: {escape(action['reason'])}", markup=True)
+        _print_actions(entry["actions"], out)
+
+
+def _print_actions(actions: list[dict[str, Any]], out: Console) -> None:
+    from rich.markup import escape
+
+    style = {"create": "green", "replace": "yellow", "remove": "red", "keep": "dim"}
+    for action in actions:
+        mark = {"create": "+", "replace": "~", "remove": "-", "keep": "="}[action["action"]]
+        out.print(f"  [{style[action['action']]}]{mark} {action['action']:<7}[/] "
+                  f"{escape(action['model'])}: {escape(action['reason'])}", markup=True)
 
 
 def print_plan(document: PlanDocument, out: Console) -> None:

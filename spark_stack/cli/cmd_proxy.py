@@ -39,10 +39,16 @@ def proxy(
     if config is None:
         loaded = _config_of_stack(stack)
     else:
+        fix = ("pass the proxy.json `up` wrote (<state>/stacks/<stack>/proxy.json), or leave out "
+               "--config to use the stack's")
         try:
             loaded = ProxyConfig.from_json(config.read_bytes())
-        except (OSError, ConfigError) as exc:
-            raise UsageError(f"cannot read the proxy config {config}: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read the proxy config {config}: {exc.strerror or exc}",
+                             fix=fix) from None
+        except ConfigError as exc:
+            raise UsageError(f"the proxy config {config} is invalid: {exc}",
+                             fix=f"{fix}; `spark-stack up` rewrites it") from None
     overrides: dict[str, object] = {}
     if host is not None:
         overrides["host"] = host

@@ -108,6 +108,8 @@ def _render(report: dict[str, Any]) -> Group:
             lines.append(Text.from_markup(
                 f"host {escape(host['name'])} ({escape(str(where))}): "
                 f"[red]unreachable[/]: {escape(str(host['error']))}"))
+            if host["fix"]:
+                lines.append(Text.from_markup(f"  [yellow]fix:[/] {escape(str(host['fix']))}"))
         for gpu in host["gpus"]:
             lines.append(Text(
                 f"  GPU {gpu['index']} {gpu['name']}: "

@@ -23,7 +23,7 @@ def up(
         list[str] | None,
         typer.Option("--skip-preflight", metavar="CHECK",
                      help="Skip a preflight check (repeatable): docker, nvidia, gpus, arch, "
-                     "disk, port, memory, hf_token."),
+                     "disk, port, memory, engines, hf_token."),
     ] = None,
     timeout: Annotated[
         float | None,
@@ -54,10 +54,12 @@ def up(
 ) -> None:
     """Deploy the stack: containers on the host, simulators, the proxy and the launcher."""
     from ..deploy.up import UpOptions
+    from ..stack.references import check_resolvable
     from .common import stack_path
 
     use_json(json)
     loaded = load(stack)
+    check_resolvable(loaded)  # every unset or empty ${VAR} at its line, before anything starts
     out = console(stderr=True) if json else console()
     options = UpOptions(
         trust_host_key=trust_host_key,

@@ -14,8 +14,6 @@ if TYPE_CHECKING:
 
 def validate(stack: StackOption = None, json: JsonOption = False) -> None:
     """Check the stack file: exit 0 (warnings listed) or 2 (every problem listed)."""
-    from ..render import problem_json
-
     use_json(json)
     loaded = load(stack)
     models = [m.name for m in loaded.stack.models]
@@ -25,7 +23,7 @@ def validate(stack: StackOption = None, json: JsonOption = False) -> None:
             "file": loaded.filename,
             "stack": loaded.stack.name,
             "models": models,
-            "warnings": [problem_json(p) for p in loaded.warnings],
+            "warnings": [p.as_json() for p in loaded.warnings],
         })
         return
     count = len(loaded.warnings)

@@ -182,15 +182,13 @@ def emit_error(message: str, fix: str | None, exit_code: int, exc: BaseException
     if state.debug:
         traceback.print_exception(exc)
     problems = getattr(exc, "problems", None)
+    warnings = getattr(exc, "warnings", None) or []
     if state.json:
-        # One shape for every error: `problems` is always there, empty when none.
+        # One shape for every error: `problems` and `warnings` always there, empty when none.
         payload: dict[str, Any] = {
             "message": message, "fix": fix, "exit_code": exit_code,
-            "problems": [
-                {"location": p.location(), "line": p.line, "column": p.column,
-                 "key_path": p.key_path, "message": p.message, "fix": p.fix}
-                for p in problems or []
-            ],
+            "problems": [p.as_json() for p in problems or []],
+            "warnings": [p.as_json() for p in warnings],
         }
         print_json({"ok": False, "error": payload})
         return
@@ -206,7 +204,9 @@ def emit_error(message: str, fix: str | None, exit_code: int, exc: BaseException
     if fix:
         err.print("[yellow]fix:[/] ", end="", markup=True)
         err.print(fix, markup=False)
-
+    for warning in warnings:
+        err.print("[yellow]warning:[/] ", end="", markup=True)
+        err.print(warning.render(), markup=False)
 
 def relpath(path: Path) -> str:
     try:

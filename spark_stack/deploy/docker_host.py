@@ -125,7 +125,9 @@ class DockerHost:
                     message = str(json.loads(message).get("message", message))
                 except (ValueError, AttributeError):
                     pass
-                raise DeployError(f"docker API {path}: HTTP {answer.status}: {message}")
+                raise DeployError(f"docker API {path}: HTTP {answer.status}: {message}",
+                                  fix="read docker's message above; `journalctl -u docker` on "
+                                  "the host has more")
             return body
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -217,7 +219,9 @@ class DockerHost:
             raise DeployError(f"image {image} not found: {_short(exc)}", fix=fix) from exc
         found = self.image_id(image)
         if found is None:
-            raise DeployError(f"pulled {image} but the host does not list it")
+            raise DeployError(f"pulled {image} but the host does not list it",
+                              fix=f"pull it by hand on the host (`docker pull {image}`) and run "
+                              "again")
         return found
 
     def create_and_start(self, spec: ContainerSpec, environment: Mapping[str, str],

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from ..deployment import Deployment, resolve
-from ..paths import proxy_state_dir
+from ..paths import proxy_state_dir, stack_dir
 from ..proxy import daemon as proxy_daemon
 from ..stack import schema
 from . import local, tunnel
 from .connector import Connect
 from .local_lock import LocalLock
-from .lock import StackLock
+from .lock import StackLock, lock_name, remove_lock_script
 from .report import QuietReporter, Reporter
 from .session import open_session
 
@@ -33,32 +34,30 @@ def purge_local(deployment: Deployment) -> list[str]:
     """
     import shutil
 
-    from ..paths import stack_dir
+    from ..launcher import written_by_spark_stack
 
     removed = []
     launcher = deployment.launcher_path
-    try:
-        written_by_up = "Written by `spark-stack up`" in launcher.read_text(errors="replace")
-    except OSError:
-        written_by_up = False
-    if written_by_up:
+    if written_by_spark_stack(launcher):
         launcher.unlink()
         removed.append(str(launcher))
-    state = stack_dir(deployment.stack)
-    shutil.rmtree(state)
-    removed.append(str(state))
+    state = stack_dir(deployment.stack, create=False)
+    if state.is_dir():
+        shutil.rmtree(state)
+        removed.append(str(state))
     return removed
 
 
 def kept_in_place(deployment: Deployment) -> list[str]:
     """What ``down`` leaves (without ``--purge``): the launcher, secrets, the host caches."""
-    from .secrets_store import secrets_dir
 
     kept = []
     launcher = deployment.launcher_path
     if launcher.exists():
         kept.append(f"the Claude Code launcher {launcher}")
-    kept.append(f"the stack's secrets and state in {secrets_dir(deployment.stack).parent}")
+    state = stack_dir(deployment.stack, create=False)
+    if state.is_dir():
+        kept.append(f"the stack's secrets and state in {state}")
     if deployment.of_kind("container"):
         kept.append("the model caches on the host")
     return kept
@@ -82,14 +81,18 @@ def _down(deployment: Deployment, *, trust_host_key: bool, wait_lock: float,
     name = deployment.stack
     result = DownResult()
     # The same lock as `up`'s, for the whole run: a running `up` finishes (or fails) first.
-    with LocalLock(name, wait_seconds=wait_lock):
+    # Without a state directory nothing runs here and no `up` holds it (taking the lock would
+    # create the directory again after a purge).
+    has_state = stack_dir(name, create=False).is_dir()
+    with LocalLock(name, wait_seconds=wait_lock) if has_state else nullcontext():
         # Local processes first: they stop even when a host cannot be reached.
-        result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(name))
-        for tunnel_name in tunnel.known_tunnels(name):
-            tunnel.stop_tunnel(name, tunnel_name)
-        for model in local.known_simulators(name):
-            if local.stop_simulator(name, model):
-                result.stopped_local.append(model)
+        if has_state:
+            result.proxy_stopped = proxy_daemon.stop_background(proxy_state_dir(name))
+            for tunnel_name in tunnel.known_tunnels(name):
+                tunnel.stop_tunnel(name, tunnel_name)
+            for model in local.known_simulators(name):
+                if local.stop_simulator(name, model):
+                    result.stopped_local.append(model)
         for key in sorted(deployment.hosts):
             with connect(key, deployment.hosts[key], trust_host_key) as session, \
                     StackLock(session.conn, name, host=key, wait_seconds=wait_lock):
@@ -97,6 +100,8 @@ def _down(deployment: Deployment, *, trust_host_key: bool, wait_lock: float,
                     reporter.step(f"removing {item.name}")
                     session.docker.remove(item.id)
                     result.removed.append(item.name)
+                if purge:  # the host's lock files too, while the lock is still ours
+                    session.conn.run_script(remove_lock_script(lock_name(name, key)))
     if purge:
         result.purged = purge_local(deployment)
         if deployment.of_kind("container"):

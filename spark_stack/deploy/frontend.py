@@ -31,20 +31,21 @@ def ensure_tunnels(deployment: Deployment, reporter: Reporter) -> dict[str, str]
 
 
 def ensure_proxy(deployment: Deployment, keys: Mapping[str, str | None], token: str | None,
-                 endpoints: Mapping[str, str], reporter: Reporter) -> str | None:
-    """Start the proxy in the background, or keep it when it runs with the same config."""
+                 endpoints: Mapping[str, str], reporter: Reporter) -> tuple[str | None, bool]:
+    """Start the proxy in the background, or keep it when it runs with the same config;
+    its URL, and whether it was (re)started (then ``up`` changed something)."""
     config = deployment.proxy_config(keys, token, endpoints)
     state_dir = proxy_state_dir(deployment.stack)
     status = proxy_daemon.proxy_status(state_dir)
     if status.running and status.healthy and proxy_daemon.read_config(state_dir) == config:
-        return status.url
+        return status.url, False
     if status.running:
         reporter.step("restarting the proxy (its configuration changed)")
         proxy_daemon.stop_background(state_dir)
     else:
         reporter.step(f"starting the proxy on {config.host}:{config.port}")
     proxy_daemon.start_background(config, state_dir)
-    return proxy_daemon.proxy_status(state_dir).url
+    return proxy_daemon.proxy_status(state_dir).url, True
 
 
 def write_launcher(deployment: Deployment, stack_file: str | None, reporter: Reporter) -> Path:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from ..deployment import ModelDeployment
-from ..errors import DeployError, SparkStackError
+from ..errors import DeployError, HostUnreachable, SparkStackError
 from ..spec import CACHE_TARGETS, ContainerSpec
 from .actions import Action, Observed, plan_actions, previous_name
 from .connector import HostSession
@@ -244,6 +244,12 @@ def settle(run: HostRun, started: Sequence[tuple[HostSession, Started]]) -> dict
             outcome = (_ray_joined(session, run, entry)
                        or wait_container(session, run, entry.item, entry.container, entry.home))
         if isinstance(outcome, Failed):
+            if _docker_went_away(session, entry, outcome):
+                raise HostUnreachable(
+                    f"the docker daemon on {session.display} stopped while {model} was "
+                    "starting (its containers stopped with it)",
+                    fix="start docker on the host (e.g. `sudo systemctl start docker`), then "
+                    "run `spark-stack up` again")
             if entry.item.model.multi_node and entry.item.spec.head:
                 outcome = _why_head_failed(outcome, started, entry)
             full = session.docker.logs(entry.container.id)
@@ -320,6 +326,33 @@ def _why_head_failed(outcome: Failed, started: Sequence[tuple[HostSession, Start
                 "check the link with `spark-stack doctor` (addresses, MTU, reachability from "
                 f"each host) and the worker's log (`spark-stack logs {spec.model}`)"))
     return outcome
+
+
+# Exit codes of a container stopped from outside (SIGKILL, SIGTERM), as when docker itself stops.
+_KILLED = (137, 143)
+# How long the daemon may take to go away after the container it stopped (while it stops the rest).
+DAEMON_GONE_SECONDS = 3.0
+
+
+def _docker_went_away(session: HostSession, entry: Started, outcome: Failed,
+                      clock: Callable[[], float] = time.monotonic) -> bool:
+    """Whether a container that exited for no reason its log gives went with the docker daemon.
+
+    Stopping docker kills its containers first (exit 137 or 143) and closes its API after:
+    the next requests, not the readiness check's, find it gone.
+    """
+    if outcome.diagnosis.key != "exited":
+        return False
+    deadline = clock() + DAEMON_GONE_SECONDS
+    while True:
+        try:
+            attrs = session.docker.inspect(entry.container.id)
+        except HostUnreachable:
+            return True
+        code = ((attrs or {}).get("State") or {}).get("ExitCode")
+        if code not in _KILLED or clock() >= deadline:
+            return False
+        time.sleep(0.25)
 
 
 def _roll_back(session: HostSession, run: HostRun, entry: Started) -> str:

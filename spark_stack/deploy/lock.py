@@ -35,12 +35,21 @@ def lock_script(name: str, holder: str, wait_seconds: float) -> str:
     lock = base + shlex.quote(f"{name}.lock")
     owner = base + shlex.quote(f"{name}.owner")
     wait = f"-w {wait_seconds:g}" if wait_seconds > 0 else "-n"
+    # `down --purge` deletes the file while holding it: a waiter that then gets the lock of
+    # the deleted file must take the path's new one instead (`-ef`: the same file).
     return (
-        f'mkdir -p "$HOME"/{LOCK_DIR} && exec 9>>{lock} && '
-        f"if flock {wait} 9; then printf '%s\\n' {shlex.quote(holder)} > {owner}; "
-        "echo LOCKED; exec cat >/dev/null; "
-        f"else echo HELD; cat {owner} 2>/dev/null; exit 1; fi"
+        f'mkdir -p "$HOME"/{LOCK_DIR} && while :; do exec 9>>{lock} && '
+        f"if flock {wait} 9; then [ {lock} -ef /proc/$$/fd/9 ] && break; "
+        f"else echo HELD; cat {owner} 2>/dev/null; exit 1; fi; done; "
+        f"printf '%s\\n' {shlex.quote(holder)} > {owner}; echo LOCKED; exec cat >/dev/null"
     )
+
+
+def remove_lock_script(name: str) -> str:
+    """Delete the lock ``name``'s files (run while holding it: ``down --purge``)."""
+    base = f"$HOME/{LOCK_DIR}/"
+    return (f"rm -f {base}{shlex.quote(f'{name}.lock')} {base}{shlex.quote(f'{name}.owner')}; "
+            f"rmdir \"$HOME\"/{LOCK_DIR} 2>/dev/null; true")
 
 
 def describe_holder() -> str:
@@ -70,7 +79,9 @@ class StackLock:
             holder = held.read_rest(timeout) if reply == "HELD" else ""
         except TimeoutError as exc:
             held.release()
-            raise HostUnreachable(f"taking the lock for stack {self.stack!r} timed out") from exc
+            raise HostUnreachable(f"taking the lock for stack {self.stack!r} timed out",
+                                  fix="check the host answers (`ssh` to it), then run again"
+                                  ) from exc
         if reply == "LOCKED":
             self._held = held
             return

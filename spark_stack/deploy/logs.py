@@ -27,7 +27,8 @@ def logs(deployment: Deployment, model_name: str | None, *, tail: int | None, fo
             raise UsageError(f"no model {model_name!r} in stack {deployment.stack!r}",
                              fix=f"choose one of: {', '.join(kinds)}")
         if kinds[model_name] == "remote":
-            raise UsageError(f"model {model_name!r} is remote: spark-stack does not run it")
+            raise UsageError(f"model {model_name!r} is remote: spark-stack does not run it",
+                             fix="read its logs where that server runs")
         names = [model_name]
     if follow and len(names) > 1:
         raise UsageError("--follow needs one model", fix=f"name one of: {', '.join(names)}")

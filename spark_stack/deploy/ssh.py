@@ -218,10 +218,14 @@ def translate_error(exc: BaseException, target: SshTarget) -> SparkStackError:
             fix="is that the SSH port, and is sshd answering? run the command again",
         )
     if isinstance(exc, paramiko.SSHException):
-        return HostUnreachable(f"SSH error with {where}: {exc}")
+        return HostUnreachable(f"SSH error with {where}: {exc}", fix=_SSH_FIX)
     if isinstance(exc, OSError):
-        return HostUnreachable(f"cannot reach {where}: {exc.strerror or exc}")
-    return HostUnreachable(f"cannot reach {where}: {type(exc).__name__}: {exc}")
+        return HostUnreachable(f"cannot reach {where}: {exc.strerror or exc}",
+                               fix="check the host's address and network, and that it is on")
+    return HostUnreachable(f"cannot reach {where}: {type(exc).__name__}: {exc}", fix=_SSH_FIX)
+
+
+_SSH_FIX = "check that ssh reaches the host (`ssh -v` to it shows why not), then run again"
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -349,7 +353,8 @@ class SshConnection:
                     channel.close()
                     raise HostUnreachable(
                         f"`{script[:60]}` did not finish within {timeout:.0f} s on "
-                        f"{self.target.hostname}")
+                        f"{self.target.hostname}",
+                        fix="check the host's load and disk (`uptime`, `df -h`), then run again")
                 if not drained:
                     time.sleep(0.005)
             code = channel.recv_exit_status()
@@ -522,7 +527,7 @@ def _connect_once_with_retries(target: SshTarget, trust: bool, timeout: float, a
         if transport is not None:
             transport.set_keepalive(KEEPALIVE_SECONDS)
         return SshConnection(target, client)
-    raise HostUnreachable(f"cannot reach {target.display}")  # pragma: no cover
+    raise HostUnreachable(f"cannot reach {target.display}", fix=_SSH_FIX)  # pragma: no cover
 
 
 def _unknown_host_key_types(known: list[KnownHost], target: SshTarget) -> dict[str, list[str]]:

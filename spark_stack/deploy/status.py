@@ -23,6 +23,7 @@ from .host_exec import ProbeFactory
 from .keys import READ, model_key
 from .nodes import joined
 from .readiness import HttpProbe, Probe
+from .simulators import simulator_changes
 
 
 def _uptime(started_at: str) -> float | None:
@@ -48,7 +49,7 @@ def _check_http(probe: Probe) -> dict[str, Any]:
     return {"health": health, "models_listed": names is not None and served in names}
 
 
-HOST_KEYS = ("name", "address", "reachable", "ssh", "error", "gpus")
+HOST_KEYS = ("name", "address", "reachable", "ssh", "error", "fix", "gpus")
 MODEL_KEYS = (
     "name", "kind", "host", "state", "healthy", "served_name", "endpoint", "uptime_seconds",
     "restarts", "health", "models_listed", "drift", "drift_fields", "container", "container_id",
@@ -74,8 +75,8 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
         report["hosts"].append(host_entry)
         try:
             session = connect(key, deployment.hosts[key], trust_host_key)
-        except SparkStackError as exc:
-            host_entry["error"] = exc.message
+        except SparkStackError as exc:  # e.g. an unknown host key: the fix `up` would give
+            host_entry["error"], host_entry["fix"] = exc.message, exc.fix
             report["models"] += [_model_entry(m, state="unknown") for m in models]
             continue
         with session:
@@ -85,7 +86,7 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
                 host_entry["gpus"] = _gpus(session)
                 host_entry["reachable"] = True
             except SparkStackError as exc:  # e.g. the host's docker daemon does not answer
-                host_entry["error"] = exc.message
+                host_entry["error"], host_entry["fix"] = exc.message, exc.fix
                 report["models"] += [_model_entry(m, state="unknown") for m in models]
     _joined_by_their_heads(report["models"])
     for model in deployment.models:
@@ -123,7 +124,7 @@ def exit_code(report: dict[str, Any]) -> int:
 
 def _host_entry(name: str, address: str) -> dict[str, Any]:
     return {"name": name, "address": address, "reachable": False, "ssh": None, "error": None,
-            "gpus": []}
+            "fix": None, "gpus": []}
 
 
 def _host_models(stack: str, key: str, models: list[ModelDeployment],
@@ -281,8 +282,9 @@ def _simulator_entry(stack: str, model: ModelDeployment,
     entry["pid"] = pid
     if pid is not None:
         entry.update(_check_http(probe(model.endpoint, model.served_name, None)))
-        entry["drift"] = local.recorded_argv(process) != list(model.simulator_argv or ())
-        entry["drift_fields"] = ["command"] if entry["drift"] else []
+        recorded, argv = local.recorded_argv(process), list(model.simulator_argv or ())
+        entry["drift"] = recorded != argv
+        entry["drift_fields"] = list(simulator_changes(recorded, argv)) if entry["drift"] else []
         entry["uptime_seconds"] = max(0.0, time.time() - process.pid_file.stat().st_mtime)
     entry["healthy"] = bool(entry["health"] and entry["models_listed"] and not entry["drift"])
     return entry

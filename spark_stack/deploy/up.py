@@ -21,6 +21,7 @@ from pathlib import Path
 from ..claude_env import ensure_proxy_token
 from ..deployment import Deployment, DialName, resolve
 from ..errors import HostUnreachable
+from ..launcher import check_launcher_path
 from ..stack import schema
 from . import frontend
 from .actions import Action, is_noop
@@ -83,12 +84,13 @@ class UpResult:
     endpoints: dict[str, str] = field(default_factory=dict)  # model → base URL the proxy dials
     ready: dict[str, float] = field(default_factory=dict)  # model → seconds to ready
     proxy_url: str | None = None
+    proxy_started: bool = False  # (re)started by this run: not "up to date" then
     launcher: Path | None = None
     elapsed: float = 0.0
 
     @property
     def changed(self) -> bool:
-        return not is_noop(self.actions)
+        return not is_noop(self.actions) or self.proxy_started
 
 
 def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
@@ -112,6 +114,8 @@ def _up(deployment: Deployment, options: UpOptions, connect: Connect, run: HostR
     desired = {key: [Desired(m, container_secrets(deployment.stack, m, CREATE)) for m in models]
                for key, models in deployment.containers_by_host().items()}
     keys = model_keys(deployment, CREATE)
+    if options.start_proxy:  # refused before anything starts, not after a model's load
+        check_launcher_path(deployment.launcher_path)
     token = ensure_proxy_token(deployment.stack, deployment.proxy.token) \
         if options.start_proxy else None
     result = UpResult(endpoints={m.name: m.endpoint for m in deployment.models})
@@ -235,5 +239,6 @@ def _front_end(deployment: Deployment, keys: dict[str, str | None], token: str |
                options: UpOptions, reporter: Reporter, result: UpResult) -> None:
     tunnels = frontend.ensure_tunnels(deployment, reporter)
     result.endpoints.update(tunnels)
-    result.proxy_url = frontend.ensure_proxy(deployment, keys, token, tunnels, reporter)
+    result.proxy_url, result.proxy_started = frontend.ensure_proxy(deployment, keys, token,
+                                                                   tunnels, reporter)
     result.launcher = frontend.write_launcher(deployment, options.stack_file, reporter)

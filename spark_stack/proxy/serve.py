@@ -38,7 +38,8 @@ def check_bindable(config: ProxyConfig) -> None:
                     f"port {config.port} on {config.host} is already in use",
                     fix="stop what listens there (`spark-stack down`?) or choose another port",
                 ) from None
-            raise ProxyStartError(f"cannot listen on {config.host}:{config.port}: {exc}") from None
+            raise ProxyStartError(f"cannot listen on {config.host}:{config.port}: {exc}",
+                                  fix="choose another address or port (proxy.listen)") from None
 
 
 def run_proxy(config: ProxyConfig) -> None:

@@ -124,9 +124,11 @@ class ProxyApp:
                 self._authorize(scope)
             if path == "/v1/messages":
                 _allow(method, "POST")
+                _refuse_declared_oversize(scope)
                 await self._messages(receive, send, record, started)
             elif path == "/v1/messages/count_tokens":
                 _allow(method, "POST")
+                _refuse_declared_oversize(scope)
                 await self._count_tokens(receive, send, record)
             elif path == "/":
                 _allow(method, "GET", "HEAD")
@@ -516,6 +518,14 @@ def _clamp_from_error(error: ProxyError, request: dict[str, Any]) -> dict[str, A
 def _allow(method: str, *allowed: str) -> None:
     if method not in allowed:
         raise ProxyError(405, "invalid_request_error", f"method {method} not allowed here")
+
+
+def _refuse_declared_oversize(scope: Scope) -> None:
+    """413 at once for a body whose ``content-length`` is over the limit: waiting for bytes
+    that will be refused anyway would end in a 408 after the body timeout."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            raise ProxyError(413, "request_too_large", "request body exceeds 64 MiB")
 
 
 async def _read_body(receive: Receive, timeout: float) -> bytes:

@@ -11,11 +11,13 @@ import re
 from collections import defaultdict
 
 from ..errors import Problem
+from ..routing import is_glob
 from . import schema
 from .argv import served_name
 from .cluster_checks import cluster_link, mtp_across_hosts, multi_node_hosts
 from .lint import LINTS, nvfp4_version_problems
 from .loaded import Check, LoadedStack, did_you_mean
+from .references import bare_dollars, look_alikes
 from .secrets import has_reference
 from .vllm_check import abbreviated_flags, extra_arg_path, flag_set_notes, vllm_flags
 
@@ -222,6 +224,36 @@ def routing_conflicts(loaded: LoadedStack) -> list[Problem]:
     return problems
 
 
+def shadowed_routes(loaded: LoadedStack) -> list[Problem]:
+    """A glob route that an earlier one always wins over (routes are tried in file order)."""
+    problems = []
+    routes = list(loaded.stack.proxy.routes.items())
+    for later, (pattern, target) in enumerate(routes):
+        if not is_glob(pattern):
+            continue  # an exact name is matched before any glob
+        winner = next((earlier for earlier, _ in routes[:later]
+                       if is_glob(earlier) and _covers(earlier, pattern)), None)
+        if winner is not None:
+            problems.append(loaded.problem(
+                f"route '{pattern}' → '{target}' never applies: the earlier route '{winner}' → "
+                f"'{loaded.stack.proxy.routes[winner]}' matches every name it does, and glob "
+                "routes are tried in file order",
+                ("proxy", "routes", pattern),
+                fix=f"move '{pattern}' above '{winner}', or remove it",
+            ))
+    return problems
+
+
+def _covers(earlier: str, later: str) -> bool:
+    """Whether every name ``later`` matches, ``earlier`` matches too. Decided only for the
+    shapes that can be (``*``, ``PREFIX*``); other globs are assumed not to overlap."""
+    if not earlier.endswith("*") or is_glob(earlier[:-1]):
+        return earlier == later
+    prefix = earlier[:-1]
+    literal_start = later[: next((i for i, ch in enumerate(later) if ch in "*?["), len(later))]
+    return literal_start.startswith(prefix)
+
+
 def _served_name_path(loaded: LoadedStack, index: int) -> tuple[str | int, ...]:
     path: tuple[str | int, ...] = ("models", index, "served_name")
     return path if path in loaded.positions.keys else ("models", index)
@@ -330,6 +362,7 @@ def proxy_token_off_loopback(loaded: LoadedStack) -> list[Problem]:
 
 ERROR_CHECKS: list[Check] = [
     plain_secrets,
+    look_alikes,
     duplicate_names,
     duplicate_ports,
     hosts_defined,
@@ -344,4 +377,4 @@ ERROR_CHECKS: list[Check] = [
     vllm_flags,
 ]
 LINT_CHECKS: list[Check] = [*LINTS, shared_served_names, abbreviated_flags, flag_set_notes,
-                            mtp_across_hosts]
+                            mtp_across_hosts, bare_dollars, shadowed_routes]

@@ -113,12 +113,26 @@ def load_stack_text(
     loaded = LoadedStack(stack, path or Path(filename), positions, presets=presets)
     errors = [p for check in ERROR_CHECKS for p in check(loaded)]
     if problems:
-        raise StackFileError(problems + _follow_ups_dropped(errors, problems, stand_ins))
-    if errors:
-        raise StackFileError(errors)
+        errors = problems + _follow_ups_dropped(errors, problems, stand_ins)
     if lint:
         loaded.warnings = [p for check in LINT_CHECKS for p in check(loaded)]
+    if errors:
+        # Warnings too: every problem is listed at once, not the next ones after a fix.
+        raise StackFileError(
+            errors, warnings=_beside(loaded.warnings, errors, [f"models[{i}]" for i in stand_ins]))
     return loaded
+
+
+def _beside(warnings: list[Problem], errors: list[Problem], stand_ins: list[str]
+            ) -> list[Problem]:
+    """The warnings about places no error touches: a value set aside for an error (or a model
+    standing in for one that could not be mended) would only give warnings about itself."""
+    touched = [error.key_path for error in errors] + stand_ins
+
+    def related(a: str, b: str) -> bool:
+        return a == b or a.startswith((f"{b}.", f"{b}[")) or b.startswith((f"{a}.", f"{a}["))
+
+    return [w for w in warnings if not any(related(w.key_path, t) for t in touched if t)]
 
 
 # Replacements for invalid values whose removal would raise problems of its own (a stack
@@ -345,6 +359,8 @@ def _problem_from_error(
 ) -> Problem:
     kind = err["type"]
     field = str(path[-1]) if path else ""
+    if kind == "value_error" and len(path) >= 2 and path[-2] in _MAP_FIELDS:
+        field = str(path[-2])  # an entry the map's own check refused: the map's fix applies
     if kind == "extra_forbidden":
         allowed = _allowed_keys(path[:-1], data)
         return located(
@@ -395,6 +411,9 @@ def _fix_for(kind: str, field: str, err: Any) -> str:
     )
 
 
+# Maps whose entries are checked one by one (an error's path ends in the entry's key).
+_MAP_FIELDS = ("env", "ulimits")
+
 # Fields whose errors read better as one sentence than as pydantic's union alternatives.
 _FIELD_MESSAGES = {
     "gpus": (
@@ -413,6 +432,7 @@ _FIELD_FIXES = {
     "image": "write e.g. image: vllm/vllm-openai:v0.28.0",
     "env": "rename the variable: letters, digits and '_' (e.g. HF_HUB_OFFLINE)",
     "ulimits": "write e.g. ulimits: {nofile: \"65536:65536\"}",
+    "url": "write the URL without user:pass@ and give the server's key as api_key: ${ENV_VAR}",
 }
 _PATTERN_FIXES = {
     "url": "write the server's OpenAI base URL, e.g. http://192.168.1.20:8000/v1",
@@ -436,6 +456,8 @@ _FIXES = {
     "greater_than_equal": "use a larger value",
     "too_short": "add at least one entry",
     "string_too_short": "write a non-empty value",
+    "number_not_bool": "write a number (e.g. port: 8000); true and false are not numbers",
+    "finite_number": "write a finite number",
 }
 
 

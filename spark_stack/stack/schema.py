@@ -13,21 +13,55 @@ A model is one of three kinds, told apart by ``kind`` (inferred when absent):
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 NAME_HINT = "lower-case letters, digits, '.', '_' or '-', starting with a letter or digit"
 DEFAULT_LISTEN = "127.0.0.1:4000"
+MAX_MODEL_LEN_LIMIT = 1 << 24
 DEFAULT_HOST_KEY = "default"
 _SIZE = re.compile(r"^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$", re.IGNORECASE)
 
 
 class StrictModel(BaseModel):
-    """Rejects unknown keys (the loader adds a "did you mean")."""
+    """Rejects unknown keys (the loader adds a "did you mean"), true/false where a number is
+    meant (pydantic would read ``port: true`` as port 1), and infinite or NaN numbers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            accepted = _plain_types(cls.model_fields[info.field_name].annotation)
+            if bool not in accepted and accepted & {int, float}:
+                raise PydanticCustomError(
+                    "number_not_bool", "a number is expected here, not true or false")
+        return value
+
+
+def _plain_types(annotation: Any) -> set[Any]:
+    """The classes a (possibly nested Union/Optional/Annotated) annotation is made of."""
+    args = get_args(annotation)
+    if not args:
+        return {annotation}
+    if get_origin(annotation) in (list, dict, tuple, Literal):
+        return {get_origin(annotation)}
+    if get_origin(annotation) is Annotated:
+        return _plain_types(args[0])
+    return set().union(*(_plain_types(arg) for arg in args))
 
 
 class HostConfig(StrictModel):
@@ -103,20 +137,39 @@ ULIMIT_NAMES = (
 _ULIMIT_VALUE = re.compile(r"(-?\d+)(?::(-?\d+))?")
 
 
-def check_ulimit(name: str, value: int | str) -> None:
-    """ValueError unless ``name: value`` is a ulimit docker accepts (``N`` or ``SOFT:HARD``)."""
+def check_ulimit_name(name: str) -> str:
+    """``name`` when it is a ulimit docker knows; else ValueError."""
     if name not in ULIMIT_NAMES:
         raise ValueError(f"unknown ulimit {name!r} (known: {', '.join(ULIMIT_NAMES)})")
+    return name
+
+
+def check_ulimit_value(value: int | str) -> int | str:
+    """``value`` when docker accepts it as a ulimit (``N`` or ``SOFT:HARD``); else ValueError."""
     if isinstance(value, int):
-        return
+        return value
     match = _ULIMIT_VALUE.fullmatch(value.strip())
     if match is None:
         raise ValueError(
-            f"ulimit {name} must be a number or 'SOFT:HARD' numbers, -1 for unlimited "
-            f"(got {value!r})")
+            f"a ulimit must be a number or 'SOFT:HARD' numbers, -1 for unlimited (got {value!r})")
     soft, hard = int(match[1]), int(match[2] or match[1])
     if hard != -1 and (soft == -1 or soft > hard):
-        raise ValueError(f"ulimit {name}: the soft limit {soft} is above the hard limit {hard}")
+        raise ValueError(f"the soft limit {soft} is above the hard limit {hard}")
+    return value
+
+
+def check_env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(
+            f"environment variable name {name!r} is not a valid name (letters, digits "
+            "and '_', not starting with a digit)")
+    return name
+
+
+# Map keys and values checked one entry at a time, so every bad entry is reported.
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+UlimitName = Annotated[str, AfterValidator(check_ulimit_name)]
+UlimitValue = Annotated[int | str, AfterValidator(check_ulimit_value)]
 
 
 class Speculative(StrictModel):
@@ -149,7 +202,8 @@ GpuRequest = (
 class _ModelBase(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     served_name: str | None = None
-    max_model_len: int | None = Field(default=None, ge=1)
+    # Past 16 Mi tokens no model has a window; far past it vLLM's 64-bit arithmetic overflows.
+    max_model_len: int | None = Field(default=None, ge=1, le=MAX_MODEL_LEN_LIMIT)
 
 
 class ContainerModel(_ModelBase):
@@ -178,12 +232,12 @@ class ContainerModel(_ModelBase):
     enable_auto_tool_choice: bool | None = None
     speculative: Speculative | None = None
     extra_args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[EnvName, str] = Field(default_factory=dict)
     cache: CacheMounts = Field(default_factory=CacheMounts)
     mounts: list[Mount] = Field(default_factory=list)
     ipc: Literal["host", "private", "shareable"] | None = None
     shm_size: str | None = None
-    ulimits: dict[str, int | str] = Field(default_factory=dict)
+    ulimits: dict[UlimitName, UlimitValue] = Field(default_factory=dict)
     gpus: GpuRequest = "all"
     bind: Literal["lan", "loopback"] = "lan"
     api_key: str = "auto"
@@ -205,23 +259,6 @@ class ContainerModel(_ModelBase):
         if self.tensor_parallel_size is not None:
             return self.tensor_parallel_size
         return len(self.hosts or ()) if self.multi_node else None
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for name in value:
-            if not _ENV_NAME.fullmatch(name):
-                raise ValueError(
-                    f"environment variable name {name!r} is not a valid name (letters, digits "
-                    "and '_', not starting with a digit)")
-        return value
-
-    @field_validator("ulimits")
-    @classmethod
-    def _ulimits(cls, value: dict[str, int | str]) -> dict[str, int | str]:
-        for name, limit in value.items():
-            check_ulimit(name, limit)
-        return value
 
     @field_validator("kv_cache_memory_bytes")
     @classmethod
@@ -260,6 +297,17 @@ class RemoteModel(_ModelBase):
     @classmethod
     def _api_key(cls, value: str | None) -> str | None:
         return None if value is None else _secret_setting(value, allowed=("none",))
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _no_credentials(cls, value: Any) -> Any:
+        # Before the pattern check, whose message would echo the URL, password and all.
+        if isinstance(value, str) and "@" in value.partition("://")[2].partition("/")[0]:
+            raise ValueError(
+                "url must not hold a user name or password (user:pass@): plan, status and "
+                "the proxy's config would show them"
+            )
+        return value
 
 
 class SimulatorModel(_ModelBase):
@@ -454,6 +502,11 @@ def _secret_setting(value: str, *, allowed: tuple[str, ...]) -> str:
     if value in allowed or is_reference(value):
         return value
     options = " or ".join([*(repr(a) for a in allowed), "'${ENV_VAR}'"])
+    if "$" in value:  # the value itself is not echoed: it may hold a secret
+        raise ValueError(
+            f"this is not a reference: only a whole ${{NAME}} is replaced (no defaults, no "
+            f"shell syntax such as $NAME); use {options}"
+        )
     raise ValueError(
         f"secrets are only accepted by reference: use {options} and export the value"
     )

@@ -37,7 +37,8 @@ def mask(value: str) -> str:
 def resolve(value: str, environ: Mapping[str, str] | None = None, *, where: str = "") -> str:
     """Replace every ``${NAME}`` in ``value`` with the environment's value.
 
-    Raises :class:`MissingSecret` (exit 2) naming the variable (never its value) when one is unset.
+    Raises :class:`MissingSecret` (exit 2) naming the variable (never its value) when one is unset
+    or empty.
     """
     env = os.environ if environ is None else environ
 
@@ -48,6 +49,13 @@ def resolve(value: str, environ: Mapping[str, str] | None = None, *, where: str 
             raise MissingSecret(
                 f"environment variable {name} is not set{place}",
                 fix=f"export {name}=... before running spark-stack",
+            )
+        if env[name] == "":
+            place = f" (used by {where})" if where else ""
+            raise MissingSecret(
+                f"environment variable {name} is empty{place}: an empty secret is refused "
+                "(as a token it would turn authentication off)",
+                fix=f"export {name} with the secret's value",
             )
         return env[name]
 

@@ -2,6 +2,13 @@
 
 PyYAML's ``safe_load`` forgets positions and silently accepts duplicate keys; composing the node
 tree ourselves keeps both: every key path maps to the line/column of its key and its value.
+
+A stack file is untrusted input, and YAML's aliases let a few hundred bytes stand for billions of
+values (an "alias bomb"), or for themselves (``&r [*r]``). Before anything is composed, one pass
+over the parser's events (:func:`_bounds_problem`, linear in the file's size) refuses a
+recursive alias, nesting deeper than :data:`MAX_DEPTH` and an expansion beyond
+:data:`MAX_EXPANDED_VALUES`; the position walk then visits each node once, however often it is
+referred to.
 """
 
 from __future__ import annotations
@@ -14,6 +21,11 @@ import yaml
 from ..errors import Problem
 
 KeyPath = tuple[str | int, ...]
+
+# A real stack file nests about six levels deep and holds a few hundred values.
+MAX_DEPTH = 64
+MAX_EXPANDED_VALUES = 10_000
+_ALIAS_FIX = "write the values out, or refer to an anchor only where a few copies are meant"
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,14 @@ def _mark(mark: yaml.Mark) -> Position:
 
 def parse(text: str, filename: str) -> tuple[Any, Positions, list[Problem]]:
     """Parse YAML text; returns (data, positions, problems). Data is None on a syntax error."""
+    try:
+        bounds = _bounds_problem(text, filename)
+    except yaml.MarkedYAMLError:
+        bounds = None  # the composing parse below reports it, located
+    except yaml.reader.ReaderError as exc:
+        return None, Positions(), [_unprintable(text, exc, filename)]
+    if bounds is not None:
+        return None, Positions(), [bounds]
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -75,14 +95,89 @@ def parse(text: str, filename: str) -> tuple[Any, Positions, list[Problem]]:
     positions = Positions()
     problems: list[Problem] = []
     if node is not None:
-        _walk(node, (), positions, problems, filename)
+        _walk(node, (), positions, problems, filename, set())
     return data, positions, problems
 
 
+def _bounds_problem(text: str, filename: str) -> Problem | None:
+    """The first place where the document nests too deeply, refers to itself or expands too far.
+
+    Each anchor's expanded size is counted once, when its node ends; an alias adds that count
+    to its parent. So the pass is linear in the text, whatever the aliases expand to.
+    """
+    open_anchors: list[str | None] = []  # the anchor of each collection being read
+    counts: list[int] = []  # the expanded size of each collection being read
+    sizes: dict[str, int] = {}  # the expanded size of each anchor read so far
+    total = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        where = event.start_mark
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_anchors) >= MAX_DEPTH:
+                return _located(
+                    f"the YAML nests deeper than {MAX_DEPTH} levels", where, filename,
+                    "a stack file needs a few levels: flatten the structure (check for "
+                    "unclosed '[' or '{')",
+                )
+            open_anchors.append(event.anchor)
+            counts.append(1)
+            total += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, size = open_anchors.pop(), counts.pop()
+            if anchor is not None:
+                sizes[anchor] = size
+            if counts:
+                counts[-1] += size
+        elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent):
+            if isinstance(event, yaml.AliasEvent) and event.anchor in open_anchors:
+                return _located(
+                    f"the alias *{event.anchor} refers to its own anchor &{event.anchor} "
+                    "(a value cannot contain itself)", where, filename,
+                    f"replace *{event.anchor} with the values it should hold",
+                )
+            size = sizes.get(str(event.anchor), 1) if isinstance(event, yaml.AliasEvent) else 1
+            if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+                sizes[event.anchor] = 1
+            if counts:
+                counts[-1] += size
+            total += size
+            if total > MAX_EXPANDED_VALUES:
+                return _located(
+                    f"through its aliases the YAML expands to more than "
+                    f"{MAX_EXPANDED_VALUES:,} values (an alias bomb?)", where, filename,
+                    _ALIAS_FIX,
+                )
+    return None
+
+
+def _located(message: str, mark: Any, filename: str, fix: str) -> Problem:
+    """A problem at a parser mark (typed loosely: PyYAML's stubs name two Mark classes)."""
+    return Problem(
+        message, file=filename, line=mark.line + 1 if mark else None,
+        column=mark.column + 1 if mark else None, fix=fix,
+    )
+
+
+def _unprintable(text: str, exc: yaml.reader.ReaderError, filename: str) -> Problem:
+    before = text[: exc.position]
+    line = before.count("\n") + 1
+    column = exc.position - (before.rfind("\n") + 1) + 1
+    character = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+    what = "a NUL byte" if character == "\0" else f"the control character U+{ord(character):04X}"
+    return Problem(
+        f"the stack file contains {what}, which YAML does not allow",
+        file=filename, line=line, column=column,
+        fix="delete it (a stack file is plain UTF-8 text; was it saved by a binary tool?)",
+    )
+
+
 def _walk(
-    node: yaml.Node, path: KeyPath, positions: Positions, problems: list[Problem], filename: str
+    node: yaml.Node, path: KeyPath, positions: Positions, problems: list[Problem], filename: str,
+    walked: set[int],
 ) -> None:
     positions.values.setdefault(path, _mark(node.start_mark))
+    if id(node) in walked:
+        return  # an alias's node: its inside is located once, where its anchor stands
+    walked.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, Position] = {}
         for key_node, value_node in node.value:
@@ -103,10 +198,10 @@ def _walk(
             seen[key] = key_pos
             child = (*path, key)
             positions.keys[child] = key_pos
-            _walk(value_node, child, positions, problems, filename)
+            _walk(value_node, child, positions, problems, filename, walked)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), positions, problems, filename)
+            _walk(item, (*path, index), positions, problems, filename, walked)
 
 
 def render_path(path: KeyPath) -> str:

@@ -27,6 +27,7 @@ from tests.e2e.conftest import REPO_ROOT
 from tests.helpers import free_port
 
 WINDOW = 40000
+CLAUDE_OWN_WINDOW = 200_000  # what the pinned Claude Code assumes for its own models
 CLAUDE_TIMEOUT = 120
 # What the test's own shell exports; everything about the stack comes from the launcher.
 HERMETIC = {
@@ -77,13 +78,19 @@ class SimStack:
 
 @pytest.fixture
 def sim_stack(tmp_path: Path, claude_bin: Path, claude_home: Path) -> Iterator[SimStack]:
+    yield from _sim_stack(tmp_path, claude_bin, claude_home,
+                          {"opus": "qwen", "sonnet": "qwen", "haiku": "qwen"})
+
+
+def _sim_stack(tmp_path: Path, claude_bin: Path, claude_home: Path,
+               aliases: dict[str, str] | None) -> Iterator[SimStack]:
     document: dict[str, Any] = {
         "name": "sessions",
         "models": [{"name": "qwen", "kind": "simulator", "served_name": "qwen3.6-35b-a3b",
                     "port": free_port(), "max_model_len": WINDOW}],
         "proxy": {"listen": f"127.0.0.1:{free_port()}"},
         "claude": {"launcher": str(tmp_path / "claude-sessions"),
-                   "models": {"opus": "qwen", "sonnet": "qwen", "haiku": "qwen"}},
+                   **({"models": aliases} if aliases else {})},
     }
     stack_file = tmp_path / "stack.yaml"
     stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -101,6 +108,23 @@ def result_of(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert done.returncode == 0, done.stdout + done.stderr
     data: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return data
+
+
+@pytest.fixture
+def sim_stack_without_aliases(tmp_path: Path, claude_bin: Path,
+                              claude_home: Path) -> Iterator[SimStack]:
+    yield from _sim_stack(tmp_path, claude_bin, claude_home, None)
+
+
+def test_without_aliases_claude_code_reports_its_own_window(
+    sim_stack_without_aliases: SimStack,
+) -> None:
+    # README ("The context window"): without claude.models Claude Code sends its own claude-…
+    # id, which it recognises, so it reports that model's window, not the stack's.
+    usage = result_of(sim_stack_without_aliases.launch("-p", "hi", "--output-format", "json"))
+    [(model, figures)] = usage["modelUsage"].items()
+    assert model.startswith("claude-")
+    assert figures["contextWindow"] == CLAUDE_OWN_WINDOW
 
 
 def test_claude_code_believes_the_stacks_window(sim_stack: SimStack) -> None:

@@ -481,6 +481,24 @@ def test_a_held_lock_fails_fast_with_its_holder_and_can_be_waited_for(
         session.close()
 
 
+def test_down_purge_removes_the_hosts_lock_files(deployer: Deployer, testhost: HostInfo) -> None:
+    from spark_stack.deploy.lock import LOCK_DIR
+    from spark_stack.deploy.session import open_session
+    from spark_stack.stack.schema import HostConfig
+
+    def lock_files() -> list[str]:
+        with open_session("default", HostConfig(address=testhost.ssh_alias)) as session:
+            listing = session.conn.run_script(f'ls "$HOME"/{LOCK_DIR} 2>/dev/null; true')
+        return [name for name in listing.stdout.split() if name.startswith(deployer.name)]
+
+    deployer.write()
+    assert deployer.run("up", "--no-proxy")[0] == 0
+    assert lock_files() == [f"{deployer.name}@default.lock", f"{deployer.name}@default.owner"]
+    code, out, err = deployer.run("down", "--purge")
+    assert code == 0, out + err
+    assert lock_files() == []
+
+
 def test_two_concurrent_ups_one_wins_one_names_the_holder(
     deployer: Deployer, ssh_home: Path, host_docker: docker.DockerClient
 ) -> None:

@@ -22,6 +22,7 @@ from spark_stack.deploy.actions import (
     observed_from_inspect,
 )
 from spark_stack.deploy.connector import Completed, HostSession
+from spark_stack.deploy.lock import LOCK_DIR
 from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.up import Edges, UpOptions, up
 from spark_stack.deployment import as_written
@@ -96,6 +97,10 @@ class FakeConnection:
     def run_script(self, script: str, *, timeout: float = 60,
                    argv: tuple[str, ...] = ()) -> Completed:
         self.scripts.append(script)
+        if LOCK_DIR in script:  # the lock's files live in the fake home: a real shell
+            done = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                                  env={**os.environ, "HOME": str(self.home)}, timeout=10)
+            return Completed((script,), done.returncode, done.stdout, done.stderr)
         if script.startswith(f"echo '{M} home'"):
             return Completed((script,), 0, self.facts, "")
         for marker, stdout in self.answers:
@@ -129,6 +134,9 @@ class FakeDocker:
     daemon_down: bool = False  # the docker daemon does not answer
     # vLLM at VLLM_LOGGING_LEVEL=WARNING: no INFO lines, so no rank's "assigned as" line.
     warnings_only: bool = False
+    # Models whose start the docker daemon's stopping interrupts (see inspect).
+    daemon_stops_at: set[str] = field(default_factory=set)
+    stopping: bool = False
 
     def _check_daemon(self) -> None:
         if self.daemon_down:
@@ -147,7 +155,17 @@ class FakeDocker:
                 if c["Config"]["Labels"].get("io.spark-stack.stack") == stack]
 
     def inspect(self, ident: str) -> dict[str, Any] | None:
-        return self.containers.get(ident)
+        self._check_daemon()
+        found = self.containers.get(ident)
+        if found is not None and found["Config"]["Labels"].get("io.spark-stack.model") in \
+                self.daemon_stops_at and found["State"]["Status"] == "running":
+            # `systemctl stop docker`: it kills the container first (137), then goes away.
+            found["State"].update(Status="exited", ExitCode=137)
+            self.stopping = True
+        elif self.stopping:
+            self.daemon_down = True
+            self._check_daemon()
+        return found
 
     def observed(self, ident: str) -> Observed | None:
         found = self.containers.get(ident)

@@ -11,7 +11,7 @@ import pytest
 
 from spark_stack.cli import main
 
-ERROR_KEYS = {"message", "fix", "exit_code", "problems"}
+ERROR_KEYS = {"message", "fix", "exit_code", "problems", "warnings"}
 
 
 def _error(out: str) -> dict[str, Any]:

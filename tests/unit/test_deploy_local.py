@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from spark_stack.deploy import local, secrets_store
 from spark_stack.deploy import logs as deploy_logs
 from spark_stack.deploy import status as deploy_status
 from spark_stack.deploy.down import down
-from spark_stack.deploy.lock import lock_script
+from spark_stack.deploy.lock import LOCK_DIR, lock_script, remove_lock_script
 from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.up import UpOptions, up
 from spark_stack.deployment import resolve
@@ -47,6 +48,25 @@ def test_the_lock_is_held_while_its_channel_lives_and_names_its_holder(tmp_path:
                            capture_output=True, text=True,
                            env={**os.environ, "HOME": str(tmp_path)}, timeout=10)
     assert third.stdout == "LOCKED\n"
+
+
+def test_the_lock_stays_exclusive_when_down_purge_removes_its_file(tmp_path: Path) -> None:
+    holder = _shell(lock_script("st", "down --purge", 0), tmp_path)
+    assert holder.stdout is not None and holder.stdout.readline() == "LOCKED\n"
+    waiter = _shell(lock_script("st", "waiter", 30), tmp_path)  # blocked on the file's lock
+    time.sleep(0.3)
+    subprocess.run(["sh", "-c", remove_lock_script("st")], check=True, timeout=10,
+                   env={**os.environ, "HOME": str(tmp_path)})
+    assert not (tmp_path / LOCK_DIR / "st.lock").exists()
+    newcomer = _shell(lock_script("st", "newcomer", 0), tmp_path)  # takes the new file's lock
+    assert newcomer.stdout is not None and newcomer.stdout.readline() == "LOCKED\n"
+    holder.communicate("", timeout=10)
+    # The waiter got the deleted file's lock: it must notice, and wait for the newcomer's.
+    time.sleep(0.5)
+    assert waiter.poll() is None
+    newcomer.communicate("", timeout=10)
+    assert waiter.stdout is not None and waiter.stdout.readline() == "LOCKED\n"
+    waiter.communicate("", timeout=10)
 
 
 def test_the_lock_script_quotes_a_hostile_stack_name(tmp_path: Path) -> None:

@@ -65,5 +65,20 @@ def test_purge_never_removes_a_launcher_path_it_did_not_write(
     mine.parent.mkdir(parents=True)
     mine.write_text("#!/bin/sh\necho my own script\n")
     assert main(["-s", str(stack_file), "down", "--purge"]) == 0
-    assert "removed " in capsys.readouterr().out
+    assert f"removed {mine}" not in capsys.readouterr().out
     assert mine.read_text() == "#!/bin/sh\necho my own script\n"
+
+
+def test_down_after_purge_does_not_make_the_state_directory_again(
+    stack_file: Path, fake_home: Path, spark_stack_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    state = spark_stack_home / "stacks" / "downer"
+    assert main(["-s", str(stack_file), "up"]) == 0
+    assert main(["-s", str(stack_file), "down", "--purge"]) == 0
+    assert not state.exists()
+    capsys.readouterr()
+    assert main(["-s", str(stack_file), "down"]) == 0
+    assert main(["-s", str(stack_file), "down", "--purge"]) == 0
+    assert not state.exists()
+    assert "state in" not in capsys.readouterr().out  # nothing kept: there is nothing

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from spark_stack.stack.loader import load_stack_text
 from tests.helpers import free_port
 
 SENTINEL = "tok-SENTINEL-9f3a1c"
-# The launcher probes with curl, else python3, else bash's /dev/tcp (with or without timeout).
+# The launcher probes with python3, else curl, else bash's /dev/tcp (with or without timeout).
 PROBE_TOOLS = [["curl", "cat"], ["python3", "cat"], ["timeout", "cat"], ["cat"]]
 
 
@@ -69,6 +70,17 @@ class _Root(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass
+
+
+class _SlowRoot(_Root):
+    """Answers /health after a pause (the probe stays alive to be looked at), noting the key."""
+
+    keys: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.keys.append(self.headers.get("x-api-key"))
+        time.sleep(0.6)
+        super().do_GET()
 
 
 @pytest.fixture()
@@ -308,3 +320,50 @@ claude:
          "description": "Qwen/Qwen3.6-35B-A3B-simulated \u00b7 the simulator on this machine "
                         "\u00b7 98,304-token window"},
     ]}}
+
+
+def _argvs_while(process: subprocess.Popen[str]) -> list[bytes]:
+    """Every command line seen in /proc while ``process`` runs (scanned as fast as possible)."""
+    seen: set[bytes] = set()
+    while process.poll() is None:
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    seen.add(Path(f"/proc/{pid}/cmdline").read_bytes())
+                except OSError:
+                    pass  # the process ended between listing and reading
+    return sorted(seen)
+
+
+# The tool each probe branch runs (None: bash's /dev/tcp in a subshell, no new command line).
+PROBE_PROCESS = {"python3": b"python3", "curl": b"curl", "timeout": b"timeout", "cat": None}
+
+
+@pytest.mark.parametrize("tools", PROBE_TOOLS, ids=lambda t: "+".join(t))
+def test_no_process_ever_has_the_token_on_its_command_line(
+    tmp_path: Path, fake_claude: Path, tools: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_SlowRoot, "keys", [])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowRoot)
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        stack = make_stack(server.server_address[1])
+        write_token(stack.name, SENTINEL + "\n")
+        script = launcher.write_launcher(resolve(stack), path=tmp_path / "claude-lab")
+        env = {"PATH": str(tool_dir(tmp_path, tools)), "HOME": str(tmp_path),
+               launcher.CLAUDE_BIN_ENV: str(fake_claude)}
+        process = subprocess.Popen(["/bin/bash", str(script), "-p", "hi"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        argvs = _argvs_while(process)
+        out, err = process.communicate(timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert process.returncode == 0, err
+    assert json.loads(out)["env"]["ANTHROPIC_AUTH_TOKEN"] == SENTINEL
+    assert not [argv for argv in argvs if SENTINEL.encode() in argv]
+    probe = PROBE_PROCESS[tools[0]]
+    if probe is not None:  # the scan did see the probe running, so it proves something
+        assert [argv for argv in argvs if argv.split(b"\0")[0].endswith(probe)], argvs[:50]
+    if tools[0] in ("python3", "curl"):  # these send the token, and it arrives
+        assert _SlowRoot.keys == [SENTINEL]

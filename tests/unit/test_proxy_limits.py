@@ -300,3 +300,13 @@ def test_http_1_0_clients_get_no_chunked_encoding() -> None:
             assert status == 200 and b"chunked" not in head and body == b'{"status":"ok"}'
             status, head, _ = get(port, "/nowhere", "1.0")
             assert status == 404 and b"chunked" not in head and b"content-length" in head
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_a_body_declared_over_the_limit_gets_413_at_once(path: str) -> None:
+    with running(body_timeout=30) as port, connect(port) as sock:
+        started = time.monotonic()
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+                     f"content-length: {64 * 1024 * 1024 + 1}\r\n\r\n{{".encode())
+        assert refusal(read_all(sock)) == (413, "request body exceeds 64 MiB")
+        assert time.monotonic() - started < 2  # not the 30 s body timeout's 408

@@ -72,12 +72,12 @@ def test_drift_is_named_with_the_up_hint(
     main(["-s", str(stack_file), "smoke", "--json"])
     report = json.loads(capsys.readouterr().out)
     [model] = report["models"]
-    assert model["drift"] is True and model["drift_fields"] == ["command"]
+    assert model["drift"] is True and model["drift_fields"] == ["startup_seconds"]
     assert report["hint"] == DRIFT_HINT
 
     main(["-s", str(stack_file), "smoke"])
     out = capsys.readouterr().out
-    assert "sim: drift in command" in out
+    assert "sim: drift in startup_seconds" in out
     assert f"hint: {DRIFT_HINT}" in out
 
 

@@ -235,20 +235,20 @@ BASE_MODEL = (
 @pytest.mark.parametrize(
     ("lines", "key", "message"),
     [
-        ('    ulimits: {nofile: "abc"}\n', "models[0].ulimits",
-         "ulimit nofile must be a number or 'SOFT:HARD'"),
-        ('    ulimits: {nofile: "10:5"}\n', "models[0].ulimits", "soft limit 10 is above"),
-        ("    ulimits: {nofiles: 5}\n", "models[0].ulimits", "unknown ulimit 'nofiles'"),
+        ('    ulimits: {nofile: "abc"}\n', "models[0].ulimits.nofile",
+         "a ulimit must be a number or 'SOFT:HARD'"),
+        ('    ulimits: {nofile: "10:5"}\n', "models[0].ulimits.nofile", "soft limit 10 is above"),
+        ("    ulimits: {nofiles: 5}\n", "models[0].ulimits.nofiles", "unknown ulimit 'nofiles'"),
         ("    image: 'vllm/vllm-openai:v0.28.0 --rm'\n", "models[0].image",
          "image must be a docker image reference"),
         ("    image: 'vllm/VLLM-openai:latest'\n", "models[0].image",
          "image must be a docker image reference"),
         ("    image: 'vllm/vllm-openai::x'\n", "models[0].image",
          "image must be a docker image reference"),
-        ("    env: {'$(id)': x}\n", "models[0].env", "'$(id)' is not a valid name"),
-        ("    env: {'A B': x}\n", "models[0].env", "'A B' is not a valid name"),
-        ('    env: {"A\\nB": x}\n', "models[0].env", "is not a valid name"),
-        ('    env: {"A\\n": x}\n', "models[0].env", "is not a valid name"),
+        ("    env: {'$(id)': x}\n", "models[0].env.$(id)", "'$(id)' is not a valid name"),
+        ("    env: {'A B': x}\n", "models[0].env.A B", "'A B' is not a valid name"),
+        ('    env: {"A\\nB": x}\n', "models[0].env.A\nB", "is not a valid name"),
+        ('    env: {"A\\n": x}\n', "models[0].env.A\n", "is not a valid name"),
     ],
 )
 def test_values_docker_would_refuse_are_stack_file_errors(

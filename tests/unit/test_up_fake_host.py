@@ -15,7 +15,7 @@ from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.status import status
 from spark_stack.deploy.up import Edges, UpOptions, up
 from spark_stack.deployment import as_written, resolve
-from spark_stack.errors import LockHeld, MissingSecret, NotHealthy
+from spark_stack.errors import HostUnreachable, LockHeld, MissingSecret, NotHealthy
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
 from tests.fakes.host import FakeConnection, FakeHost, up_actions
@@ -151,6 +151,26 @@ def test_a_failed_start_is_diagnosed_stopped_and_its_log_saved(host: FakeHost) -
     assert "larger than the available KV cache memory" in saved.read_text()
     assert saved.stat().st_mode & 0o777 == 0o600
     assert any(call.startswith("stop ") for call in host.docker.calls)
+
+
+def test_docker_stopping_mid_up_is_named_as_the_daemon_not_an_exit_code(host: FakeHost) -> None:
+    host.docker.daemon_stops_at.add("qwen")
+    with pytest.raises(HostUnreachable) as caught:
+        up_actions(_stack(), host)
+    assert "the docker daemon on nvidia@gb10.test stopped while qwen was starting" in (
+        caught.value.message)
+    assert "137" not in caught.value.message
+    assert "start docker on the host" in str(caught.value.fix)
+
+
+def test_down_purge_removes_the_hosts_lock_files(host: FakeHost, tmp_path: Path) -> None:
+    locks = tmp_path / "remote-home" / ".cache" / "spark-stack" / "locks"
+    up_actions(_stack(), host)
+    assert sorted(p.name for p in locks.iterdir()) == ["fake@default.lock", "fake@default.owner"]
+    down(_stack(), connect=host.connect)
+    assert locks.is_dir()  # a plain down keeps them
+    down(_stack(), connect=host.connect, purge=True)
+    assert not locks.exists()
 
 
 def test_a_held_lock_names_its_holder_and_changes_nothing(host: FakeHost) -> None:
