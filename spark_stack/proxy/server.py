@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,15 @@ import orjson
 
 from spark_stack.proxy.accesslog import AccessLog, clip
 from spark_stack.proxy.config import ProxyConfig, Upstream
+from spark_stack.proxy.dispatch import (
+    SESSION_HEADER,
+    Caller,
+    Dispatcher,
+    RateLimited,
+    Ticket,
+    Waiter,
+    session_key,
+)
 from spark_stack.proxy.errors import (
     ProxyError,
     envelope,
@@ -31,6 +40,7 @@ from spark_stack.proxy.errors import (
     prompt_too_long,
     upstream_timeout,
 )
+from spark_stack.proxy.keyfile import RELOAD_S, KeyRing
 from spark_stack.proxy.metrics import Metrics
 from spark_stack.proxy.routing import Router
 from spark_stack.proxy.stream import StreamTranslator, encode_events
@@ -45,6 +55,7 @@ from spark_stack.proxy.translate_request import (
     translate_request,
 )
 from spark_stack.proxy.translate_response import translate_response
+from spark_stack.proxy.usage import UsageWriter
 
 if TYPE_CHECKING:
     from spark_stack.proxy.upstream import UpstreamClient
@@ -81,13 +92,20 @@ class ProxyApp:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.router = Router(config)
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.metrics_keys)
+        self.keys = KeyRing(config.token, Path(config.keys_file) if config.keys_file else None)
+        self.dispatcher = Dispatcher({
+            name: upstream.max_num_seqs or config.max_in_flight
+            for name, upstream in config.upstreams.items()})
+        self.metrics.key_load = self._key_load
+        self.metrics.slots = self.dispatcher.load
+        self.usage = UsageWriter(Path(config.usage_db) if config.usage_db else None)
+        self._reloading: asyncio.Task[None] | None = None
         self._client: UpstreamClient | None = None
         self._loading: asyncio.Future[ModuleType] | None = None
         self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
         self._counted: OrderedDict[bytes, int] = OrderedDict()
         self._bodies = BodyParser()
-        self._token = config.token.encode() if config.token else None
         self.access_log = AccessLog(config.log_max_bytes, config.log_backups)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -105,12 +123,28 @@ class ProxyApp:
                 # thread so the port opens at once; the first upstream call waits for it.
                 loop = asyncio.get_running_loop()
                 self._loading = loop.run_in_executor(None, _load_upstream)
+                self.usage.start()
+                if self.keys.path is not None:
+                    self._reloading = asyncio.ensure_future(self._reload_keys())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._reloading is not None:
+                    self._reloading.cancel()
                 if self._client is not None:
                     await self._client.close()
+                # Every answered request's usage is written before the process ends.
+                await asyncio.get_running_loop().run_in_executor(None, self.usage.stop)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _reload_keys(self) -> None:
+        """Keys added, revoked or rotated take effect within :data:`RELOAD_S`."""
+        while True:
+            await asyncio.sleep(RELOAD_S)
+            self.keys.reload()
+
+    def _key_load(self) -> list[tuple[str, int, int]]:
+        return [(c.name, c.running, c.queued) for c in self.keys.callers()]
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -120,11 +154,11 @@ class ProxyApp:
         if scope.get("http_version") == "1.0":
             send = _WholeBody(send)
         try:
-            if self._token is not None and path not in _OPEN_PATHS:
-                self._authorize(scope)
+            caller = self.keys.owner if path in _OPEN_PATHS else self._authorize(scope)
+            record.key = caller.name
             if path == "/v1/messages":
                 _allow(method, "POST")
-                await self._messages(receive, send, record, started)
+                await self._messages(scope, receive, send, record, started, caller)
             elif path == "/v1/messages/count_tokens":
                 _allow(method, "POST")
                 await self._count_tokens(receive, send, record)
@@ -143,6 +177,11 @@ class ProxyApp:
                 await _respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
             else:
                 raise ProxyError(404, "not_found_error", f"no route for {method} {clip(path)}")
+        except RateLimited as exc:
+            record.status = exc.status
+            record.error = exc.message
+            headers = [*_JSON, (b"retry-after", str(exc.retry_after).encode())]
+            await _respond(send, exc.status, exc.body(), headers)
         except ProxyError as exc:
             record.status = exc.status
             record.error = exc.message
@@ -175,8 +214,13 @@ class ProxyApp:
                 self._transport_errors = module.TRANSPORT_ERRORS
         return self._client
 
-    def _authorize(self, scope: Scope) -> None:
-        assert self._token is not None
+    def _authorize(self, scope: Scope) -> Caller:
+        """The caller the request's credential names: the owner (the stack's token) or a
+        team key; 401 for a wrong or revoked one."""
+        keys = self.keys
+        if not keys.required and not keys.count:
+            return keys.owner  # a loopback proxy without token or keys: as before
+        offered: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-api-key":
                 offered = value
@@ -184,10 +228,16 @@ class ProxyApp:
                 offered = value[7:].strip()
             else:
                 continue
-            if hmac.compare_digest(offered, self._token):
-                return
+            caller = keys.caller(offered)
+            if caller is not None:
+                return caller
+        if offered is None:
+            caller = keys.caller(None)
+            if caller is not None:
+                return caller
         raise ProxyError(
-            401, "authentication_error", "missing or wrong token (x-api-key or Bearer)"
+            401, "authentication_error",
+            "missing, wrong or revoked key (x-api-key or Bearer)",
         )
 
     def _models(self) -> dict[str, Any]:
@@ -266,15 +316,22 @@ class ProxyApp:
         await _respond(send, 200, orjson.dumps({"input_tokens": count}), headers)
 
     async def _messages(
-        self, receive: Receive, send: Send, record: _Record, started: float
+        self, scope: Scope, receive: Receive, send: Send, record: _Record, started: float,
+        caller: Caller,
     ) -> None:
         raw = await _read_body(receive, self.config.body_timeout)
-        body, tools_json, (upstream, route) = self._parse(raw)
+        body, tools_json, (model_upstream, route) = self._parse(raw)
+        # The session picks the replica (hashed only when there is a choice to make).
+        replica = self.dispatcher.replica(
+            model_upstream.name, lambda: session_key(_header(scope, SESSION_HEADER), body))
+        upstream = self.config.upstreams[replica]
         record.model, record.upstream, record.route = body["model"], upstream.name, route
+        record.target = model_upstream.name
         try:
             request = translate_request(body, upstream, tools_json)
             record.stream = bool(request.get("stream"))
-            relay = self._relay(body, request, len(raw), upstream, send, record, started)
+            relay = self._relay(body, request, len(raw), upstream, send, record, started,
+                                caller)
             await _until_gone(receive, relay)
         except (orjson.JSONEncodeError, RecursionError):
             # Nesting deeper than orjson's 255 levels, or Python's recursion limit: the
@@ -290,28 +347,84 @@ class ProxyApp:
         send: Send,
         record: _Record,
         started: float,
+        caller: Caller,
     ) -> None:
         prompt_tokens = await self._clamp(request, body_size, upstream)
         record.input_tokens = prompt_tokens
-        client = await self.client()
-        response = await client.post_chat(upstream, encode_request(request))
-        if response.status != 200:
-            error = await client.error_from(upstream, response)
-            retry = _clamp_from_error(error, request)
-            if retry is None:
-                raise error
-            response = await client.post_chat(upstream, encode_request(retry))
-            if response.status != 200:
-                raise await client.error_from(upstream, response)
         message_id = "msg_" + os.urandom(12).hex()
         model = body["model"]
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+        translator = None
+        if request.get("stream"):
+            translator = StreamTranslator(
+                model, message_id, prompt_tokens,
+                repair_markup=self.config.repair_tool_markup, tools=tools,
+            )
+        admitted = self.dispatcher.admit(caller, upstream.name)
+        if isinstance(admitted, Waiter):
+            admitted = await self._queued(admitted, translator, send, record)
         try:
-            tools = body.get("tools") if isinstance(body.get("tools"), list) else None
-            if request.get("stream"):
-                translator = StreamTranslator(
-                    model, message_id, prompt_tokens,
-                    repair_markup=self.config.repair_tool_markup, tools=tools,
-                )
+            await self._generate(request, upstream, translator, model, message_id,
+                                 prompt_tokens, tools, send, record, started, admitted)
+        finally:
+            tokens = record.input_tokens + record.output_tokens if record.status < 400 else 0
+            self.dispatcher.release(admitted, tokens)
+
+    async def _queued(self, waiter: Waiter, translator: StreamTranslator | None, send: Send,
+                      record: _Record) -> Ticket:
+        """Wait for a slot; a streaming client gets the stream's start and then a ``ping``
+        every ``queue_ping_seconds`` meanwhile, so it does not time out."""
+        async def ping() -> None:
+            assert translator is not None
+            if record.streaming:
+                await send(_body(encode_events([{"type": "ping"}]), more=True))
+                return
+            record.streaming = True
+            record.status = 200
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send(_body(encode_events(translator.start()), more=True))
+
+        ticket = await self.dispatcher.wait(
+            waiter, ping if translator is not None else None, self.config.queue_ping_seconds)
+        record.wait = ticket.waited
+        return ticket
+
+    async def _generate(
+        self,
+        request: dict[str, Any],
+        upstream: Upstream,
+        translator: StreamTranslator | None,
+        model: str,
+        message_id: str,
+        prompt_tokens: int,
+        tools: list[Any] | None,
+        send: Send,
+        record: _Record,
+        started: float,
+        ticket: Ticket,
+    ) -> None:
+        client = await self.client()
+        try:
+            response = await client.post_chat(upstream, encode_request(request))
+            if response.status != 200:
+                error = await client.error_from(upstream, response)
+                retry = _clamp_from_error(error, request)
+                if retry is None:
+                    raise error
+                response = await client.post_chat(upstream, encode_request(retry))
+                if response.status != 200:
+                    raise await client.error_from(upstream, response)
+        except ProxyError as error:
+            if translator is None or not record.streaming:
+                raise
+            # The stream had started while the request waited: the error ends it.
+            record.failed = True
+            record.error = error.message
+            events = translator.fail(error.error_type, error.message)
+            await send(_body(encode_events(events), more=False))
+            return
+        try:
+            if translator is not None:
                 await self._stream(response, translator, send, record, started)
             else:
                 await self._complete(response, model, message_id, prompt_tokens, tools, send,
@@ -374,9 +487,11 @@ class ProxyApp:
         record: _Record,
         started: float,
     ) -> None:
-        record.status = 200
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE})
-        await send(_body(encode_events(translator.start()), more=True))
+        if not record.streaming:  # else started while queued
+            record.status = 200
+            record.streaming = True
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send(_body(encode_events(translator.start()), more=True))
         pending = b""
         done = False
         try:
@@ -433,6 +548,7 @@ class ProxyApp:
         route.input_tokens += record.input_tokens
         route.cached_tokens += record.cached_tokens
         route.output_tokens += record.output_tokens
+        self._account_key(record, duration)
         leak = ""
         if record.leaked_calls:
             route.leaked_tool_markup += 1
@@ -442,12 +558,37 @@ class ProxyApp:
         self.access_log.write(
             f"{record.method} /v1/messages model={clip(record.model)!r} "
             f"route={record.route or '-'!r} upstream={record.upstream or '-'} "
-            f"stream={record.stream} "
+            f"key={record.key} stream={record.stream} "
             f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
-            f"dur_ms={duration * 1000:.1f} in={record.input_tokens} "
+            f"wait_ms={record.wait * 1000:.1f} dur_ms={duration * 1000:.1f} "
+            f"in={record.input_tokens} "
             f"cached={record.cached_tokens} out={record.output_tokens}{leak}"
             f"{_error_note(record)}"
         )
+
+    def _account_key(self, record: _Record, duration: float) -> None:
+        """The key's counters and its usage row (written to SQLite off this path)."""
+        if record.key == "-":
+            return  # refused before a key was known (401, or a malformed request line)
+        counts = self.metrics.key(record.key)
+        counts.requests += 1
+        error = record.status >= 400 or record.failed
+        if error:
+            counts.errors += 1
+        if record.status == 429:
+            counts.rate_limited += 1
+        # Tokens as the engine counted them: none for a request it refused or never saw.
+        ran = record.status < 400 or record.streaming
+        prompt = record.input_tokens if ran else 0
+        cached = record.cached_tokens if ran else 0
+        output = record.output_tokens if ran else 0
+        counts.input_tokens += prompt
+        counts.cached_tokens += cached
+        counts.output_tokens += output
+        counts.wait_seconds += record.wait
+        self.usage.record((time.time(), record.key, record.target or record.model,
+                           record.status, prompt, cached, output, int(error), record.wait,
+                           duration))
 
     def _log_other(self, record: _Record, duration: float) -> None:
         line = f"{record.method} {clip(record.path)} status={record.status}"
@@ -463,16 +604,20 @@ class ProxyApp:
 class _Record:
     """What the per-request log line and the metrics need."""
 
-    __slots__ = ("method", "path", "model", "route", "upstream", "stream", "status", "failed",
-                 "ttft", "input_tokens", "cached_tokens", "output_tokens", "leaked_calls",
-                 "estimate", "error")
+    __slots__ = ("method", "path", "model", "route", "target", "upstream", "stream", "status",
+                 "failed", "ttft", "input_tokens", "cached_tokens", "output_tokens",
+                 "leaked_calls", "estimate", "error", "key", "wait", "streaming")
 
     def __init__(self, method: str, path: str) -> None:
         self.method = method
         self.path = path
         self.model = "-"
         self.route = ""
-        self.upstream = ""
+        self.target = ""  # the stack's model the route leads to
+        self.upstream = ""  # the replica that served it
+        self.key = "-"  # the caller's key name (never the key)
+        self.wait = 0.0  # seconds in the proxy's queue
+        self.streaming = False  # the SSE response has started
         self.stream = False
         self.status = 200
         self.failed = False
@@ -483,6 +628,13 @@ class _Record:
         self.leaked_calls = 0
         self.estimate = False
         self.error = ""
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _error_note(record: _Record) -> str:
