@@ -384,9 +384,11 @@ class ProxyApp:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE})
             await send(_body(encode_events(translator.start()), more=True))
 
-        ticket = await self.dispatcher.wait(
-            waiter, ping if translator is not None else None, self.config.queue_ping_seconds)
-        record.wait = ticket.waited
+        try:
+            ticket = await self.dispatcher.wait(
+                waiter, ping if translator is not None else None, self.config.queue_ping_seconds)
+        finally:
+            record.wait = time.perf_counter() - waiter.since  # a client that left waited too
         return ticket
 
     async def _generate(

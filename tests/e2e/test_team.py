@@ -307,3 +307,61 @@ def test_a_locked_usage_database_delays_writes_but_not_requests(team: Stack) -> 
     time.sleep(1.0)
     assert by_name(usage_json(team))["locked"]["requests"] == 6
     assert "is locked" in (team.state / "proxy.log").read_text()
+
+
+@pytest.fixture
+def one_slot(tmp_path: Path) -> Iterator[Stack]:
+    yield from _up(tmp_path, f"slot{os.getpid()}", max_num_seqs=1,
+                   limits={"queue_ping_seconds": 0.2})
+
+
+def gauge(stack: Stack, name: str) -> float:
+    text = httpx.get(f"{stack.url}/metrics", headers={"x-api-key": stack.owner_token}).text
+    line = next(line for line in text.splitlines() if line.startswith(name + "{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
+def engine_successes(stack: Stack) -> float:
+    engine = httpx.get(f"{stack.sim_url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in engine.splitlines()
+               if line.startswith("vllm:request_success_total"))
+
+
+def test_queued_streams_get_pings_and_a_client_that_leaves_is_dropped(one_slot: Stack) -> None:
+    stack = one_slot
+    owner = stack.owner_token
+    before = engine_successes(stack)
+    slow = script(content="z" * 320, delay_ms=25, chunk_chars=4)  # ~2 s in the one slot
+    holder = threading.Thread(target=ask, args=(stack.url, owner, slow))
+    holder.start()
+    time.sleep(0.1)
+    assert gauge(stack, "spark_proxy_upstream_in_flight") == 1
+
+    # A client that gives up while queued leaves the queue and never reaches the engine.
+    body = {"model": "claude-x", "max_tokens": 16, "stream": True,
+            "messages": [{"role": "user", "content": "leaving"}]}
+    with httpx.stream("POST", f"{stack.url}/v1/messages", json=body,
+                      headers={"x-api-key": owner}, timeout=10) as leaving:
+        assert leaving.status_code == 200
+        first = next(leaving.iter_raw())
+        assert b"message_start" in first  # the queued stream started with a ping
+    time.sleep(0.1)
+    assert gauge(stack, "spark_proxy_upstream_queued") == 0
+
+    events: list[tuple[float, str]] = []
+    started = time.monotonic()
+    body["messages"] = [{"role": "user", "content": "waiting"}]
+    with httpx.stream("POST", f"{stack.url}/v1/messages", json=body,
+                      headers={"x-api-key": owner}, timeout=10) as waiting:
+        for line in waiting.iter_lines():
+            if line.startswith("event: "):
+                events.append((time.monotonic() - started, line[7:]))
+    holder.join()
+    kinds = [kind for _, kind in events]
+    assert kinds[:2] == ["message_start", "ping"]
+    first_content = kinds.index("content_block_start")
+    assert kinds[2:first_content].count("ping") >= 1  # pinged again while it waited
+    assert kinds[-1] == "message_stop"
+    assert gauge(stack, "spark_proxy_upstream_in_flight") == 0
+    success = engine_successes(stack)
+    assert success - before == 2  # the slow one and "waiting"; "leaving" never ran
