@@ -10,9 +10,9 @@ functions and small classes tested alone:
   ``X-Claude-Code-Session-Id``, else ``metadata.user_id``, else the system prompt and first
   user message) goes to the healthy replica with the highest hash score, so adding or losing a
   replica moves only the sessions that must move.
-- :class:`FairQueue` chooses whose request gets a freed slot: deficit round robin over the
-  keys with waiting requests (each request costs one turn; a key's weight is its turns per
-  round), so a key with one waiting request is served before another key's 20th.
+- :class:`FairQueue` chooses whose request gets a freed slot: start-time fair queueing over
+  the keys with waiting requests (each request costs one unit; a key's weight is its share),
+  so a key with one waiting request is served before another key's next, let alone its 20th.
 - :class:`TokenWindow` counts a key's tokens over the last minute for its rate limit.
 
 Guarantees the server relies on:
@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -96,73 +96,63 @@ def _person(name: str) -> bytes:
 # --- choosing the next request ----------------------------------------------------------------
 
 class FairQueue(Generic[T]):
-    """Deficit round robin over keys: waiting items per key in arrival order, keys served in
-    turn, each item costing one unit and each key earning ``weight`` units per turn.
+    """Start-time fair queueing over keys: each waiting item is tagged, when it arrives, with
+    a virtual start ``max(V, the previous finish of its key)`` and finish ``start + 1/weight``;
+    the item with the smallest start goes first (ties: arrival order). ``V`` is the start of
+    the item served last.
 
-    A key that starts waiting joins the end of the round, so it is served within one round of
-    the keys already waiting (one pop each at weight 1), however many items they hold.
+    So a key that starts waiting is tagged ``V`` and is served before any other key's next
+    item, however many that key has queued (a backlog's tags run ahead: ``V+1``, ``V+2`` …),
+    while a key sending its next request the moment the last one is admitted is still held to
+    its share (its tags also run ahead). Within a key, items leave in arrival order.
     """
 
     def __init__(self) -> None:
-        self._items: dict[str, deque[T]] = {}
-        self._round: deque[str] = deque()
-        self._deficit: dict[str, float] = {}
-        self._weight: dict[str, float] = {}
-        self._size = 0
+        self._heap: list[tuple[float, int, str, T]] = []
+        self._finish: dict[str, float] = {}
+        self._waiting: dict[str, int] = {}
+        self._virtual = 0.0
+        self._seq = 0
 
     def __len__(self) -> int:
-        return self._size
+        return len(self._heap)
 
     def push(self, key: str, item: T, weight: float = 1.0) -> None:
-        items = self._items.get(key)
-        if items is None:
-            items = self._items[key] = deque()
-            self._round.append(key)
-            self._deficit[key] = 0.0
-        self._weight[key] = weight
-        items.append(item)
-        self._size += 1
+        start = max(self._virtual, self._finish.get(key, 0.0))
+        self._finish[key] = start + 1.0 / weight
+        self._seq += 1
+        heapq.heappush(self._heap, (start, self._seq, key, item))
+        self._waiting[key] = self._waiting.get(key, 0) + 1
 
     def pop(self) -> tuple[str, T] | None:
         """The next item and its key (None when nothing waits)."""
-        while self._round:
-            key = self._round[0]
-            if self._deficit[key] >= 1.0:
-                self._deficit[key] -= 1.0
-                items = self._items[key]
-                item = items.popleft()
-                self._size -= 1
-                if not items:
-                    self._drop(key)
-                elif self._deficit[key] < 1.0:
-                    self._round.rotate(-1)  # its turn is over
-                return key, item
-            self._deficit[key] += self._weight[key]
-            if self._deficit[key] < 1.0:
-                self._round.rotate(-1)
-        return None
+        if not self._heap:
+            return None
+        start, _, key, item = heapq.heappop(self._heap)
+        self._virtual = start
+        self._left(key)
+        return key, item
 
     def remove(self, key: str, item: T) -> bool:
         """Take ``item`` out (its client left); False when it was not waiting."""
-        items = self._items.get(key)
-        if items is None:
-            return False
-        try:
-            items.remove(item)
-        except ValueError:
-            return False
-        self._size -= 1
-        if not items:
-            self._drop(key)
-        return True
+        for index, entry in enumerate(self._heap):
+            if entry[3] is item and entry[2] == key:
+                self._heap[index] = self._heap[-1]
+                self._heap.pop()
+                heapq.heapify(self._heap)
+                self._left(key)
+                return True
+        return False
 
     def waiting(self, key: str) -> int:
-        items = self._items.get(key)
-        return len(items) if items is not None else 0
+        return self._waiting.get(key, 0)
 
-    def _drop(self, key: str) -> None:
-        del self._items[key], self._deficit[key], self._weight[key]
-        self._round.remove(key)
+    def _left(self, key: str) -> None:
+        count = self._waiting[key] - 1
+        if count:
+            self._waiting[key] = count
+        else:
+            del self._waiting[key]
 
 
 # --- a key's limits -----------------------------------------------------------------------
