@@ -41,7 +41,7 @@ def _show_key(name: str, key: str, stack: str | None, json: bool) -> None:
         return
     url, reachable = _teammate_url(stack)
     out = console()
-    out.print(f"Key for {name} (shown once; spark-stack keeps only its hash):\n", markup=False)
+    out.print(f"Key for {name} (shown once; only its hash is kept):\n", markup=False)
     out.print(f"  {key}\n", markup=False, highlight=False)
     out.print(f"{name} points Claude Code at this stack with:", markup=False)
     out.print(f"  export ANTHROPIC_BASE_URL={url}", markup=False, highlight=False)

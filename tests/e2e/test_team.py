@@ -113,6 +113,9 @@ def test_keys_through_the_cli_against_a_running_proxy(team: Stack) -> None:
     bob = next(line.split()[-1] for line in text.splitlines() if "sk-spark-" in line)
     assert "export ANTHROPIC_BASE_URL=" + team.url in text
     assert f"export ANTHROPIC_AUTH_TOKEN={bob}" in text
+    status = json.loads(team.cli("status", "--json").stdout)
+    assert status["proxy"]["keys"] == 2 and status["proxy"]["keys_error"] is None
+    assert "· 2 team keys" in team.cli("status").stdout
     keys_json = (team.state / "keys.json").read_text()
     assert ann not in keys_json and bob not in keys_json  # hashes only
     assert oct((team.state / "keys.json").stat().st_mode & 0o777) == "0o600"
