@@ -204,12 +204,11 @@ class Caller:
     """One key as the dispatcher sees it: its limits and load. One object per key name, kept
     across reloads of the key file so the counts stay right."""
 
-    __slots__ = ("name", "limits", "weight", "running", "queued", "window")
+    __slots__ = ("name", "limits", "running", "queued", "window")
 
-    def __init__(self, name: str, limits: KeyLimits | None = None, weight: float = 1.0) -> None:
+    def __init__(self, name: str, limits: KeyLimits | None = None) -> None:
         self.name = name
         self.limits = limits or KeyLimits()
-        self.weight = weight
         self.running = 0
         self.queued = 0
         self.window = TokenWindow()
@@ -310,7 +309,7 @@ class Dispatcher:
             return Ticket(pool, caller, 0.0)
         waiter = Waiter(pool, caller, asyncio.get_running_loop().create_future())
         caller.queued += 1
-        pool.queue.push(caller.name, waiter, caller.weight)
+        pool.queue.push(caller.name, waiter)
         return waiter
 
     async def wait(self, waiter: Waiter, tick: Callable[[], Awaitable[None]] | None = None,
@@ -342,11 +341,6 @@ class Dispatcher:
             caller.window.add(time.time() if now is None else now, tokens)
         pool = ticket.pool
         pool.in_flight -= 1
-        self._grant(pool)
-
-    def set_capacity(self, replica: str, capacity: int) -> None:
-        pool = self.pools[replica]
-        pool.capacity = max(1, capacity)
         self._grant(pool)
 
     def _grant(self, pool: Pool) -> None:

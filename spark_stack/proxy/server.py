@@ -94,9 +94,11 @@ class ProxyApp:
         self.router = Router(config)
         self.metrics = Metrics(config.metrics_keys)
         self.keys = KeyRing(config.token, Path(config.keys_file) if config.keys_file else None)
-        self.dispatcher = Dispatcher({
-            name: upstream.max_num_seqs or config.max_in_flight
-            for name, upstream in config.upstreams.items()})
+        # Each model is served by one replica today: itself (a model's replicas: issue 22).
+        self.dispatcher = Dispatcher(
+            {name: upstream.max_num_seqs or config.max_in_flight
+             for name, upstream in config.upstreams.items()},
+            {name: (name,) for name in config.upstreams})
         self.metrics.key_load = self._key_load
         self.metrics.slots = self.dispatcher.load
         self.usage = UsageWriter(Path(config.usage_db) if config.usage_db else None)
@@ -161,7 +163,7 @@ class ProxyApp:
                 await self._messages(scope, receive, send, record, started, caller)
             elif path == "/v1/messages/count_tokens":
                 _allow(method, "POST")
-                await self._count_tokens(receive, send, record)
+                await self._count_tokens(scope, receive, send, record)
             elif path == "/":
                 _allow(method, "GET", "HEAD")
                 await _respond(send, 200, b"" if method == "HEAD" else b'{"status":"ok"}')
@@ -285,7 +287,8 @@ class ProxyApp:
             log.info("prompt %s", raw[:4000].decode("utf-8", "replace"))
         return body, tools_json, self.router.resolve_route(model)
 
-    async def _count_tokens(self, receive: Receive, send: Send, record: _Record) -> None:
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send,
+                            record: _Record) -> None:
         raw = await _read_body(receive, self.config.body_timeout)
         # IDE extensions call this in bursts with the same body: answer repeats from memory
         # without parsing 78 KB again.
@@ -293,7 +296,9 @@ class ProxyApp:
         count = self._counted.get(key)
         headers = list(_JSON)
         if count is None:
-            body, tools_json, (upstream, route) = self._parse(raw)
+            body, tools_json, (model_upstream, route) = self._parse(raw)
+            # Counted where the conversation's turns go (the same replica).
+            upstream = self._replica(scope, model_upstream, body)
             record.model, record.upstream, record.route = body["model"], upstream.name, route
             try:
                 tokenize_body = translate_for_tokenize(body, upstream, tools_json)
@@ -315,16 +320,20 @@ class ProxyApp:
         record.input_tokens = count
         await _respond(send, 200, orjson.dumps({"input_tokens": count}), headers)
 
+    def _replica(self, scope: Scope, model: Upstream, body: dict[str, Any]) -> Upstream:
+        """The replica of ``model`` this request's session goes to (the session is hashed only
+        when there is a choice to make)."""
+        name = self.dispatcher.replica(
+            model.name, lambda: session_key(_header(scope, SESSION_HEADER), body))
+        return self.config.upstreams[name]
+
     async def _messages(
         self, scope: Scope, receive: Receive, send: Send, record: _Record, started: float,
         caller: Caller,
     ) -> None:
         raw = await _read_body(receive, self.config.body_timeout)
         body, tools_json, (model_upstream, route) = self._parse(raw)
-        # The session picks the replica (hashed only when there is a choice to make).
-        replica = self.dispatcher.replica(
-            model_upstream.name, lambda: session_key(_header(scope, SESSION_HEADER), body))
-        upstream = self.config.upstreams[replica]
+        upstream = self._replica(scope, model_upstream, body)
         record.model, record.upstream, record.route = body["model"], upstream.name, route
         record.target = model_upstream.name
         try:
