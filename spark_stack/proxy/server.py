@@ -376,7 +376,7 @@ class ProxyApp:
             await self._generate(request, upstream, translator, model, message_id,
                                  prompt_tokens, tools, send, record, started, admitted)
         finally:
-            tokens = record.input_tokens + record.output_tokens if record.status < 400 else 0
+            tokens = record.input_tokens + record.output_tokens if record.ran else 0
             self.dispatcher.release(admitted, tokens)
 
     async def _queued(self, waiter: Waiter, translator: StreamTranslator | None, send: Send,
@@ -425,6 +425,7 @@ class ProxyApp:
                 response = await client.post_chat(upstream, encode_request(retry))
                 if response.status != 200:
                     raise await client.error_from(upstream, response)
+            record.ran = True
         except ProxyError as error:
             if translator is None or not record.streaming:
                 raise
@@ -589,7 +590,7 @@ class ProxyApp:
         if record.status == 429:
             counts.rate_limited += 1
         # Tokens as the engine counted them: none for a request it refused or never saw.
-        ran = record.status < 400 or record.streaming
+        ran = record.ran
         prompt = record.input_tokens if ran else 0
         cached = record.cached_tokens if ran else 0
         output = record.output_tokens if ran else 0
@@ -617,7 +618,7 @@ class _Record:
 
     __slots__ = ("method", "path", "model", "route", "target", "upstream", "stream", "status",
                  "failed", "ttft", "input_tokens", "cached_tokens", "output_tokens",
-                 "leaked_calls", "estimate", "error", "key", "wait", "streaming")
+                 "leaked_calls", "estimate", "error", "key", "wait", "streaming", "ran")
 
     def __init__(self, method: str, path: str) -> None:
         self.method = method
@@ -629,6 +630,7 @@ class _Record:
         self.key = "-"  # the caller's key name (never the key)
         self.wait = 0.0  # seconds in the proxy's queue
         self.streaming = False  # the SSE response has started
+        self.ran = False  # the engine accepted the request (its tokens count)
         self.stream = False
         self.status = 200
         self.failed = False

@@ -368,3 +368,9 @@ def test_queued_streams_get_pings_and_a_client_that_leaves_is_dropped(one_slot: 
     assert gauge(stack, "spark_proxy_upstream_in_flight") == 0
     success = engine_successes(stack)
     assert success - before == 2  # the slow one and "waiting"; "leaving" never ran
+    time.sleep(1.0)
+    database = sqlite3.connect(stack.state / "usage.db")
+    left = database.execute("SELECT input_tokens, output_tokens, wait_s FROM requests "
+                            "WHERE status = 499").fetchall()
+    database.close()
+    assert len(left) == 1 and left[0][:2] == (0, 0) and left[0][2] > 0.1  # waited, ran not
