@@ -18,6 +18,7 @@ from spark_stack.deployment import resolve
 from spark_stack.errors import TeamStateError, UsageError
 from spark_stack.proxy.config import ConfigError, ProxyConfig, Upstream
 from spark_stack.proxy.keyfile import KeyRing, read_keys
+from spark_stack.proxy.metrics import Metrics
 from spark_stack.proxy.usage import UsageWriter
 from spark_stack.stack.argv import max_num_seqs_of
 from spark_stack.stack.loader import load_stack
@@ -209,3 +210,30 @@ def test_since_takes_a_day_or_a_time() -> None:
     assert parse_since("2026-12-01T01:00") == 1796083200.0 + 3600
     with pytest.raises(UsageError, match="not a date"):
         parse_since("yesterday")
+
+
+def test_a_usage_database_others_can_read_is_refused_with_the_fix(tmp_path: Path) -> None:
+    writer = UsageWriter(tmp_path / "usage.db")
+    writer.record(row("ann"))
+    writer.stop()
+    (tmp_path / "usage.db").chmod(0o644)
+    with pytest.raises(TeamStateError) as refused:
+        usage_report(tmp_path, "t")
+    assert refused.value.fix == f"chmod 600 {tmp_path / 'usage.db'}"
+    later = UsageWriter(tmp_path / "usage.db")  # the proxy: logs, keeps serving, incomplete
+    later.record(row("ann"))
+    later.flush()
+    assert not later.complete
+    assert "chmod 600" in (tmp_path / "usage.incomplete").read_text()
+
+
+def test_per_key_metrics_are_bounded() -> None:
+    metrics = Metrics(max_keys=2)
+    for name in ("ann", "bob", "cid", "dan", "ann"):
+        metrics.key(name).requests += 1
+    metrics.key_load = lambda: [("ann", 1, 0), ("cid", 2, 3), ("dan", 0, 1)]
+    text = metrics.render()
+    assert 'spark_proxy_key_requests_total{key="ann"} 2' in text
+    assert 'spark_proxy_key_requests_total{key="other"} 2' in text
+    assert 'key="cid"' not in text and 'key="dan"' not in text
+    assert 'spark_proxy_key_queued{key="other"} 4' in text
