@@ -95,6 +95,8 @@ class UsageWriter:
 
     def stop(self) -> None:
         """Write what is left and stop (a clean stop loses nothing)."""
+        if self.path is None:
+            return
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout=10)

@@ -242,36 +242,18 @@ def test_usage_adds_up_to_the_engines_counters(team: Stack) -> None:
 def test_sigkill_under_load_loses_at_most_the_last_second(team: Stack) -> None:
     key = json.loads(team.cli("keys", "add", "load", "--json").stdout)["key"]
     time.sleep(0.5)
-    finished: list[float] = []
-    stop = threading.Event()
-
-    def client() -> None:
-        with httpx.Client(timeout=10) as http:
-            while not stop.is_set():
-                try:
-                    answer = http.post(f"{team.url}/v1/messages", headers={"x-api-key": key},
-                                       json={"model": "claude-x", "max_tokens": 16,
-                                             "messages": [{"role": "user", "content": "hi"}]})
-                except httpx.HTTPError:
-                    return
-                if answer.status_code == 200:
-                    finished.append(time.time())
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for thread in threads:
-        thread.start()
+    finished, stop, threads = load(team, key)
     time.sleep(3.0)
     killed_at = time.time()
     os.kill(team.proxy_pid(), signal.SIGKILL)
     stop.set()
     for thread in threads:
         thread.join()
-    database = sqlite3.connect(team.state / "usage.db")
-    stored = database.execute("SELECT count(*) FROM requests WHERE key = 'load'").fetchone()[0]
-    database.close()
+    stored = stored_requests(team, "load")
     before_last_second = sum(1 for t in finished if t < killed_at - 1.0)
     assert before_last_second > 50
     assert stored >= before_last_second, (stored, before_last_second, len(finished))
+    assert stored < len(finished)  # the last moments were lost: what a crash costs
 
 
 def test_a_corrupt_usage_database_is_logged_and_requests_still_served(tmp_path: Path) -> None:
@@ -374,3 +356,54 @@ def test_queued_streams_get_pings_and_a_client_that_leaves_is_dropped(one_slot: 
                             "WHERE status = 499").fetchall()
     database.close()
     assert len(left) == 1 and left[0][:2] == (0, 0) and left[0][2] > 0.1  # waited, ran not
+
+
+def load(stack: Stack, key: str, clients: int = 4) -> tuple[list[float], threading.Event,
+                                                          list[threading.Thread]]:
+    """``clients`` threads sending requests back to back until the event is set; the times
+    their answers (200) arrived."""
+    finished: list[float] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=10) as http:
+            while not stop.is_set():
+                try:
+                    answer = http.post(f"{stack.url}/v1/messages", headers={"x-api-key": key},
+                                       json={"model": "claude-x", "max_tokens": 16,
+                                             "messages": [{"role": "user", "content": "hi"}]})
+                except httpx.HTTPError:
+                    return
+                if answer.status_code == 200:
+                    finished.append(time.time())
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    return finished, stop, threads
+
+
+def stored_requests(stack: Stack, key: str) -> int:
+    database = sqlite3.connect(stack.state / "usage.db")
+    try:
+        return int(database.execute("SELECT count(*) FROM requests WHERE key = ?",
+                                    (key,)).fetchone()[0])
+    finally:
+        database.close()
+
+
+def test_a_clean_stop_under_load_loses_no_usage(team: Stack) -> None:
+    key = json.loads(team.cli("keys", "add", "clean", "--json").stdout)["key"]
+    time.sleep(0.5)
+    finished, stop, threads = load(team, key)
+    time.sleep(2.0)
+    pid = team.proxy_pid()
+    os.kill(pid, signal.SIGTERM)  # rows of the last half second are still in its memory
+    deadline = time.monotonic() + 15
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert len(finished) > 50
+    assert stored_requests(team, "clean") >= len(finished)

@@ -237,3 +237,11 @@ def test_per_key_metrics_are_bounded() -> None:
     assert 'spark_proxy_key_requests_total{key="other"} 2' in text
     assert 'key="cid"' not in text and 'key="dan"' not in text
     assert 'spark_proxy_key_queued{key="other"} 4' in text
+
+
+def test_without_a_database_nothing_is_recorded_and_stopping_is_quiet() -> None:
+    writer = UsageWriter(None)
+    writer.start()
+    writer.record(row("ann"))
+    writer.stop()
+    assert not writer.rows
