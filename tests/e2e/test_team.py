@@ -407,3 +407,34 @@ def test_a_clean_stop_under_load_loses_no_usage(team: Stack) -> None:
         thread.join()
     assert len(finished) > 50
     assert stored_requests(team, "clean") >= len(finished)
+
+
+def test_a_teammates_claude_code_with_the_two_printed_lines(
+        team: Stack, claude_bin: Path, claude_home: Path) -> None:
+    printed = team.cli("keys", "add", "ann").stdout
+    exports = dict(line.strip()[len("export "):].split("=", 1) for line in printed.splitlines()
+                   if line.strip().startswith("export "))
+    assert set(exports) == {"ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"}
+    env = {"PATH": os.environ["PATH"], "HOME": str(claude_home), **exports,
+           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1",
+           "DISABLE_AUTOUPDATER": "1", "DISABLE_ERROR_REPORTING": "1",
+           "CLAUDE_CODE_MAX_RETRIES": "0"}
+    time.sleep(0.5)
+    args = [str(claude_bin), "-p", "What is 12*17?", "--output-format", "json",
+            "--max-turns", "2"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180,
+                          cwd=claude_home, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["result"] == "204"
+    time.sleep(1.0)
+    assert by_name(usage_json(team))["ann"]["requests"] >= 1
+    assert "key=ann" in (team.state / "proxy.log").read_text()
+
+    team.cli("keys", "revoke", "ann")
+    time.sleep(0.5)
+    refused = subprocess.run(args, env=env, capture_output=True, text=True, timeout=180,
+                             cwd=claude_home, stdin=subprocess.DEVNULL)
+    answer = json.loads(refused.stdout)
+    # Claude Code's words for Anthropic's 401 authentication_error.
+    assert answer["is_error"] and answer["result"] == "Not logged in · Please run /login"
+    assert "status=401 ttft_ms=- wait_ms=0.0 dur_ms=" in (team.state / "proxy.log").read_text()
