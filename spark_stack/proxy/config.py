@@ -83,6 +83,9 @@ class ProxyConfig:
     token: str | None = None
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
+    # A model served by several full copies: its upstream name → the upstreams of its
+    # replicas (each session sticks to one: dispatch.py). A model not listed is its own one.
+    replicas: dict[str, list[str]] = field(default_factory=dict)
     log_prompts: bool = False
     # Tool calls leaked into the text as markup become tool_use blocks again (markup.py).
     repair_tool_markup: bool = False
@@ -160,6 +163,8 @@ class ProxyConfig:
                 token=_optional_str(raw.get("token")),
                 upstreams=upstreams,
                 routes=routes,
+                replicas={str(k): [str(n) for n in v]
+                          for k, v in dict(raw.get("replicas", {})).items()},
                 log_prompts=bool(raw.get("log_prompts", False)),
                 repair_tool_markup=bool(raw.get("repair_tool_markup", False)),
                 keys_file=_optional_str(raw.get("keys_file")),
@@ -173,6 +178,11 @@ class ProxyConfig:
                 raise ConfigError(
                     f"route {route.pattern!r} names unknown upstream {route.upstream_name!r}"
                 )
+        for model, names in config.replicas.items():
+            unknown = [n for n in [model, *names] if n not in config.upstreams]
+            if unknown or not names or len(set(names)) != len(names):
+                raise ConfigError(
+                    f"replicas of {model!r} must be distinct known upstreams, not {names!r}")
         return config
 
 

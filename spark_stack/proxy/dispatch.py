@@ -295,6 +295,15 @@ class Dispatcher:
         healthy = [n for n in names if n not in self.down] or list(names)
         return healthy[0] if len(healthy) == 1 else rendezvous(session(), healthy)
 
+    def mark_down(self, replica: str, model: str) -> bool:
+        """Take ``replica`` of ``model`` out after it failed a request (health checks bring it
+        back); True when another healthy replica can take the request."""
+        names = self.replicas.get(model, (model,))
+        if len(names) < 2:
+            return False
+        self.down.add(replica)
+        return any(name not in self.down for name in names)
+
     def admit(self, caller: Caller, replica: str, now: float | None = None) -> Ticket | Waiter:
         """A slot now, or a place in the replica's queue (await it with :meth:`wait`).
         Raises :class:`RateLimited` when ``caller`` is over a limit."""

@@ -34,6 +34,7 @@ from spark_stack.proxy.dispatch import (
 )
 from spark_stack.proxy.errors import (
     ProxyError,
+    Unreachable,
     envelope,
     invalid_request,
     parse_context_overflow,
@@ -80,6 +81,7 @@ _SSE = [
     (b"x-accel-buffering", b"no"),
 ]
 _OPEN_PATHS = frozenset({"/"})
+HEALTH_S = 0.5  # how often replicas are checked: a dead one is out within a second
 
 
 class _ClientGone(Exception):
@@ -94,15 +96,16 @@ class ProxyApp:
         self.router = Router(config)
         self.metrics = Metrics(config.metrics_keys)
         self.keys = KeyRing(config.token, Path(config.keys_file) if config.keys_file else None)
-        # Each model is served by one replica today: itself (a model's replicas: issue 22).
+        # A model not listed under ``replicas`` is served by one replica: itself.
         self.dispatcher = Dispatcher(
             {name: upstream.max_num_seqs or config.max_in_flight
              for name, upstream in config.upstreams.items()},
-            {name: (name,) for name in config.upstreams})
+            {name: tuple(config.replicas.get(name, (name,))) for name in config.upstreams})
         self.metrics.key_load = self._key_load
         self.metrics.slots = self.dispatcher.load
         self.usage = UsageWriter(Path(config.usage_db) if config.usage_db else None)
         self._reloading: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._client: UpstreamClient | None = None
         self._loading: asyncio.Future[ModuleType] | None = None
         self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
@@ -128,10 +131,13 @@ class ProxyApp:
                 self.usage.start()
                 if self.keys.path is not None:
                     self._reloading = asyncio.ensure_future(self._reload_keys())
+                if self.config.replicas:
+                    self._watching = asyncio.ensure_future(self._watch_replicas())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._reloading is not None:
-                    self._reloading.cancel()
+                for task in (self._reloading, self._watching):
+                    if task is not None:
+                        task.cancel()
                 if self._client is not None:
                     await self._client.close()
                 # Every answered request's usage is written before the process ends.
@@ -144,6 +150,21 @@ class ProxyApp:
         while True:
             await asyncio.sleep(RELOAD_S)
             self.keys.reload()
+
+    async def _watch_replicas(self) -> None:
+        """Every :data:`HEALTH_S`, each replica's ``/health``: one that fails is taken out
+        (its sessions move), one that answers again comes back (they return)."""
+        names = sorted({n for replicas in self.config.replicas.values() for n in replicas})
+        while True:
+            await asyncio.sleep(HEALTH_S)
+            client = await self.client()
+            results = await asyncio.gather(
+                *(client.health(self.config.upstreams[n]) for n in names))
+            for name, result in zip(names, results, strict=True):
+                if result["ok"]:
+                    self.dispatcher.down.discard(name)
+                else:
+                    self.dispatcher.down.add(name)
 
     def _key_load(self) -> list[tuple[str, int, int]]:
         return [(c.name, c.running, c.queued) for c in self.keys.callers()]
@@ -340,7 +361,7 @@ class ProxyApp:
             request = translate_request(body, upstream, tools_json)
             record.stream = bool(request.get("stream"))
             relay = self._relay(body, request, len(raw), upstream, send, record, started,
-                                caller)
+                                caller, lambda: self._replica(scope, model_upstream, body))
             await _until_gone(receive, relay)
         except (orjson.JSONEncodeError, RecursionError):
             # Nesting deeper than orjson's 255 levels, or Python's recursion limit: the
@@ -357,6 +378,7 @@ class ProxyApp:
         record: _Record,
         started: float,
         caller: Caller,
+        choose: Callable[[], Upstream],
     ) -> None:
         prompt_tokens = await self._clamp(request, body_size, upstream)
         record.input_tokens = prompt_tokens
@@ -369,15 +391,40 @@ class ProxyApp:
                 model, message_id, prompt_tokens,
                 repair_markup=self.config.repair_tool_markup, tools=tools,
             )
-        admitted = self.dispatcher.admit(caller, upstream.name)
-        if isinstance(admitted, Waiter):
-            admitted = await self._queued(admitted, translator, send, record)
-        try:
-            await self._generate(request, upstream, translator, model, message_id,
-                                 prompt_tokens, tools, send, record, started, admitted)
-        finally:
-            tokens = record.input_tokens + record.output_tokens if record.ran else 0
-            self.dispatcher.release(admitted, tokens)
+        while True:
+            admitted = self.dispatcher.admit(caller, upstream.name)
+            if isinstance(admitted, Waiter):
+                admitted = await self._queued(admitted, translator, send, record)
+            try:
+                await self._generate(request, upstream, translator, model, message_id,
+                                     prompt_tokens, tools, send, record, started)
+                return
+            except Unreachable as error:
+                # Nothing came from this replica: take it out, the session moves to another.
+                if not self.dispatcher.mark_down(upstream.name, record.target):
+                    await self._end_with(error, translator, send, record)
+                    return
+                log.warning("%s; retrying on another replica", error.message)
+                upstream = choose()
+                request["model"] = upstream.served_name
+                record.upstream = upstream.name
+            except ProxyError as error:
+                await self._end_with(error, translator, send, record)
+                return
+            finally:
+                tokens = record.input_tokens + record.output_tokens if record.ran else 0
+                self.dispatcher.release(admitted, tokens)
+
+    async def _end_with(self, error: ProxyError, translator: StreamTranslator | None,
+                        send: Send, record: _Record) -> None:
+        """Answer ``error``: as its status, or, when the stream had started while the request
+        waited for a slot, as the stream's ``error`` event."""
+        if translator is None or not record.streaming:
+            raise error
+        record.failed = True
+        record.error = error.message
+        await send(_body(encode_events(translator.fail(error.error_type, error.message)),
+                         more=False))
 
     async def _queued(self, waiter: Waiter, translator: StreamTranslator | None, send: Send,
                       record: _Record) -> Ticket:
@@ -412,29 +459,18 @@ class ProxyApp:
         send: Send,
         record: _Record,
         started: float,
-        ticket: Ticket,
     ) -> None:
         client = await self.client()
-        try:
-            response = await client.post_chat(upstream, encode_request(request))
+        response = await client.post_chat(upstream, encode_request(request))
+        if response.status != 200:
+            error = await client.error_from(upstream, response)
+            retry = _clamp_from_error(error, request)
+            if retry is None:
+                raise error
+            response = await client.post_chat(upstream, encode_request(retry))
             if response.status != 200:
-                error = await client.error_from(upstream, response)
-                retry = _clamp_from_error(error, request)
-                if retry is None:
-                    raise error
-                response = await client.post_chat(upstream, encode_request(retry))
-                if response.status != 200:
-                    raise await client.error_from(upstream, response)
-            record.ran = True
-        except ProxyError as error:
-            if translator is None or not record.streaming:
-                raise
-            # The stream had started while the request waited: the error ends it.
-            record.failed = True
-            record.error = error.message
-            events = translator.fail(error.error_type, error.message)
-            await send(_body(encode_events(events), more=False))
-            return
+                raise await client.error_from(upstream, response)
+        record.ran = True
         try:
             if translator is not None:
                 await self._stream(response, translator, send, record, started)

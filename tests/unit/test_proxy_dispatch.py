@@ -117,24 +117,24 @@ def test_fair_queue_serves_each_item_once_in_order_per_key(ops):
 
 
 @given(operations)
-def test_a_key_that_starts_waiting_is_served_within_one_round(ops):
-    """However many items the others hold, a key that starts waiting is served after at most
-    one item of each key that was already waiting."""
+def test_a_key_that_starts_waiting_passes_any_backlog(ops):
+    """However many items another key holds, it is served at most twice before a key that
+    starts waiting (once, unless the newcomer itself was served just before: its own share)."""
     queue: FairQueue[str] = FairQueue()
-    deadline: dict[str, int] = {}  # key → pops left before it must be served
+    served_before: dict[str, dict[str, int]] = {}  # waiting key → pops of each other key
     for op, key in ops:
         if op == "push":
             if queue.waiting(key) == 0:
-                deadline[key] = len({k for k in "ABCD" if queue.waiting(k)}) + 1
+                served_before[key] = {}
             queue.push(key, key)
         elif op == "pop":
             popped = queue.pop()
             if popped is None:
                 continue
-            deadline.pop(popped[0], None)
-            for waiting in list(deadline):
-                deadline[waiting] -= 1
-            assert all(left >= 1 for left in deadline.values()), deadline
+            served_before.pop(popped[0], None)
+            for counts in served_before.values():
+                counts[popped[0]] = counts.get(popped[0], 0) + 1
+                assert counts[popped[0]] <= 2, served_before
 
 
 def test_fair_queue_alternates_a_flood_with_a_single_request():
