@@ -12,7 +12,7 @@ functions and small classes tested alone:
   replica moves only the sessions that must move.
 - :class:`FairQueue` chooses whose request gets a freed slot: start-time fair queueing over
   the keys with waiting requests (each request costs one unit; a key's weight is its share),
-  so a key with one waiting request is served before another key's next, let alone its 20th.
+  so a key with one waiting request is served before another key's third, let alone its 20th.
 - :class:`TokenWindow` counts a key's tokens over the last minute for its rate limit.
 
 Guarantees the server relies on:
@@ -101,10 +101,11 @@ class FairQueue(Generic[T]):
     the item with the smallest start goes first (ties: arrival order). ``V`` is the start of
     the item served last.
 
-    So a key that starts waiting is tagged ``V`` and is served before any other key's next
-    item, however many that key has queued (a backlog's tags run ahead: ``V+1``, ``V+2`` …),
-    while a key sending its next request the moment the last one is admitted is still held to
-    its share (its tags also run ahead). Within a key, items leave in arrival order.
+    So a key that starts waiting is tagged at most ``V+1`` (``V`` unless it was served just
+    before) and is served after at most two items of any other key, however many that key has
+    queued (a backlog's tags run ahead: ``V+1``, ``V+2`` …), while a key sending its next
+    request the moment the last one is admitted is still held to its share (its tags also run
+    ahead). Within a key, items leave in arrival order.
     """
 
     def __init__(self) -> None:
