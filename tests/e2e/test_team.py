@@ -152,7 +152,8 @@ def test_keys_through_the_cli_against_a_running_proxy(team: Stack) -> None:
     usage = by_name(usage_json(team))
     assert usage["ann"]["requests"] >= 1 and usage["bob"]["requests"] >= 2
     assert usage["owner"]["requests"] == 1
-    assert "last_used" in listed[0]
+    relisted = {row["name"]: row for row in json.loads(team.cli("keys", "list", "--json").stdout)}
+    assert relisted["bob"]["last_used"] is not None  # from the usage database
     log = (team.state / "proxy.log").read_text()
     assert "key=ann" in log and "key=bob" in log and ann not in log and bob not in log
     metrics = httpx.get(f"{team.url}/metrics", headers={"x-api-key": team.owner_token}).text
