@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from tests.claude_code_body import claude_code_body  # noqa: E402
 SERVED = "sim"
 MODEL = "claude-bench"
 MASTER_KEY = "sk-bench-master-key"
+TEAM_KEY = "sk-spark-bench-team-key"
 LITELLM_HOME = Path.home() / ".cache" / "spark-stack" / "bench" / "litellm-venv"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ANTHROPIC_MARK = b"content_block_delta"
@@ -193,6 +194,15 @@ def start_ours(sim_port: int, workdir: Path, cores: set[int], tree: Path = REPO,
     config = ProxyConfig(port=port, upstreams={"sim": Upstream(
         "sim", f"http://127.0.0.1:{sim_port}/v1", SERVED, max_model_len=262144)},
         routes=[Route("claude-*", "sim")]).with_own_names()
+    if tree == REPO:
+        # As `up` runs it for a team: a key file (the requests carry a team key, so every one
+        # is looked up, admitted by the dispatcher and counted per key) and a usage database.
+        from spark_stack.proxy.keyfile import KeyRecord, digest, encode_keys
+
+        keys = workdir / f"keys-{port}.json"
+        keys.write_text(encode_keys([KeyRecord("bench", digest(TEAM_KEY), "2026-01-01")]))
+        keys.chmod(0o600)
+        config = replace(config, keys_file=str(keys), usage_db=str(workdir / f"usage-{port}.db"))
     path = workdir / f"proxy-{port}.json"
     path.write_text(config.to_json())
     started = time.perf_counter()
@@ -202,7 +212,8 @@ def start_ours(sim_port: int, workdir: Path, cores: set[int], tree: Path = REPO,
     pin(proc.pid, cores)
     wait_http(f"http://127.0.0.1:{port}/", proc, 30, method="HEAD")
     target = Target(name, f"http://127.0.0.1:{port}/v1/messages?beta=true",
-                    {"content-type": "application/json", "anthropic-version": "2023-06-01"},
+                    {"content-type": "application/json", "anthropic-version": "2023-06-01",
+                     "x-api-key": TEAM_KEY},
                     ANTHROPIC_MARK, proc.pid, proc)
     target.start_s = time.perf_counter() - started
     return target

@@ -33,7 +33,7 @@ from .proxy.config import ProxyConfig, Route, ThinkingFamily, Upstream, listen_u
 from .routing import CATCH_ALL, RouteTable, Rule, is_glob
 from .spec import ContainerSpec, render_container, render_nodes
 from .stack import schema
-from .stack.argv import served_name, simulator_argv
+from .stack.argv import max_num_seqs_of, served_name, simulator_argv
 from .stack.secrets import referenced_names
 
 ModelKind = Literal["container", "remote", "simulator"]
@@ -108,6 +108,7 @@ class ModelDeployment:
     rank: int | None = None  # set on a per-node view (:meth:`on_node`)
     # How the nodes form one engine: vLLM's own multi-node mode, or a Ray cluster.
     distributed: Literal["native", "ray"] | None = None
+    max_num_seqs: int | None = None  # requests run at once; None: unknown (vLLM's default)
 
     @property
     def multi_node(self) -> bool:
@@ -196,6 +197,7 @@ class Deployment:
                 api_key=keys.get(m.name),
                 max_model_len=m.max_model_len,
                 thinking=m.thinking,
+                max_num_seqs=m.max_num_seqs,
             )
             for m in self.models
         }
@@ -324,7 +326,7 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
         return ModelDeployment(
             name=model.name, kind="remote", served_name=name, endpoint=model.url.rstrip("/"),
             key=KeySource.of(model.api_key), thinking=model.thinking, tools=model.tools,
-            max_model_len=model.max_model_len,
+            max_model_len=model.max_model_len, max_num_seqs=model.max_num_seqs,
         )
     thinking: ThinkingFamily = "qwen3" if model.reasoning_parser else "none"
     if isinstance(model, schema.SimulatorModel):
@@ -334,6 +336,7 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
             thinking=thinking, tools=model.tool_call_parser is not None,
             max_model_len=model.max_model_len, simulator_argv=tuple(simulator_argv(model)),
             readiness_timeout=max(30.0, model.startup_seconds * 4 + 10),
+            max_num_seqs=model.max_num_seqs,
         )
     key = host_key_of(stack, model)
     host = hosts.get(key) if key else None
@@ -349,6 +352,7 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
         via_tunnel=loopback, readiness_timeout=model.readiness_timeout,
         gpu_memory_utilization=model.gpu_memory_utilization, nodes=nodes,
         distributed=stack.cluster.distributed if nodes and stack.cluster else None,
+        max_num_seqs=max_num_seqs_of(spec.command),
     )
 
 

@@ -158,3 +158,7 @@ class ProxyStartError(SparkStackError):
 
 class ClaudeNotInstalled(SparkStackError):
     """The `claude` CLI is not on PATH (exit 1)."""
+
+
+class TeamStateError(SparkStackError):
+    """The team's key file or usage database is unusable (wrong permissions, corrupt) (exit 1)."""

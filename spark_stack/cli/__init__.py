@@ -29,6 +29,8 @@ COMMAND_MODULES = (
     "doctor",
     "claude",
     "proxy",
+    "keys",
+    "usage",
     "smoke",
     "bench",
     "export",

@@ -71,7 +71,7 @@ def _config_of_stack(stack: str | None) -> ProxyConfig:
     from ..deploy.session import resolve_for_this_machine
     from ..errors import UsageError
     from ..paths import proxy_state_dir
-    from ..proxy.daemon import CONFIG_FILE, read_config
+    from ..proxy.daemon import CONFIG_FILE, read_config, with_team_files
 
     the_stack = load(stack, lint=False).stack
     state = proxy_state_dir(the_stack.name)
@@ -84,7 +84,8 @@ def _config_of_stack(stack: str | None) -> ProxyConfig:
             fix="run `spark-stack up` first (it deploys the containers), or pass --config FILE",
         )
     deployment = resolve_for_this_machine(the_stack)
-    return deployment.proxy_config(model_keys(deployment), client_token(the_stack))
+    return with_team_files(
+        deployment.proxy_config(model_keys(deployment), client_token(the_stack)), state)
 
 
 def register(app: typer.Typer) -> None:

@@ -152,8 +152,12 @@ def _render(report: dict[str, Any]) -> Group:
     proxy = report["proxy"]
     if proxy["running"]:
         health = "[green]healthy[/]" if proxy["healthy"] else "[red]not answering[/]"
+        keys = proxy.get("keys")
+        team = "" if not keys else f" · {keys} team key{'s' if keys != 1 else ''}"
         lines.append(Text.from_markup(
-            f"proxy: {escape(str(proxy['url']))} (pid {proxy['pid']}) {health}"))
+            f"proxy: {escape(str(proxy['url']))} (pid {proxy['pid']}) {health}{team}"))
+        if proxy.get("keys_error"):
+            lines.append(Text(f"  keys: {proxy['keys_error']}", style="red"))
     else:
         lines.append(Text.from_markup("proxy: [red]not running[/] (run `spark-stack up`)"))
     lines.append(Text("live load, cache hits and token rates: spark-stack top", style="dim"))

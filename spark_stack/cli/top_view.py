@@ -68,6 +68,9 @@ def render(report: Mapping[str, Any], history: History, selected: int, width: in
     lines += [_host_line(host) for host in report["hosts"]]
     lines.append(_model_table(report["models"], selected))
     lines.append(_proxy_line(report["proxy"]))
+    keys_line = _keys_line(report["proxy"].get("keys") or [], width)
+    if keys_line is not None:
+        lines.append(keys_line)
     if report["models"]:
         model = report["models"][selected % len(report["models"])]
         lines.append(Text(""))
@@ -131,6 +134,16 @@ def _proxy_line(proxy: Mapping[str, Any]) -> Text:
         f"proxy {proxy['url']} ", ("running", "green"),
         f" · {_rate(proxy['requests_per_s'])} req/s · errors {error_text}",
     )
+
+
+def _keys_line(keys: list[Mapping[str, Any]], width: int) -> Text | None:
+    """Per-key load, when the stack has a team (the owner alone shows nothing new)."""
+    if not keys or [k["name"] for k in keys] == ["owner"]:
+        return None
+    parts = [f"{k['name']} {k['running']:.0f} run {k['queued']:.0f} queued "
+             f"{_rate(k['output_tokens_per_s'])} tok/s" for k in keys]
+    text = "keys " + " · ".join(parts)
+    return Text(text if len(text) <= width else text[: max(1, width - 1)] + "…")
 
 
 def _details(model: Mapping[str, Any], proxy: Mapping[str, Any], history: History,

@@ -34,8 +34,9 @@ def ensure_proxy(deployment: Deployment, keys: Mapping[str, str | None], token: 
                  endpoints: Mapping[str, str], reporter: Reporter) -> tuple[str | None, bool]:
     """Start the proxy in the background, or keep it when it runs with the same config;
     its URL, and whether it was (re)started (then ``up`` changed something)."""
-    config = deployment.proxy_config(keys, token, endpoints)
     state_dir = proxy_state_dir(deployment.stack)
+    config = proxy_daemon.with_team_files(deployment.proxy_config(keys, token, endpoints),
+                                          state_dir)
     status = proxy_daemon.proxy_status(state_dir)
     if status.running and status.healthy and proxy_daemon.read_config(state_dir) == config:
         return status.url, False

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..deployment import Deployment, ModelDeployment
-from ..errors import EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE, SparkStackError
-from ..paths import proxy_state_dir
+from ..errors import EXIT_OK, EXIT_UNHEALTHY, EXIT_UNREACHABLE, SparkStackError, TeamStateError
+from ..paths import proxy_state_dir, stack_dir
 from ..proxy import daemon as proxy_daemon
+from ..proxy.keyfile import KEY_FILE, read_keys
 from ..spec import ContainerSpec
 from . import local
 from .actions import Observed, changed_fields, previous_name
@@ -96,7 +97,8 @@ def status(deployment: Deployment, *, trust_host_key: bool = False,
             report["models"].append(_remote_entry(stack, model, probe))
     status_ = proxy_daemon.proxy_status(proxy_state_dir(stack))
     report["proxy"] = {"running": status_.running, "pid": status_.pid, "url": status_.url,
-                       "healthy": status_.healthy, "log_file": str(status_.log_file)}
+                       "healthy": status_.healthy, "log_file": str(status_.log_file),
+                       **_team_keys(stack)}
     # The proxy is part of the stack: Claude Code reaches the models only through it.
     report["healthy"] = bool(report["models"]
                              and all(h["error"] is None for h in report["hosts"])
@@ -113,6 +115,14 @@ def _joined_by_their_heads(entries: list[dict[str, Any]]) -> None:
         if entry["rank"] and entry["name"] in serving and entry["state"] == "running":
             entry["joined"] = True
             entry["healthy"] = not entry["drift"]
+
+
+def _team_keys(stack: str) -> dict[str, Any]:
+    """How many team keys the proxy accepts (besides the owner's token), or why not known."""
+    try:
+        return {"keys": len(read_keys(stack_dir(stack) / KEY_FILE)), "keys_error": None}
+    except TeamStateError as exc:
+        return {"keys": None, "keys_error": f"{exc.message} (fix: {exc.fix})"}
 
 
 def exit_code(report: dict[str, Any]) -> int:

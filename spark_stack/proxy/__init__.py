@@ -3,6 +3,9 @@
 Layout (each module one job):
     config               ProxyConfig / Upstream / Route, JSON in and out
     routing              model name → upstream (exact names, then globs in order)
+    dispatch             then: the replica (by session), a slot (fair queue by key), limits
+    keyfile              the team's keys (hashes), re-read when the file changes
+    usage                per-request usage rows → SQLite (WAL), from a writer thread
     translate_request    Anthropic request → OpenAI request (pure, validating)
     stream               OpenAI chunks → Anthropic SSE events (pure state machine)
     translate_response   non-streaming completion → Anthropic message (pure)

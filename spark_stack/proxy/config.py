@@ -50,6 +50,9 @@ class Upstream:
     api_key: str | None = None
     max_model_len: int | None = None
     thinking: ThinkingFamily = "qwen3"
+    # Requests the backend runs at once (vLLM's --max-num-seqs): the proxy admits no more and
+    # queues the rest fairly by key (dispatch.py). None: the proxy's max_in_flight.
+    max_num_seqs: int | None = None
 
     @property
     def root_url(self) -> str:
@@ -80,6 +83,9 @@ class ProxyConfig:
     token: str | None = None
     upstreams: dict[str, Upstream] = field(default_factory=dict)
     routes: list[Route] = field(default_factory=list)
+    # A model served by several full copies: its upstream name → the upstreams of its
+    # replicas (each session sticks to one: dispatch.py). A model not listed is its own one.
+    replicas: dict[str, list[str]] = field(default_factory=dict)
     log_prompts: bool = False
     # Tool calls leaked into the text as markup become tool_use blocks again (markup.py).
     repair_tool_markup: bool = False
@@ -95,6 +101,15 @@ class ProxyConfig:
     upstream_timeout: float = 600.0
     log_max_bytes: int = 20 * 1024 * 1024
     log_backups: int = 3
+    # The dispatcher (dispatch.py): slots per upstream that does not declare max_num_seqs
+    # (vLLM's own default), how often a queued stream gets a ping, and how many keys get
+    # their own /metrics series (the rest are summed as "other").
+    max_in_flight: int = 256
+    queue_ping_seconds: float = 5.0
+    metrics_keys: int = 20
+    # The team's keys and the usage database (set by `up`: the stack's state directory).
+    keys_file: str | None = None
+    usage_db: str | None = None
 
     def with_own_names(self) -> ProxyConfig:
         """This config plus a rule for each upstream's own and served name (for configs
@@ -148,8 +163,12 @@ class ProxyConfig:
                 token=_optional_str(raw.get("token")),
                 upstreams=upstreams,
                 routes=routes,
+                replicas={str(k): [str(n) for n in v]
+                          for k, v in dict(raw.get("replicas", {})).items()},
                 log_prompts=bool(raw.get("log_prompts", False)),
                 repair_tool_markup=bool(raw.get("repair_tool_markup", False)),
+                keys_file=_optional_str(raw.get("keys_file")),
+                usage_db=_optional_str(raw.get("usage_db")),
                 **_limits(raw),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -159,6 +178,11 @@ class ProxyConfig:
                 raise ConfigError(
                     f"route {route.pattern!r} names unknown upstream {route.upstream_name!r}"
                 )
+        for model, names in config.replicas.items():
+            unknown = [n for n in [model, *names] if n not in config.upstreams]
+            if unknown or not names or len(set(names)) != len(names):
+                raise ConfigError(
+                    f"replicas of {model!r} must be distinct known upstreams, not {names!r}")
         return config
 
 
@@ -180,6 +204,9 @@ _LIMITS = {
     "upstream_timeout": float,
     "log_max_bytes": int,
     "log_backups": int,
+    "max_in_flight": int,
+    "queue_ping_seconds": float,
+    "metrics_keys": int,
 }
 
 
@@ -204,6 +231,9 @@ def _upstream(raw: Any) -> Upstream:
     if thinking not in ("qwen3", "none"):
         raise ValueError(f"thinking must be 'qwen3' or 'none', not {thinking!r}")
     max_len = raw.get("max_model_len")
+    max_seqs = raw.get("max_num_seqs")
+    if max_seqs is not None and int(max_seqs) <= 0:
+        raise ValueError(f"max_num_seqs must be positive, not {max_seqs!r}")
     return Upstream(
         name=str(raw["name"]),
         base_url=str(raw["base_url"]),
@@ -211,4 +241,5 @@ def _upstream(raw: Any) -> Upstream:
         api_key=_optional_str(raw.get("api_key")),
         max_model_len=None if max_len is None else int(max_len),
         thinking=thinking,
+        max_num_seqs=None if max_seqs is None else int(max_seqs),
     )

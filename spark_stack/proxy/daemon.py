@@ -10,7 +10,7 @@ from __future__ import annotations
 import http.client
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -18,6 +18,8 @@ import orjson
 from spark_stack.errors import ProxyStartError
 from spark_stack.managed import ManagedProcess
 from spark_stack.proxy.config import ConfigError, ProxyConfig, dial_host
+from spark_stack.proxy.keyfile import KEY_FILE
+from spark_stack.proxy.usage import USAGE_DB
 
 MODULE = "spark_stack.proxy"
 CONFIG_FILE = "proxy.json"  # the ManagedProcess record of the process named "proxy"
@@ -50,6 +52,12 @@ def read_config(state_dir: Path) -> ProxyConfig | None:
         return ProxyConfig.from_json((state_dir / CONFIG_FILE).read_bytes())
     except (OSError, ConfigError):
         return None
+
+
+def with_team_files(config: ProxyConfig, state_dir: Path) -> ProxyConfig:
+    """``config`` reading the team's keys and writing usage in the stack's ``state_dir``."""
+    return replace(config, keys_file=str(state_dir / KEY_FILE),
+                   usage_db=str(state_dir / USAGE_DB))
 
 
 def start_background(config: ProxyConfig, state_dir: Path) -> int:

@@ -136,5 +136,12 @@ def upstream_timeout(seconds: float, upstream: str = "") -> ProxyError:
     return ProxyError(504, "timeout_error", message)
 
 
+class Unreachable(ProxyError):
+    """529: the upstream could not be reached or answered nothing (another replica may)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(529, "overloaded_error", message)
+
+
 def unreachable(upstream: str, reason: str) -> ProxyError:
-    return overloaded(f"upstream {upstream} is unreachable: {reason}")
+    return Unreachable(f"upstream {upstream} is unreachable: {reason}")

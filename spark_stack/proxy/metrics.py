@@ -7,6 +7,7 @@ Rendered in the text exposition format 0.0.4 as Prometheus defines it: each fami
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterable
 
 # Seconds. TTFT on a warm Spark ranges from tens of ms to minutes for a cold 200K prefill.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -74,17 +75,67 @@ _ROUTE_HISTOGRAMS = (
 )
 
 
-class Metrics:
-    """Per-route request, error and token counters; TTFT and duration histograms; and every
-    HTTP request by endpoint and status (rejected and malformed ones included).
-
-    A route is the routing-table entry that matched (a model name or a glob such as
-    ``claude-*``), labelled with the upstream it sends to.
-    """
+class KeyMetrics:
+    __slots__ = ("requests", "errors", "rate_limited", "input_tokens", "cached_tokens",
+                 "output_tokens", "wait_seconds")
 
     def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.rate_limited = 0
+        self.input_tokens = 0
+        self.cached_tokens = 0
+        self.output_tokens = 0
+        self.wait_seconds = 0.0
+
+
+OTHER_KEYS = "other"
+_KEY_COUNTERS = (
+    ("spark_proxy_key_requests_total", "requests", "POST /v1/messages requests by key"),
+    ("spark_proxy_key_errors_total", "errors", "requests answered with an error, by key"),
+    ("spark_proxy_key_rate_limited_total", "rate_limited",
+     "requests refused with 429 for a key's limit"),
+    ("spark_proxy_key_input_tokens_total", "input_tokens", "prompt tokens by key"),
+    ("spark_proxy_key_cached_input_tokens_total", "cached_tokens",
+     "prompt tokens vLLM's prefix cache served, by key"),
+    ("spark_proxy_key_output_tokens_total", "output_tokens", "generated tokens by key"),
+    ("spark_proxy_key_queue_wait_seconds_total", "wait_seconds",
+     "time requests waited in the proxy's queue for a slot, by key"),
+)
+
+
+class Metrics:
+    """Per-route request, error and token counters; TTFT and duration histograms; every
+    HTTP request by endpoint and status (rejected and malformed ones included); per-key
+    counters and load, and per-upstream slots.
+
+    A route is the routing-table entry that matched (a model name or a glob such as
+    ``claude-*``), labelled with the upstream it sends to. Keys get their own series up to
+    ``max_keys`` names (in order of first use); the others are summed as ``other``.
+    """
+
+    def __init__(self, max_keys: int = 20) -> None:
         self.routes: dict[tuple[str, str], RouteMetrics] = {}
         self.http: dict[tuple[str, int], int] = {}
+        self.keys: dict[str, KeyMetrics] = {}
+        self.max_keys = max_keys
+        # Set by the server: per key (name, running, queued); per upstream (name, capacity,
+        # in flight, queued).
+        self.key_load: Callable[[], Iterable[tuple[str, int, int]]] = tuple
+        self.slots: Callable[[], Iterable[tuple[str, int, int, int]]] = tuple
+
+    def key_label(self, name: str) -> str:
+        """The label ``name`` is counted under (bounded: at most ``max_keys`` + other)."""
+        if name in self.keys or len(self.keys) < self.max_keys:
+            return name
+        return OTHER_KEYS
+
+    def key(self, name: str) -> KeyMetrics:
+        label = self.key_label(name)
+        found = self.keys.get(label)
+        if found is None:
+            found = self.keys[label] = KeyMetrics()
+        return found
 
     def route(self, name: str, upstream: str) -> RouteMetrics:
         key = (name, upstream)
@@ -119,7 +170,43 @@ class Metrics:
             lines.append(f"# TYPE {name} histogram")
             for labels, route in routes:
                 lines.extend(getattr(route, attribute).render(name, labels))
+        lines += self._render_keys()
         return "\n".join(lines) + "\n"
+
+    def _render_keys(self) -> list[str]:
+        lines: list[str] = []
+        keys = sorted(self.keys.items())
+        for name, attribute, help_text in _KEY_COUNTERS:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} counter")
+            lines.extend(f'{name}{{key="{_escape(key)}"}} {_number(getattr(counts, attribute))}'
+                         for key, counts in keys)
+        load: dict[str, list[int]] = {}
+        for key, running, queued in self.key_load():
+            entry = load.setdefault(self.key_label(key), [0, 0])
+            entry[0] += running
+            entry[1] += queued
+        for index, (name, help_text) in enumerate((
+                ("spark_proxy_key_running", "requests of a key holding a slot now"),
+                ("spark_proxy_key_queued", "requests of a key waiting in the proxy's queue"))):
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} gauge")
+            lines.extend(f'{name}{{key="{_escape(key)}"}} {values[index]}'
+                         for key, values in sorted(load.items()))
+        slots = list(self.slots())
+        for index, (name, help_text) in enumerate((
+                ("spark_proxy_upstream_capacity", "requests the proxy lets run at once"),
+                ("spark_proxy_upstream_in_flight", "requests running on the upstream"),
+                ("spark_proxy_upstream_queued", "requests waiting for a slot on it")), 1):
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} gauge")
+            lines.extend(f'{name}{{upstream="{_escape(slot[0])}"}} {slot[index]}'
+                         for slot in slots)
+        return lines
+
+
+def _number(value: float) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
 def _escape(value: str) -> str:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -23,14 +23,25 @@ import orjson
 
 from spark_stack.proxy.accesslog import AccessLog, clip
 from spark_stack.proxy.config import ProxyConfig, Upstream
+from spark_stack.proxy.dispatch import (
+    SESSION_HEADER,
+    Caller,
+    Dispatcher,
+    RateLimited,
+    Ticket,
+    Waiter,
+    session_key,
+)
 from spark_stack.proxy.errors import (
     ProxyError,
+    Unreachable,
     envelope,
     invalid_request,
     parse_context_overflow,
     prompt_too_long,
     upstream_timeout,
 )
+from spark_stack.proxy.keyfile import RELOAD_S, KeyRing
 from spark_stack.proxy.metrics import Metrics
 from spark_stack.proxy.routing import Router
 from spark_stack.proxy.stream import StreamTranslator, encode_events
@@ -45,6 +56,7 @@ from spark_stack.proxy.translate_request import (
     translate_request,
 )
 from spark_stack.proxy.translate_response import translate_response
+from spark_stack.proxy.usage import UsageWriter
 
 if TYPE_CHECKING:
     from spark_stack.proxy.upstream import UpstreamClient
@@ -69,6 +81,7 @@ _SSE = [
     (b"x-accel-buffering", b"no"),
 ]
 _OPEN_PATHS = frozenset({"/"})
+HEALTH_S = 0.5  # how often replicas are checked: a dead one is out within a second
 
 
 class _ClientGone(Exception):
@@ -81,13 +94,23 @@ class ProxyApp:
     def __init__(self, config: ProxyConfig) -> None:
         self.config = config
         self.router = Router(config)
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.metrics_keys)
+        self.keys = KeyRing(config.token, Path(config.keys_file) if config.keys_file else None)
+        # A model not listed under ``replicas`` is served by one replica: itself.
+        self.dispatcher = Dispatcher(
+            {name: upstream.max_num_seqs or config.max_in_flight
+             for name, upstream in config.upstreams.items()},
+            {name: tuple(config.replicas.get(name, (name,))) for name in config.upstreams})
+        self.metrics.key_load = self._key_load
+        self.metrics.slots = self.dispatcher.load
+        self.usage = UsageWriter(Path(config.usage_db) if config.usage_db else None)
+        self._reloading: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
         self._client: UpstreamClient | None = None
         self._loading: asyncio.Future[ModuleType] | None = None
         self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
         self._counted: OrderedDict[bytes, int] = OrderedDict()
         self._bodies = BodyParser()
-        self._token = config.token.encode() if config.token else None
         self.access_log = AccessLog(config.log_max_bytes, config.log_backups)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -105,12 +128,46 @@ class ProxyApp:
                 # thread so the port opens at once; the first upstream call waits for it.
                 loop = asyncio.get_running_loop()
                 self._loading = loop.run_in_executor(None, _load_upstream)
+                self.usage.start()
+                if self.keys.path is not None:
+                    self._reloading = asyncio.ensure_future(self._reload_keys())
+                if self.config.replicas:
+                    self._watching = asyncio.ensure_future(self._watch_replicas())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                for task in (self._reloading, self._watching):
+                    if task is not None:
+                        task.cancel()
                 if self._client is not None:
                     await self._client.close()
+                # Every answered request's usage is written before the process ends.
+                await asyncio.get_running_loop().run_in_executor(None, self.usage.stop)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _reload_keys(self) -> None:
+        """Keys added, revoked or rotated take effect within :data:`RELOAD_S`."""
+        while True:
+            await asyncio.sleep(RELOAD_S)
+            self.keys.reload()
+
+    async def _watch_replicas(self) -> None:
+        """Every :data:`HEALTH_S`, each replica's ``/health``: one that fails is taken out
+        (its sessions move), one that answers again comes back (they return)."""
+        names = sorted({n for replicas in self.config.replicas.values() for n in replicas})
+        while True:
+            await asyncio.sleep(HEALTH_S)
+            client = await self.client()
+            results = await asyncio.gather(
+                *(client.health(self.config.upstreams[n]) for n in names))
+            for name, result in zip(names, results, strict=True):
+                if result["ok"]:
+                    self.dispatcher.down.discard(name)
+                else:
+                    self.dispatcher.down.add(name)
+
+    def _key_load(self) -> list[tuple[str, int, int]]:
+        return [(c.name, c.running, c.queued) for c in self.keys.callers()]
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -120,16 +177,16 @@ class ProxyApp:
         if scope.get("http_version") == "1.0":
             send = _WholeBody(send)
         try:
-            if self._token is not None and path not in _OPEN_PATHS:
-                self._authorize(scope)
+            caller = self.keys.owner if path in _OPEN_PATHS else self._authorize(scope)
+            record.key = caller.name
             if path == "/v1/messages":
                 _allow(method, "POST")
                 _refuse_declared_oversize(scope)
-                await self._messages(receive, send, record, started)
+                await self._messages(scope, receive, send, record, started, caller)
             elif path == "/v1/messages/count_tokens":
                 _allow(method, "POST")
                 _refuse_declared_oversize(scope)
-                await self._count_tokens(receive, send, record)
+                await self._count_tokens(scope, receive, send, record)
             elif path == "/":
                 _allow(method, "GET", "HEAD")
                 await _respond(send, 200, b"" if method == "HEAD" else b'{"status":"ok"}')
@@ -145,6 +202,11 @@ class ProxyApp:
                 await _respond(send, 200, body, [(b"content-type", b"text/plain; version=0.0.4")])
             else:
                 raise ProxyError(404, "not_found_error", f"no route for {method} {clip(path)}")
+        except RateLimited as exc:
+            record.status = exc.status
+            record.error = exc.message
+            headers = [*_JSON, (b"retry-after", str(exc.retry_after).encode())]
+            await _respond(send, exc.status, exc.body(), headers)
         except ProxyError as exc:
             record.status = exc.status
             record.error = exc.message
@@ -177,8 +239,13 @@ class ProxyApp:
                 self._transport_errors = module.TRANSPORT_ERRORS
         return self._client
 
-    def _authorize(self, scope: Scope) -> None:
-        assert self._token is not None
+    def _authorize(self, scope: Scope) -> Caller:
+        """The caller the request's credential names: the owner (the stack's token) or a
+        team key; 401 for a wrong or revoked one."""
+        keys = self.keys
+        if not keys.required and not keys.count:
+            return keys.owner  # a loopback proxy without token or keys: as before
+        offered: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"x-api-key":
                 offered = value
@@ -186,10 +253,16 @@ class ProxyApp:
                 offered = value[7:].strip()
             else:
                 continue
-            if hmac.compare_digest(offered, self._token):
-                return
+            caller = keys.caller(offered)
+            if caller is not None:
+                return caller
+        if offered is None:
+            caller = keys.caller(None)
+            if caller is not None:
+                return caller
         raise ProxyError(
-            401, "authentication_error", "missing or wrong token (x-api-key or Bearer)"
+            401, "authentication_error",
+            "missing, wrong or revoked key (x-api-key or Bearer)",
         )
 
     def _models(self) -> dict[str, Any]:
@@ -237,7 +310,8 @@ class ProxyApp:
             log.info("prompt %s", raw[:4000].decode("utf-8", "replace"))
         return body, tools_json, self.router.resolve_route(model)
 
-    async def _count_tokens(self, receive: Receive, send: Send, record: _Record) -> None:
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send,
+                            record: _Record) -> None:
         raw = await _read_body(receive, self.config.body_timeout)
         # IDE extensions call this in bursts with the same body: answer repeats from memory
         # without parsing 78 KB again.
@@ -245,7 +319,9 @@ class ProxyApp:
         count = self._counted.get(key)
         headers = list(_JSON)
         if count is None:
-            body, tools_json, (upstream, route) = self._parse(raw)
+            body, tools_json, (model_upstream, route) = self._parse(raw)
+            # Counted where the conversation's turns go (the same replica).
+            upstream = self._replica(scope, model_upstream, body)
             record.model, record.upstream, record.route = body["model"], upstream.name, route
             try:
                 tokenize_body = translate_for_tokenize(body, upstream, tools_json)
@@ -267,16 +343,27 @@ class ProxyApp:
         record.input_tokens = count
         await _respond(send, 200, orjson.dumps({"input_tokens": count}), headers)
 
+    def _replica(self, scope: Scope, model: Upstream, body: dict[str, Any]) -> Upstream:
+        """The replica of ``model`` this request's session goes to (the session is hashed only
+        when there is a choice to make)."""
+        name = self.dispatcher.replica(
+            model.name, lambda: session_key(_header(scope, SESSION_HEADER), body))
+        return self.config.upstreams[name]
+
     async def _messages(
-        self, receive: Receive, send: Send, record: _Record, started: float
+        self, scope: Scope, receive: Receive, send: Send, record: _Record, started: float,
+        caller: Caller,
     ) -> None:
         raw = await _read_body(receive, self.config.body_timeout)
-        body, tools_json, (upstream, route) = self._parse(raw)
+        body, tools_json, (model_upstream, route) = self._parse(raw)
+        upstream = self._replica(scope, model_upstream, body)
         record.model, record.upstream, record.route = body["model"], upstream.name, route
+        record.target = model_upstream.name
         try:
             request = translate_request(body, upstream, tools_json)
             record.stream = bool(request.get("stream"))
-            relay = self._relay(body, request, len(raw), upstream, send, record, started)
+            relay = self._relay(body, request, len(raw), upstream, send, record, started,
+                                caller, lambda: self._replica(scope, model_upstream, body))
             await _until_gone(receive, relay)
         except (orjson.JSONEncodeError, RecursionError):
             # Nesting deeper than orjson's 255 levels, or Python's recursion limit: the
@@ -292,9 +379,89 @@ class ProxyApp:
         send: Send,
         record: _Record,
         started: float,
+        caller: Caller,
+        choose: Callable[[], Upstream],
     ) -> None:
         prompt_tokens = await self._clamp(request, body_size, upstream)
         record.input_tokens = prompt_tokens
+        message_id = "msg_" + os.urandom(12).hex()
+        model = body["model"]
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else None
+        translator = None
+        if request.get("stream"):
+            translator = StreamTranslator(
+                model, message_id, prompt_tokens,
+                repair_markup=self.config.repair_tool_markup, tools=tools,
+            )
+        while True:
+            admitted = self.dispatcher.admit(caller, upstream.name)
+            if isinstance(admitted, Waiter):
+                admitted = await self._queued(admitted, translator, send, record)
+            try:
+                await self._generate(request, upstream, translator, model, message_id,
+                                     prompt_tokens, tools, send, record, started)
+                return
+            except Unreachable as error:
+                # Nothing came from this replica: take it out, the session moves to another.
+                if not self.dispatcher.mark_down(upstream.name, record.target):
+                    await self._end_with(error, translator, send, record)
+                    return
+                log.warning("%s; retrying on another replica", error.message)
+                upstream = choose()
+                request["model"] = upstream.served_name
+                record.upstream = upstream.name
+            except ProxyError as error:
+                await self._end_with(error, translator, send, record)
+                return
+            finally:
+                tokens = record.input_tokens + record.output_tokens if record.ran else 0
+                self.dispatcher.release(admitted, tokens)
+
+    async def _end_with(self, error: ProxyError, translator: StreamTranslator | None,
+                        send: Send, record: _Record) -> None:
+        """Answer ``error``: as its status, or, when the stream had started while the request
+        waited for a slot, as the stream's ``error`` event."""
+        if translator is None or not record.streaming:
+            raise error
+        record.failed = True
+        record.error = error.message
+        await send(_body(encode_events(translator.fail(error.error_type, error.message)),
+                         more=False))
+
+    async def _queued(self, waiter: Waiter, translator: StreamTranslator | None, send: Send,
+                      record: _Record) -> Ticket:
+        """Wait for a slot; a streaming client gets the stream's start and then a ``ping``
+        every ``queue_ping_seconds`` meanwhile, so it does not time out."""
+        async def ping() -> None:
+            assert translator is not None
+            if record.streaming:
+                await send(_body(encode_events([{"type": "ping"}]), more=True))
+                return
+            record.streaming = True
+            record.status = 200
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send(_body(encode_events(translator.start()), more=True))
+
+        try:
+            ticket = await self.dispatcher.wait(
+                waiter, ping if translator is not None else None, self.config.queue_ping_seconds)
+        finally:
+            record.wait = time.perf_counter() - waiter.since  # a client that left waited too
+        return ticket
+
+    async def _generate(
+        self,
+        request: dict[str, Any],
+        upstream: Upstream,
+        translator: StreamTranslator | None,
+        model: str,
+        message_id: str,
+        prompt_tokens: int,
+        tools: list[Any] | None,
+        send: Send,
+        record: _Record,
+        started: float,
+    ) -> None:
         client = await self.client()
         response = await client.post_chat(upstream, encode_request(request))
         if response.status != 200:
@@ -305,15 +472,9 @@ class ProxyApp:
             response = await client.post_chat(upstream, encode_request(retry))
             if response.status != 200:
                 raise await client.error_from(upstream, response)
-        message_id = "msg_" + os.urandom(12).hex()
-        model = body["model"]
+        record.ran = True
         try:
-            tools = body.get("tools") if isinstance(body.get("tools"), list) else None
-            if request.get("stream"):
-                translator = StreamTranslator(
-                    model, message_id, prompt_tokens,
-                    repair_markup=self.config.repair_tool_markup, tools=tools,
-                )
+            if translator is not None:
                 await self._stream(response, translator, send, record, started)
             else:
                 await self._complete(response, model, message_id, prompt_tokens, tools, send,
@@ -376,9 +537,11 @@ class ProxyApp:
         record: _Record,
         started: float,
     ) -> None:
-        record.status = 200
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE})
-        await send(_body(encode_events(translator.start()), more=True))
+        if not record.streaming:  # else started while queued
+            record.status = 200
+            record.streaming = True
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE})
+            await send(_body(encode_events(translator.start()), more=True))
         pending = b""
         done = False
         try:
@@ -435,6 +598,7 @@ class ProxyApp:
         route.input_tokens += record.input_tokens
         route.cached_tokens += record.cached_tokens
         route.output_tokens += record.output_tokens
+        self._account_key(record, duration)
         leak = ""
         if record.leaked_calls:
             route.leaked_tool_markup += 1
@@ -444,12 +608,37 @@ class ProxyApp:
         self.access_log.write(
             f"{record.method} /v1/messages model={clip(record.model)!r} "
             f"route={record.route or '-'!r} upstream={record.upstream or '-'} "
-            f"stream={record.stream} "
+            f"key={record.key} stream={record.stream} "
             f"status={record.status}{' stream_error' if record.failed else ''} ttft_ms={ttft} "
-            f"dur_ms={duration * 1000:.1f} in={record.input_tokens} "
+            f"wait_ms={record.wait * 1000:.1f} dur_ms={duration * 1000:.1f} "
+            f"in={record.input_tokens} "
             f"cached={record.cached_tokens} out={record.output_tokens}{leak}"
             f"{_error_note(record)}"
         )
+
+    def _account_key(self, record: _Record, duration: float) -> None:
+        """The key's counters and its usage row (written to SQLite off this path)."""
+        if record.key == "-":
+            return  # refused before a key was known (401, or a malformed request line)
+        counts = self.metrics.key(record.key)
+        counts.requests += 1
+        error = record.status >= 400 or record.failed
+        if error:
+            counts.errors += 1
+        if record.status == 429:
+            counts.rate_limited += 1
+        # Tokens as the engine counted them: none for a request it refused or never saw.
+        ran = record.ran
+        prompt = record.input_tokens if ran else 0
+        cached = record.cached_tokens if ran else 0
+        output = record.output_tokens if ran else 0
+        counts.input_tokens += prompt
+        counts.cached_tokens += cached
+        counts.output_tokens += output
+        counts.wait_seconds += record.wait
+        self.usage.record((time.time(), record.key, record.target or record.model,
+                           record.status, prompt, cached, output, int(error), record.wait,
+                           duration))
 
     def _log_other(self, record: _Record, duration: float) -> None:
         line = f"{record.method} {clip(record.path)} status={record.status}"
@@ -465,16 +654,21 @@ class ProxyApp:
 class _Record:
     """What the per-request log line and the metrics need."""
 
-    __slots__ = ("method", "path", "model", "route", "upstream", "stream", "status", "failed",
-                 "ttft", "input_tokens", "cached_tokens", "output_tokens", "leaked_calls",
-                 "estimate", "error")
+    __slots__ = ("method", "path", "model", "route", "target", "upstream", "stream", "status",
+                 "failed", "ttft", "input_tokens", "cached_tokens", "output_tokens",
+                 "leaked_calls", "estimate", "error", "key", "wait", "streaming", "ran")
 
     def __init__(self, method: str, path: str) -> None:
         self.method = method
         self.path = path
         self.model = "-"
         self.route = ""
-        self.upstream = ""
+        self.target = ""  # the stack's model the route leads to
+        self.upstream = ""  # the replica that served it
+        self.key = "-"  # the caller's key name (never the key)
+        self.wait = 0.0  # seconds in the proxy's queue
+        self.streaming = False  # the SSE response has started
+        self.ran = False  # the engine accepted the request (its tokens count)
         self.stream = False
         self.status = 200
         self.failed = False
@@ -485,6 +679,13 @@ class _Record:
         self.leaked_calls = 0
         self.estimate = False
         self.error = ""
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 def _error_note(record: _Record) -> str:

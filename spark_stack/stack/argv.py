@@ -142,6 +142,8 @@ def simulator_argv(model: schema.SimulatorModel) -> list[str]:
             "--sim-startup-seconds", f"{model.startup_seconds:g}"]
     if model.max_model_len is not None:
         argv += ["--max-model-len", str(model.max_model_len)]
+    if model.max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(model.max_num_seqs)]
     if model.tool_call_parser:
         argv.append("--enable-auto-tool-choice")
     argv.append(PROMPT_TOKENS_DETAILS)
@@ -150,6 +152,16 @@ def simulator_argv(model: schema.SimulatorModel) -> list[str]:
         if value:
             argv += [flag, value]
     return argv
+
+
+def max_num_seqs_of(argv: Sequence[str]) -> int | None:
+    """The ``--max-num-seqs`` a vLLM command line sets (its last occurrence; None: unset,
+    vLLM's default): how many requests the engine runs at once, the proxy's admission cap."""
+    groups, _ = group_args(argv)
+    found = [g.values for g in groups if g.flag in ("--max-num-seqs", "--max_num_seqs")]
+    if not found or len(found[-1]) != 1 or not found[-1][0].isdigit():
+        return None
+    return int(found[-1][0]) or None
 
 
 def argv_changes(old: Sequence[str], new: Sequence[str]) -> list[str]:

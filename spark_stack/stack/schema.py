@@ -288,6 +288,8 @@ class RemoteModel(_ModelBase):
 
     kind: Literal["remote"] = "remote"
     url: str = Field(pattern=r"^https?://[^/\s]+(/.*)?$")
+    # How many requests the server runs at once (its --max-num-seqs): the proxy queues beyond.
+    max_num_seqs: int | None = Field(default=None, ge=1)
     api_key: str | None = None
     thinking: Literal["qwen3", "none"] = "qwen3"
     # The server parses tool calls (vLLM's --tool-call-parser): smoke checks a tool round trip.
@@ -319,6 +321,7 @@ class SimulatorModel(_ModelBase):
     tool_call_parser: str | None = "qwen3_coder"
     reasoning_parser: str | None = "qwen3"
     startup_seconds: float = Field(default=0.2, ge=0)
+    max_num_seqs: int | None = Field(default=None, ge=1)
 
 
 def _model_kind(data: Any) -> str:
@@ -393,6 +396,9 @@ class ProxyLimits(StrictModel):
     upstream_timeout: float | None = Field(default=None, gt=0)
     log_max_bytes: int | None = Field(default=None, gt=0)
     log_backups: int | None = Field(default=None, gt=0)
+    max_in_flight: int | None = Field(default=None, gt=0)
+    queue_ping_seconds: float | None = Field(default=None, gt=0)
+    metrics_keys: int | None = Field(default=None, gt=0)
 
     def set_values(self) -> dict[str, int | float]:
         return {k: v for k, v in self.model_dump().items() if v is not None}

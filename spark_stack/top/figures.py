@@ -39,6 +39,10 @@ PROXY_REQUESTS = "spark_proxy_requests_total"
 PROXY_ERRORS = "spark_proxy_errors_total"
 PROXY_HTTP = "spark_proxy_http_requests_total"
 PROXY_TTFT = "spark_proxy_ttft_seconds"
+KEY_RUNNING = "spark_proxy_key_running"
+KEY_QUEUED = "spark_proxy_key_queued"
+KEY_REQUESTS = "spark_proxy_key_requests_total"
+KEY_OUTPUT = "spark_proxy_key_output_tokens_total"
 
 # The error type Anthropic's API (and so the proxy) answers with each status.
 ERROR_TYPES = {
@@ -294,7 +298,7 @@ def proxy_figures(source: ProxySource, models: Sequence[ModelSource]) -> dict[st
         "url": source.url, "state": "running", "error": None, "requests_per_s": None,
         "errors_per_s": None, "requests_total": None, "errors_total": None,
         "errors_by_type": {}, "ttft_seconds": {"p50": None, "p95": None},
-        "added_ttft_ms": {},
+        "added_ttft_ms": {}, "keys": [],
     }
     window = _window(source.after, source.before, missing=0.0)
     if window is None:
@@ -308,7 +312,36 @@ def proxy_figures(source: ProxySource, models: Sequence[ModelSource]) -> dict[st
     entry["errors_by_type"] = errors_by_type(window.after)
     entry["ttft_seconds"] = quantiles(window.recent_buckets(PROXY_TTFT))
     entry["added_ttft_ms"] = {m.name: added_ttft_ms(window, m) for m in models}
+    entry["keys"] = key_figures(window)
     return entry
+
+
+def key_figures(window: _Window) -> list[dict[str, Any]]:
+    """Per key the proxy reports (``other`` sums the keys beyond its limit): requests running
+    and queued now, requests/s and generated tokens/s; keys with nothing to show are left out."""
+    names = sorted({s.labels["key"] for name in (KEY_RUNNING, KEY_REQUESTS)
+                    for s in window.after.select(name) if "key" in s.labels})
+    out = []
+    for key in names:
+        figures = {
+            "name": key,
+            "running": window.after.total(KEY_RUNNING, key=key) or 0.0,
+            "queued": window.after.total(KEY_QUEUED, key=key) or 0.0,
+            "requests_per_s": _key_rate(window, KEY_REQUESTS, key),
+            "output_tokens_per_s": _key_rate(window, KEY_OUTPUT, key),
+        }
+        if figures["running"] or figures["queued"] or figures["requests_per_s"] or (
+                window.after.total(KEY_REQUESTS, key=key)):
+            out.append(figures)
+    return out
+
+
+def _key_rate(window: _Window, name: str, key: str) -> float | None:
+    if window.before is None or not window.seconds:
+        return None
+    delta = counter_delta(window.before.total(name, key=key) or 0.0,
+                          window.after.total(name, key=key) or 0.0)
+    return None if delta is None else delta / window.seconds
 
 
 def errors_by_type(scrape: Scrape) -> dict[str, float]:

@@ -164,6 +164,7 @@ def test_metrics_round_trip_through_prometheus_parser_with_the_right_types() -> 
     route.duration.observe(0.3)
     app.metrics.route("other", "q").requests = 1
     app.metrics.count_http("/v1/messages", 200)
+    app.metrics.key("ann").requests = 2
     _, headers, text = call(app, "/metrics", method="GET")
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
     families = {f.name: f for f in text_string_to_metric_families(text.decode())}
@@ -177,6 +178,14 @@ def test_metrics_round_trip_through_prometheus_parser_with_the_right_types() -> 
         "spark_proxy_leaked_tool_markup": "counter",
         "spark_proxy_ttft_seconds": "histogram",
         "spark_proxy_duration_seconds": "histogram",
+        **{f"spark_proxy_key_{name}": "counter" for name in (
+            "requests", "errors", "rate_limited", "input_tokens", "cached_input_tokens",
+            "output_tokens", "queue_wait_seconds")},
+        "spark_proxy_key_running": "gauge",
+        "spark_proxy_key_queued": "gauge",
+        "spark_proxy_upstream_capacity": "gauge",
+        "spark_proxy_upstream_in_flight": "gauge",
+        "spark_proxy_upstream_queued": "gauge",
     }
     assert {name: f.type for name, f in families.items()} == expected
     assert all(f.samples for f in families.values())

@@ -13,7 +13,7 @@ from spark_stack.cli import main
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 # Arguments after these commands belong to another program (Claude Code), not spark-stack.
 PASS_THROUGH = {"claude"}
-GROUPS = {"export"}
+GROUPS = {"export", "keys"}
 
 
 def _help(argv: list[str]) -> str:

@@ -3,13 +3,16 @@ histogram quantiles from bucket deltas, and the figures built from two reads."""
 
 from __future__ import annotations
 
+import io
 import math
 from bisect import bisect_left
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from rich.console import Console
 
+from spark_stack.cli.top_view import History, render
 from spark_stack.host_facts import HostFacts
 from spark_stack.simulator.metrics import Metrics
 from spark_stack.top.figures import (
@@ -131,9 +134,19 @@ def test_figures_from_two_reads_of_vllm_and_the_proxy() -> None:
         'spark_proxy_ttft_seconds_bucket{route="*",upstream="qwen",le="+Inf"} 4',
         'spark_proxy_ttft_seconds_sum{route="*",upstream="qwen"} 1.4',
         'spark_proxy_ttft_seconds_count{route="*",upstream="qwen"} 4',
+        "# TYPE spark_proxy_key_requests_total counter",
+        'spark_proxy_key_requests_total{key="ann"} 9',
+        "# TYPE spark_proxy_key_output_tokens_total counter",
+        'spark_proxy_key_output_tokens_total{key="ann"} 900',
+        "# TYPE spark_proxy_key_running gauge",
+        'spark_proxy_key_running{key="ann"} 4',
+        'spark_proxy_key_running{key="owner"} 0',
+        "# TYPE spark_proxy_key_queued gauge",
+        'spark_proxy_key_queued{key="ann"} 12',
+        'spark_proxy_key_queued{key="owner"} 0',
     ]) + "\n"
     proxy_before = proxy_text.replace("} 7", "} 3").replace("1.4", "0.03").replace(
-        "} 4\n", "} 1\n")
+        "} 4\n", "} 1\n").replace("} 900", "} 500").replace("} 9\n", "} 8\n")
     model = ModelSource("qwen", "qwen3.6", "simulator", None, "http://x/metrics", second, first)
     proxy = ProxySource("http://p", True, Reading(12.0, parse(proxy_text)),
                         Reading(10.0, parse(proxy_before)))
@@ -154,11 +167,17 @@ def test_figures_from_two_reads_of_vllm_and_the_proxy() -> None:
         1 + engine.accepted_tokens / engine.drafts)
     p = out["proxy"]
     assert p["requests_per_s"] == 2.0 and p["requests_total"] == 7
+    # The owner, idle and without requests, is left out.
+    assert p["keys"] == [{"name": "ann", "running": 4, "queued": 12, "requests_per_s": 0.5,
+                          "output_tokens_per_s": 200.0}]
     assert p["errors_by_type"] == {"invalid_request_error": 1, "overloaded_error": 1,
                                    "stream_error": 1}
     # The proxy's 3 new requests averaged (1.4 - 0.03) / 3 s; vLLM's 3 new ones 1.3 / 3 s.
     assert p["added_ttft_ms"]["qwen"]["recent"] == pytest.approx((1.37 - 1.3) / 3 * 1000)
     assert out["hosts"][0]["memory"]["available_fraction"] == 0.25
+    screen = Console(width=80, record=True, file=io.StringIO())
+    screen.print(render(out, History(), 0, 80))
+    assert "keys ann 4 run 12 queued 200 tok/s" in screen.export_text()
 
 
 def test_what_cannot_be_read_is_said_not_guessed() -> None:
