@@ -556,6 +556,23 @@ def test_a_replace_the_engine_refuses_rolls_back(real: Deployed) -> None:
     assert code == 0 and report["healthy"] is True, report
 
 
+
+def test_down_removes_the_engine_and_status_says_so(real: Deployed) -> None:
+    done = real.stack.cli("down")
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = docker.DockerClient(base_url=real.stack.testhost.local_docker_url, timeout=60)
+    try:
+        left = client.containers.list(all=True,
+                                      filters={"label": f"{LABEL_STACK}={real.stack.name}"})
+    finally:
+        client.close()
+    assert left == []
+    code, report = real.stack.cli_json("status")
+    assert code != 0 and report["healthy"] is False, report
+    assert report["models"][0]["state"] == "missing", report
+    assert report["proxy"]["running"] is False, report
+
+
 def _flag_newer_than_032() -> str:
     """A switch spark-stack's newest flag set (0.33) knows and vLLM 0.32's parser does not,
     and that no stack field renders (validate refuses those in extra_args)."""
