@@ -111,15 +111,16 @@ def sim_stack_without_aliases(tmp_path: Path, claude_bin: Path,
     yield from _sim_stack(tmp_path, claude_bin, claude_home, None)
 
 
-def test_without_aliases_claude_code_reports_its_own_window(
+def test_without_aliases_claude_code_still_reports_the_stacks_window(
     sim_stack_without_aliases: SimStack,
 ) -> None:
-    # README ("The context window"): without claude.models Claude Code sends its own claude-…
-    # id, which it recognises, so it reports that model's window, not the stack's.
+    # README ("The context window"): without claude.models the launcher names, for each alias,
+    # the model the proxy routes Claude Code's own id to, so Claude Code sends that name and
+    # reports the stack's window (it used to send its claude-… id and assume 200,000).
     usage = result_of(sim_stack_without_aliases.launch("-p", "hi", "--output-format", "json"))
     [(model, figures)] = usage["modelUsage"].items()
-    assert model.startswith("claude-")
-    assert figures["contextWindow"] == CLAUDE_OWN_WINDOW
+    assert model == "qwen"
+    assert figures["contextWindow"] == WINDOW != CLAUDE_OWN_WINDOW
 
 
 def test_claude_code_believes_the_stacks_window(sim_stack: SimStack) -> None:

@@ -93,6 +93,15 @@ def ask(url: str, key: str, text: str = "hello", *, stream: bool = False,
                       timeout=timeout)
 
 
+def accepted(url: str, key: str, within: float = 2.0) -> None:
+    """Wait until the running proxy has read a new key (it re-reads keys.json every 250 ms):
+    `keys add` returns as soon as the file is written."""
+    deadline = time.monotonic() + within
+    while httpx.get(f"{url}/v1/models", headers={"x-api-key": key}, timeout=5).status_code == 401:
+        assert time.monotonic() < deadline, f"the proxy did not accept the new key in {within} s"
+        time.sleep(0.05)
+
+
 def script(**plan: object) -> str:
     return "SIM_SCRIPT: " + json.dumps(plan)
 
@@ -277,6 +286,7 @@ def test_a_corrupt_usage_database_is_logged_and_requests_still_served(tmp_path: 
 
 def test_a_locked_usage_database_delays_writes_but_not_requests(team: Stack) -> None:
     key = json.loads(team.cli("keys", "add", "locked", "--json").stdout)["key"]
+    accepted(team.url, key)
     assert ask(team.url, key).status_code == 200
     time.sleep(1.0)
     lock = sqlite3.connect(team.state / "usage.db", isolation_level=None)

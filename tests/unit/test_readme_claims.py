@@ -72,14 +72,18 @@ def test_the_readme_names_the_moe_backend_the_presets_use() -> None:
 
 
 def test_the_readme_says_which_window_claude_code_reports_without_aliases() -> None:
-    # tests/e2e/test_claude_code_sessions.py runs the pinned CLI and checks the 200,000
+    # tests/e2e/test_claude_code_sessions.py runs the pinned CLI and checks it
     readme = _flat(README)
     contract = readme[readme.index("**The context window.**"):]
-    assert ("*Without `claude.models` aliases* Claude Code sends its own `claude-…` ids, which it "
-            "recognises, and reports its own window for them, not the stack's") in contract
-    assert "`modelUsage.<claude id>.contextWindow` 200,000 with the pinned CLI" in contract
+    assert ("*Without `claude.models` aliases* the launcher still sets each alias variable, to the "
+            "model the proxy routes Claude Code's own id for that alias to") in contract
     e2e = (Path(__file__).resolve().parents[1] / "e2e" / "test_claude_code_sessions.py")
-    assert "CLAUDE_OWN_WINDOW = 200_000" in e2e.read_text()
+    assert "test_without_aliases_claude_code_still_reports_the_stacks_window" in e2e.read_text()
+    stack = load_stack_text("name: s\nmodels:\n  - {name: q, kind: simulator, "
+                            "max_model_len: 40000}\n", lint=False).stack
+    script = launcher.render_launcher(resolve(stack), token_path=Path("/t"))
+    for alias in ("OPUS", "SONNET", "HAIKU"):
+        assert f"export ANTHROPIC_DEFAULT_{alias}_MODEL=q\n" in script
 
 
 def test_the_readme_says_what_down_purge_removes() -> None:
