@@ -215,6 +215,9 @@ class ContainerModel(_ModelBase):
     # One model across several hosts (two Sparks): the first is the head, which serves the API;
     # the link between them is the stack's ``cluster`` section.
     hosts: list[str] | None = None
+    # The same model as full copies, one per host (twice the sessions, not a bigger model):
+    # the proxy sends each session to one of them (proxy/dispatch.py).
+    replicas: list[str] | None = None
     tensor_parallel_size: int | None = Field(default=None, ge=1)
     image: str | None = None
     model: str | None = None
@@ -473,6 +476,8 @@ class Stack(StrictModel):
         hosts = self.all_hosts()
         if model.hosts:
             return hosts.get(model.hosts[0])
+        if model.replicas:
+            return hosts.get(model.replicas[0])
         if model.host is not None:
             return hosts.get(model.host)
         if len(hosts) == 1:

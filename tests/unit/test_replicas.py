@@ -1,0 +1,158 @@
+"""A model with replicas (a full copy per host): the stack file, the plan, the proxy's config,
+and `up`/`status`/`logs`/`down` on two fake Sparks through the single-host engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spark_stack.deploy.down import down
+from spark_stack.deploy.logs import logs
+from spark_stack.deploy.status import status
+from spark_stack.deployment import resolve
+from spark_stack.errors import StackFileError
+from spark_stack.render import plan_document
+from spark_stack.stack import schema
+from spark_stack.stack.loader import load_stack_text
+from tests.fakes.host import FakeHosts, two_sparks, up_actions
+
+IMAGE = "vllm/vllm-openai:v0.28.0"
+
+
+def doc(**model: object) -> dict[str, object]:
+    qwen = {"name": "qwen", "image": IMAGE, "model": "org/qwen", "replicas": ["a", "b"],
+            "port": 8000, "max_model_len": 65536, **model}
+    return {"name": "pair", "hosts": {"a": {"address": "spark-a"}, "b": {"address": "spark-b"}},
+            "models": [{k: v for k, v in qwen.items() if v is not None}]}
+
+
+def load(data: dict[str, object]) -> schema.Stack:
+    return load_stack_text(yaml.safe_dump(data, sort_keys=False), lint=False).stack
+
+
+def problems(data: dict[str, object]) -> list[tuple[str, int | None, str, str]]:
+    with pytest.raises(StackFileError) as caught:
+        load_stack_text(yaml.safe_dump(data, sort_keys=False), filename="s.yaml")
+    return [(p.key_path, p.line, p.message, p.fix or "") for p in caught.value.problems]
+
+
+def test_each_replica_is_the_same_container_on_its_own_host() -> None:
+    deployment = resolve(load(doc()))
+    (model,) = deployment.models
+    assert [(r.host_key, r.endpoint) for r in model.replicas] == [
+        ("a", "http://spark-a:8000/v1"), ("b", "http://spark-b:8000/v1")]
+    by_host = deployment.containers_by_host()
+    assert sorted(by_host) == ["a", "b"]
+    (on_a,), (on_b,) = by_host["a"], by_host["b"]
+    assert on_a.container == on_b.container == model.container
+    assert on_a.container is not None and on_a.container.name == "spark-stack-pair-qwen"
+    assert (on_a.host_key, on_a.endpoint) == ("a", "http://spark-a:8000/v1")
+    assert (on_b.host_key, on_b.endpoint) == ("b", "http://spark-b:8000/v1")
+
+
+def test_the_proxy_gets_one_upstream_per_replica_and_the_replica_set() -> None:
+    config = resolve(load(doc())).proxy_config({"qwen": "k"}, None)
+    assert config.replicas == {"qwen": ["qwen@a", "qwen@b"]}
+    assert config.upstreams["qwen@a"].base_url == "http://spark-a:8000/v1"
+    assert config.upstreams["qwen@b"].base_url == "http://spark-b:8000/v1"
+    assert {u.api_key for u in config.upstreams.values()} == {"k"}
+    assert {u.max_model_len for u in config.upstreams.values()} == {65536}
+    # The config survives its own JSON (the proxy's validation of replicas included).
+    assert type(config).from_json(config.to_json()) == config
+
+
+def test_plan_shows_each_replicas_docker_run_line() -> None:
+    from spark_stack.stack.loader import load_stack_text as loader
+
+    loaded = loader(yaml.safe_dump(doc()), lint=False)
+    plan = plan_document(loaded, resolve(loaded.stack))
+    (model,) = plan.models
+    assert [(r.host, r.upstream) for r in model.replicas] == [
+        ("a (spark-a)", "http://spark-a:8000/v1"), ("b (spark-b)", "http://spark-b:8000/v1")]
+    assert all(r.docker_run.startswith("docker run -d --name spark-stack-pair-qwen ")
+               for r in model.replicas)
+
+
+def test_plan_text_names_each_replica(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from spark_stack.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc()))
+    assert main(["--stack", str(path), "plan"]) == 0
+    output = capsys.readouterr().out
+    assert "2 replicas" in output
+    assert "replica on a (spark-a), serves at http://spark-a:8000/v1" in output
+    assert "replica on b (spark-b), serves at http://spark-b:8000/v1" in output
+    assert output.count("docker run -d --name spark-stack-pair-qwen") == 2
+
+
+def test_duplicate_unknown_and_multi_node_replicas_are_refused_at_their_line() -> None:
+    found = problems(doc(replicas=["a", "a", "c"]))
+    assert ("models[0].replicas[1]", 13,
+            "host 'a' appears twice in the replicas of model 'qwen'",
+            "name each host once (one copy of the model per host)") in found
+    unknown = next(p for p in found if p[0] == "models[0].replicas[2]")
+    assert unknown[1:3] == (14, "replica 'c' of model 'qwen' is an unknown host")
+    assert "define it under 'hosts:'" in unknown[3]
+
+
+def test_a_replica_host_that_is_also_a_multi_node_host_is_refused() -> None:
+    data = doc(hosts=["a", "b"])
+    data["cluster"] = {"link": {"a": {"interface": "enp1s0f1np1", "address": "192.168.100.10"},
+                                "b": {"interface": "enp1s0f1np1", "address": "192.168.100.11"}}}
+    found = problems(data)
+    (both,) = [p for p in found if "'replicas' and 'hosts'" in p[2]]
+    assert both[0] == "models[0].hosts" and both[1] is not None
+    assert "host 'a' is in both" in both[2]
+    assert both[3].startswith("keep 'replicas'")
+
+
+def test_host_and_replicas_together_are_refused() -> None:
+    found = problems(doc(host="a"))
+    assert any(p[0] == "models[0].host" and "both 'host' and 'replicas'" in p[2]
+               for p in found)
+
+
+# --- up, status, logs, down on two fake Sparks ---------------------------------------------
+
+@pytest.fixture
+def sparks(tmp_path: Path, spark_stack_home: Path) -> FakeHosts:
+    return two_sparks(tmp_path, IMAGE)
+
+
+def test_up_starts_a_copy_on_each_host_then_keeps_them_and_down_removes_both(
+    sparks: FakeHosts,
+) -> None:
+    stack = load(doc())
+    assert up_actions(stack, sparks) == [("create", "qwen"), ("create", "qwen")]
+    for host in sparks.hosts.values():
+        (container,) = host.docker.containers.values()
+        assert container["Name"].lstrip("/") == "spark-stack-pair-qwen"
+        assert container["State"]["Status"] == "running"
+    assert up_actions(stack, sparks) == [("keep", "qwen"), ("keep", "qwen")]
+    result = down(stack, connect=sparks.connect)
+    assert result.removed == ["spark-stack-pair-qwen", "spark-stack-pair-qwen"]
+    assert all(h.docker.containers == {} for h in sparks.hosts.values())
+
+
+def test_status_shows_each_replicas_health(sparks: FakeHosts) -> None:
+    stack = load(doc())
+    up_actions(stack, sparks)
+    for container in sparks.hosts["b"].docker.containers.values():
+        container["State"]["Status"] = "exited"
+    report = status(resolve(stack), connect=sparks.connect, probe=sparks.probe)
+    rows = [(m["name"], m["host"], m["endpoint"], m["state"], m["healthy"])
+            for m in report["models"]]
+    assert rows == [("qwen", "a", "http://spark-a:8000/v1", "running", True),
+                    ("qwen", "b", "http://spark-b:8000/v1", "exited", False)]
+
+
+def test_logs_prefix_each_replica_with_its_host(sparks: FakeHosts) -> None:
+    stack = load(doc())
+    up_actions(stack, sparks)
+    chunks = list(logs(resolve(stack), "qwen", tail=None, follow=False,
+                       connect=sparks.connect))
+    assert [label for label, _ in chunks] == ["qwen [a]", "qwen [b]"]
