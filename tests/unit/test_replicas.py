@@ -156,3 +156,18 @@ def test_logs_prefix_each_replica_with_its_host(sparks: FakeHosts) -> None:
     chunks = list(logs(resolve(stack), "qwen", tail=None, follow=False,
                        connect=sparks.connect))
     assert [label for label, _ in chunks] == ["qwen [a]", "qwen [b]"]
+
+
+def test_status_text_names_each_replica_by_its_host(sparks: FakeHosts) -> None:
+    from rich.console import Console
+
+    from spark_stack.cli.cmd_status import _render
+
+    stack = load(doc())
+    up_actions(stack, sparks)
+    report = status(resolve(stack), connect=sparks.connect, probe=sparks.probe)
+    console = Console(record=True, width=120)
+    console.print(_render(report))
+    text = console.export_text()
+    assert "qwen [a]: serves 'org/qwen' at http://spark-a:8000/v1" in text
+    assert "qwen [b]: serves 'org/qwen' at http://spark-b:8000/v1" in text
