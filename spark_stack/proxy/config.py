@@ -110,6 +110,8 @@ class ProxyConfig:
     # The team's keys and the usage database (set by `up`: the stack's state directory).
     keys_file: str | None = None
     usage_db: str | None = None
+    # Where `up` steers the running proxy (drained replicas, a reloaded config: control.py).
+    control_dir: str | None = None
 
     def with_own_names(self) -> ProxyConfig:
         """This config plus a rule for each upstream's own and served name (for configs
@@ -169,6 +171,7 @@ class ProxyConfig:
                 repair_tool_markup=bool(raw.get("repair_tool_markup", False)),
                 keys_file=_optional_str(raw.get("keys_file")),
                 usage_db=_optional_str(raw.get("usage_db")),
+                control_dir=_optional_str(raw.get("control_dir")),
                 **_limits(raw),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -286,6 +286,9 @@ class Dispatcher:
         self.pools = {name: Pool(name, max(1, capacity)) for name, capacity in capacities.items()}
         self.replicas = {name: tuple(names) for name, names in (replicas or {}).items()}
         self.down: set[str] = set()
+        # Replicas a rolling replace is about to stop: no new request goes there while
+        # another replica is up (control.py); what runs there finishes.
+        self.drained: frozenset[str] = frozenset()
 
     def replica(self, model: str, session: Callable[[], bytes]) -> str:
         """The replica serving ``model`` for this request's session (``session`` is called
@@ -293,7 +296,8 @@ class Dispatcher:
         names = self.replicas.get(model)
         if names is None:
             return model
-        healthy = [n for n in names if n not in self.down] or list(names)
+        up = [n for n in names if n not in self.down]
+        healthy = [n for n in up if n not in self.drained] or up or list(names)
         return healthy[0] if len(healthy) == 1 else rendezvous(session(), healthy)
 
     def mark_down(self, replica: str, model: str) -> bool:
@@ -304,6 +308,18 @@ class Dispatcher:
             return False
         self.down.add(replica)
         return any(name not in self.down for name in names)
+
+    def busy(self, replica: str) -> int:
+        """Requests ``replica`` runs or has queued."""
+        pool = self.pools[replica]
+        return pool.in_flight + len(pool.queue)
+
+    def resize(self, capacities: Mapping[str, int]) -> None:
+        """New slot counts (a reloaded config); a pool that grew admits its waiters at once."""
+        for name, capacity in capacities.items():
+            pool = self.pools[name]
+            pool.capacity = max(1, capacity)
+            self._grant(pool)
 
     def admit(self, caller: Caller, replica: str, now: float | None = None) -> Ticket | Waiter:
         """A slot now, or a place in the replica's queue (await it with :meth:`wait`).

@@ -3,20 +3,26 @@ and `up`/`status`/`logs`/`down` on two fake Sparks through the single-host engin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from spark_stack.deploy.down import down
 from spark_stack.deploy.logs import logs
+from spark_stack.deploy.report import QuietReporter
 from spark_stack.deploy.status import status
+from spark_stack.deploy.up import UpOptions, up
 from spark_stack.deployment import resolve
-from spark_stack.errors import StackFileError
+from spark_stack.errors import NotHealthy, StackFileError
 from spark_stack.render import plan_document
 from spark_stack.stack import schema
 from spark_stack.stack.loader import load_stack_text
-from tests.fakes.host import FakeHosts, two_sparks, up_actions
+from tests.fakes.host import FakeHosts, fake_edges, two_sparks, up_actions
 
 IMAGE = "vllm/vllm-openai:v0.28.0"
 
@@ -171,3 +177,78 @@ def test_status_text_names_each_replica_by_its_host(sparks: FakeHosts) -> None:
     text = console.export_text()
     assert "qwen [a]: serves 'org/qwen' at http://spark-a:8000/v1" in text
     assert "qwen [b]: serves 'org/qwen' at http://spark-b:8000/v1" in text
+
+
+# --- rolling replace ----------------------------------------------------------------------
+
+def recording(sparks: FakeHosts) -> tuple[list[str], Any]:
+    """Every docker call on either host and every drain, in one order."""
+    events: list[str] = []
+    for key, host in sparks.hosts.items():
+        original = host.docker.create_and_start
+
+        def create(spec, env, secrets, home, _original=original, _key=key):  # type: ignore[no-untyped-def]
+            events.append(f"start {_key}")
+            return _original(spec, env, secrets, home)
+
+        host.docker.create_and_start = create  # type: ignore[method-assign]
+        stop = host.docker.stop
+
+        def stopped(ident, timeout=10, _stop=stop, _key=key):  # type: ignore[no-untyped-def]
+            events.append(f"stop {_key}")
+            return _stop(ident, timeout)
+
+        host.docker.stop = stopped  # type: ignore[method-assign]
+
+    def drain(stack: str, reporter: Any) -> Any:
+        @contextmanager
+        def drained(upstream: str) -> Iterator[None]:
+            events.append(f"drain {upstream}")
+            try:
+                yield
+            finally:
+                events.append(f"back {upstream}")
+        return drained
+
+    return events, drain
+
+
+def roll(stack: schema.Stack, sparks: FakeHosts, drain: Any) -> list[tuple[str, str]]:
+    edges = replace(fake_edges(sparks), drain=drain)
+    result = up(stack, UpOptions(start_proxy=False), QuietReporter(), edges)
+    return [(a.kind, a.model) for a in result.actions]
+
+
+def test_a_changed_spec_replaces_one_replica_at_a_time_each_drained_first(
+    sparks: FakeHosts,
+) -> None:
+    events, drain = recording(sparks)
+    assert roll(load(doc()), sparks, drain) == [("create", "qwen"), ("create", "qwen")]
+    assert events == ["start a", "start b"]  # a first deploy starts both at once, no drain
+    events.clear()
+    assert roll(load(doc(max_model_len=32768)), sparks, drain) == [
+        ("replace", "qwen"), ("replace", "qwen")]
+    assert events == ["drain qwen@a", "stop a", "start a", "back qwen@a",
+                      "drain qwen@b", "stop b", "start b", "back qwen@b"]
+    for host in sparks.hosts.values():
+        (container,) = host.docker.containers.values()
+        assert container["State"]["Status"] == "running"
+        assert "32768" in container["Cmd"]
+
+
+def test_a_replica_that_fails_to_come_up_is_rolled_back_and_stops_the_roll(
+    sparks: FakeHosts,
+) -> None:
+    events, drain = recording(sparks)
+    roll(load(doc()), sparks, drain)
+    events.clear()
+    sparks.hosts["a"].docker.fail_if = lambda spec: "32768" in spec.command
+    with pytest.raises(NotHealthy, match="rolled back: the previous container serves again"):
+        roll(load(doc(max_model_len=32768)), sparks, drain)
+    assert events[:3] == ["drain qwen@a", "stop a", "start a"]
+    assert events[-1] == "back qwen@a"  # given back to the proxy, the old container serving
+    assert not any(e.endswith((" b", "@b")) for e in events)  # b was not touched
+    (old_a,) = sparks.hosts["a"].docker.containers.values()
+    assert old_a["State"]["Status"] == "running" and "65536" in old_a["Cmd"]
+    (old_b,) = sparks.hosts["b"].docker.containers.values()
+    assert old_b["State"]["Status"] == "running" and "65536" in old_b["Cmd"]
