@@ -173,7 +173,7 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
     snapshots, plans = look()
     if all(is_noop(actions) for actions in plans.values()) and not options.pull:
         for key, actions in plans.items():
-            _report(key, actions, reporter, result)
+            _report(deployment, key, actions, reporter, result)
         result.ready.update(settle(run, [
             (sessions[key], entry) for key, items in desired.items()
             for entry in start(sessions[key], run, items, snapshots[key], plans[key],
@@ -189,7 +189,7 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
                   for key, items in desired.items()}
     snapshots, plans = look(pulled)
     for key, actions in plans.items():
-        _report(key, actions, reporter, result)
+        _report(deployment, key, actions, reporter, result)
     # Preflight on every host before anything is pulled, stopped or started anywhere.
     facts = {}
     for key, items in desired.items():
@@ -240,9 +240,12 @@ def _hub_size(repo: str, token: str | None) -> int | None:
     return repo_size(repo, token=token)
 
 
-def _report(key: str, actions: list[Action], reporter: Reporter, result: UpResult) -> None:
+def _report(deployment: Deployment, key: str, actions: list[Action], reporter: Reporter,
+            result: UpResult) -> None:
+    replicated = {m.name for m in deployment.models if len(m.replicas) > 1}
     for action in actions:
-        if action.spec is not None and action.spec.rank is not None:
+        if action.spec is not None and (action.spec.rank is not None
+                                        or action.model in replicated):
             action = replace(action, host=key)
         reporter.action(action)
         result.actions.append(action)

@@ -210,6 +210,9 @@ def test_sessions_stick_to_one_replica_and_a_killed_one_costs_no_request(
     code, report = replicas.run_json("status")
     assert code == 0, report
     assert [(m["host"], m["healthy"]) for m in report["models"]] == [("a", True), ("b", True)]
+    code, out, err = replicas.run("logs", "qwen")
+    assert code == 0, out + err
+    assert out.index("==> qwen [a] <==") < out.index("==> qwen [b] <=="), out
 
     # 20 concurrent multi-turn sessions, each turn extending the last.
     sessions = [f"{replicas.name}-s{i}" for i in range(SESSIONS)]

@@ -252,3 +252,9 @@ def test_a_replica_that_fails_to_come_up_is_rolled_back_and_stops_the_roll(
     assert old_a["State"]["Status"] == "running" and "65536" in old_a["Cmd"]
     (old_b,) = sparks.hosts["b"].docker.containers.values()
     assert old_b["State"]["Status"] == "running" and "65536" in old_b["Cmd"]
+
+
+def test_up_names_the_replica_of_each_action(sparks: FakeHosts) -> None:
+    result = up(load(doc()), UpOptions(start_proxy=False), QuietReporter(), fake_edges(sparks))
+    assert [(a.kind, a.node) for a in result.actions] == [
+        ("create", "qwen [a]"), ("create", "qwen [b]")]
