@@ -90,6 +90,7 @@ class Replica:
     host_key: str
     host: schema.HostConfig
     endpoint: str  # OpenAI base URL ending in /v1, as this machine dials it
+    weight: float = 1.0  # its share of the sessions, relative to the others'
 
 
 def replica_upstream(model: str, host_key: str) -> str:
@@ -220,6 +221,7 @@ class Deployment:
         endpoints = endpoints or {}
         upstreams = {}
         replicas: dict[str, list[str]] = {}
+        weights: dict[str, float] = {}
         for m in self.models:
             upstream = Upstream(
                 name=m.name,
@@ -235,6 +237,8 @@ class Deployment:
                 names = [replica_upstream(m.name, r.host_key) for r in m.replicas]
                 for name, replica in zip(names, m.replicas, strict=True):
                     upstreams[name] = replace(upstream, name=name, base_url=replica.endpoint)
+                    if replica.weight != 1.0:
+                        weights[name] = replica.weight
                 replicas[m.name] = names
         return ProxyConfig(
             host=self.proxy.host,
@@ -243,6 +247,7 @@ class Deployment:
             upstreams=upstreams,
             routes=[Route(r.pattern, r.model, r.origin) for r in self.routes],
             replicas=replicas,
+            weights=weights,
             log_prompts=self.proxy.log_prompts,
             repair_tool_markup=self.proxy.repair_tool_markup,
             **self.proxy.limits,  # type: ignore[arg-type]
@@ -384,7 +389,8 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
         address = "127.0.0.1" if loopback or host is None else url_host(dial(host.address))
         return f"http://{address}:{spec.host_port}/v1"
 
-    replicas = tuple(Replica(k, hosts[k], endpoint(hosts[k])) for k in model.replicas or ())
+    replicas = tuple(Replica(r.host, hosts[r.host], endpoint(hosts[r.host]), r.weight)
+                     for r in model.replicas or ())
     return ModelDeployment(
         name=model.name, kind="container", served_name=name,
         endpoint=endpoint(host), key=KeySource.of(model.api_key),

@@ -41,6 +41,7 @@ class ReplicaPlan:
     host: str
     upstream: str
     docker_run: str
+    weight: float = 1.0  # its share of the sessions, relative to the others'
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ def _model_plan(model: ModelDeployment) -> ModelPlan:
         ],
         replicas=[
             ReplicaPlan(f"{replica.host_key} ({_host_text(replica.host)})", replica.endpoint,
-                        docker_run_command(spec))
+                        docker_run_command(spec), replica.weight)
             for replica in model.replicas
         ] if len(model.replicas) > 1 else [],
     )

@@ -168,7 +168,8 @@ def _print_model(model: ModelPlan, text: Callable[[str], None]) -> None:
         text(f"  {len(model.replicas)} replicas (each session sticks to one; `up` replaces "
              "them one at a time):")
         for replica in model.replicas:
-            text(f"  replica on {replica.host}, serves at {replica.upstream}")
+            weight = "" if replica.weight == 1 else f", weight {replica.weight:g}"
+            text(f"  replica on {replica.host}{weight}, serves at {replica.upstream}")
             text("    docker run:")
             text(f"      {replica.docker_run}")
     else:

@@ -280,9 +280,12 @@ class Dispatcher:
     """Replica choice, admission, the fair queue and per-key limits (see the module doc)."""
 
     def __init__(self, capacities: Mapping[str, int],
-                 replicas: Mapping[str, Sequence[str]] | None = None) -> None:
+                 replicas: Mapping[str, Sequence[str]] | None = None,
+                 weights: Mapping[str, float] | None = None) -> None:
         """``capacities``: replica (upstream) name → slots; ``replicas``: model (upstream)
-        name → the replicas serving it (default: each upstream is its own only replica)."""
+        name → the replicas serving it (default: each upstream is its own only replica);
+        ``weights``: a replica's share of the sessions (default 1)."""
+        self.weights = dict(weights or {})
         self.pools = {name: Pool(name, max(1, capacity)) for name, capacity in capacities.items()}
         self.replicas = {name: tuple(names) for name, names in (replicas or {}).items()}
         self.down: set[str] = set()
@@ -298,7 +301,9 @@ class Dispatcher:
             return model
         up = [n for n in names if n not in self.down]
         healthy = [n for n in up if n not in self.drained] or up or list(names)
-        return healthy[0] if len(healthy) == 1 else rendezvous(session(), healthy)
+        if len(healthy) == 1:
+            return healthy[0]
+        return rendezvous(session(), healthy, self.weights or None)
 
     def mark_down(self, replica: str, model: str) -> bool:
         """Take ``replica`` of ``model`` out after it failed a request (health checks bring it

@@ -109,7 +109,8 @@ class ProxyApp:
         self.dispatcher = Dispatcher(
             {name: upstream.max_num_seqs or config.max_in_flight
              for name, upstream in config.upstreams.items()},
-            {name: tuple(config.replicas.get(name, (name,))) for name in config.upstreams})
+            {name: tuple(config.replicas.get(name, (name,))) for name in config.upstreams},
+            config.weights)
         self.metrics.key_load = self._key_load
         self.metrics.slots = self.dispatcher.load
         self.usage = UsageWriter(Path(config.usage_db) if config.usage_db else None)

@@ -83,7 +83,7 @@ def _model_hosts(model: schema.ContainerModel) -> list[str]:
     if model.hosts:
         return list(dict.fromkeys(model.hosts))
     if model.replicas:
-        return list(dict.fromkeys(model.replicas))
+        return list(dict.fromkeys(model.replica_hosts))
     return [model.host or schema.DEFAULT_HOST_KEY]
 
 

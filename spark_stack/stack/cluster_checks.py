@@ -149,7 +149,7 @@ def replica_hosts(loaded: LoadedStack) -> list[Problem]:
     for index, model in enumerate(stack.models):
         if not isinstance(model, schema.ContainerModel) or model.replicas is None:
             continue
-        replicas = model.replicas
+        replicas = model.replica_hosts
         at = ("models", index, "replicas")
         if model.host is not None:
             problems.append(loaded.problem(

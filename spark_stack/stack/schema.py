@@ -24,6 +24,7 @@ from pydantic import (
     Tag,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -194,6 +195,19 @@ class Mount(StrictModel):
     read_only: bool = False
 
 
+class ReplicaEntry(StrictModel):
+    """A replica: its host's name, alone or with its share of the sessions
+    (``{host: spark-b, weight: 2}``)."""
+
+    host: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, value: Any) -> Any:
+        return {"host": value} if isinstance(value, str) else value
+
+
 GpuRequest = (
     Literal["all", "none"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]]
 )
@@ -216,8 +230,9 @@ class ContainerModel(_ModelBase):
     # the link between them is the stack's ``cluster`` section.
     hosts: list[str] | None = None
     # The same model as full copies, one per host (twice the sessions, not a bigger model):
-    # the proxy sends each session to one of them (proxy/dispatch.py).
-    replicas: list[str] | None = None
+    # the proxy sends each session to one of them (proxy/dispatch.py), in proportion to their
+    # weights.
+    replicas: list[ReplicaEntry] | None = None
     tensor_parallel_size: int | None = Field(default=None, ge=1)
     image: str | None = None
     model: str | None = None
@@ -255,6 +270,11 @@ class ContainerModel(_ModelBase):
     @property
     def multi_node(self) -> bool:
         return bool(self.hosts) and len(self.hosts or ()) > 1
+
+    @property
+    def replica_hosts(self) -> list[str]:
+        """The hosts of the replicas, in the file's order."""
+        return [r.host for r in self.replicas or ()]
 
     @property
     def tp_size(self) -> int | None:
@@ -477,7 +497,7 @@ class Stack(StrictModel):
         if model.hosts:
             return hosts.get(model.hosts[0])
         if model.replicas:
-            return hosts.get(model.replicas[0])
+            return hosts.get(model.replica_hosts[0])
         if model.host is not None:
             return hosts.get(model.host)
         if len(hosts) == 1:

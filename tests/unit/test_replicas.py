@@ -258,3 +258,32 @@ def test_up_names_the_replica_of_each_action(sparks: FakeHosts) -> None:
     result = up(load(doc()), UpOptions(start_proxy=False), QuietReporter(), fake_edges(sparks))
     assert [(a.kind, a.node) for a in result.actions] == [
         ("create", "qwen [a]"), ("create", "qwen [b]")]
+
+
+# --- weights ------------------------------------------------------------------------------
+
+def test_a_weighted_replica_gets_its_share_of_the_sessions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from spark_stack.cli import main
+    from spark_stack.proxy.config import ProxyConfig
+    from spark_stack.proxy.dispatch import Dispatcher
+
+    data = doc(replicas=["a", {"host": "b", "weight": 3}])
+    config = resolve(load(data)).proxy_config({}, None)
+    assert config.weights == {"qwen@b": 3.0}
+    assert ProxyConfig.from_json(config.to_json()) == config
+    dispatcher = Dispatcher({"qwen@a": 1, "qwen@b": 1}, config.replicas, config.weights)
+    picks = [dispatcher.replica("qwen", lambda i=i: f"s{i}".encode()) for i in range(4000)]
+    assert 0.72 < picks.count("qwen@b") / len(picks) < 0.78  # 3 / (1 + 3)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["--stack", str(path), "plan"]) == 0
+    assert "replica on b (spark-b), weight 3, serves at" in capsys.readouterr().out
+
+
+def test_a_weighted_replica_on_an_unknown_host_is_refused_at_its_host() -> None:
+    found = problems(doc(replicas=["a", {"host": "c", "weight": 2}]))
+    assert any(p[0] == "models[0].replicas[1]" and "unknown host" in p[2] for p in found)
+    found = problems(doc(replicas=["a", {"host": "b", "weight": 0}]))
+    assert any(p[0].startswith("models[0].replicas[1]") for p in found), found
