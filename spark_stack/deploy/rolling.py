@@ -65,6 +65,14 @@ def proxy_drain(stack: str, reporter: Reporter, *, wait: float = DRAIN_WAIT_S,
     return drained
 
 
+def clear_stale_drain(stack: str) -> None:
+    """Give back what an interrupted roll left drained (run under ``up``'s local lock: no
+    other roll is under way)."""
+    directory = proxy_state_dir(stack)
+    if control.read_drain(directory):
+        control.write_drain(directory, [])
+
+
 def _wait_idle(directory: Path, upstream: str, reporter: Reporter, wait: float,
                clock: Callable[[], float]) -> None:
     reporter.step(f"draining {upstream}: no new requests; waiting for the ones it runs")

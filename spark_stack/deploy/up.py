@@ -45,7 +45,7 @@ from .lock import StackLock
 from .nodes import same_image, together
 from .preflight import validate_skips
 from .report import Reporter
-from .rolling import Drain, proxy_drain, rolling_order
+from .rolling import Drain, clear_stale_drain, proxy_drain, rolling_order
 from .simulators import apply_simulators
 
 
@@ -127,6 +127,7 @@ def _up(deployment: Deployment, options: UpOptions, connect: Connect, run: HostR
     # waits for the whole run, so it cannot remove what this run then reports as ready.
     with ExitStack() as held:
         held.enter_context(LocalLock(deployment.stack, wait_seconds=options.wait_lock))
+        clear_stale_drain(deployment.stack)  # an `up` killed mid-roll left a replica drained
         if desired:
             _apply_hosts(deployment, desired, connect, run, options, reporter, result, held,
                          drain)

@@ -287,3 +287,13 @@ def test_a_weighted_replica_on_an_unknown_host_is_refused_at_its_host() -> None:
     assert any(p[0] == "models[0].replicas[1]" and "unknown host" in p[2] for p in found)
     found = problems(doc(replicas=["a", {"host": "b", "weight": 0}]))
     assert any(p[0].startswith("models[0].replicas[1]") for p in found), found
+
+
+def test_a_replica_left_drained_by_an_interrupted_up_is_given_back(sparks: FakeHosts) -> None:
+    from spark_stack.paths import proxy_state_dir
+    from spark_stack.proxy import control
+
+    state = proxy_state_dir("pair")
+    control.write_drain(state, ["qwen@a"])  # `up` was killed between drain and give-back
+    up_actions(load(doc()), sparks)
+    assert control.read_drain(state) == frozenset()
