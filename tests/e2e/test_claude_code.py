@@ -26,16 +26,11 @@ import pytest
 import yaml
 
 from spark_stack.spec import LABEL_STACK
+from tests.helpers import CLAUDE_HERMETIC_ENV, claude_result
 from tests.testhost import HostInfo
 
 # What every Claude Code run gets: nothing leaves the machine, one retry at most.
-HERMETIC = {
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "DISABLE_TELEMETRY": "1",
-    "DISABLE_AUTOUPDATER": "1",
-    "DISABLE_ERROR_REPORTING": "1",
-    "CLAUDE_CODE_MAX_RETRIES": "1",
-}
+HERMETIC = {**CLAUDE_HERMETIC_ENV, "CLAUDE_CODE_MAX_RETRIES": "1"}
 CLAUDE_TIMEOUT = 120
 
 
@@ -96,14 +91,7 @@ class Deployed:
             text=True, timeout=CLAUDE_TIMEOUT, stdin=subprocess.DEVNULL,
         )
         elapsed = time.monotonic() - started
-        result: dict[str, Any] = {}
-        for line in reversed(done.stdout.strip().splitlines()):
-            try:
-                result = json.loads(line)
-                break
-            except ValueError:
-                continue
-        return done, result, elapsed
+        return done, claude_result(done.stdout), elapsed
 
     def proxy_state(self) -> Path:
         return self.state_home / "stacks" / self.name

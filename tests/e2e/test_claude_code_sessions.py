@@ -24,18 +24,13 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import REPO_ROOT
-from tests.helpers import free_port
+from tests.helpers import CLAUDE_HERMETIC_ENV, free_port
 
 WINDOW = 40000
 CLAUDE_OWN_WINDOW = 200_000  # what the pinned Claude Code assumes for its own models
 CLAUDE_TIMEOUT = 120
 # What the test's own shell exports; everything about the stack comes from the launcher.
-HERMETIC = {
-    "DISABLE_TELEMETRY": "1",
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "DISABLE_AUTOUPDATER": "1",
-    "DISABLE_ERROR_REPORTING": "1",
-}
+HERMETIC = CLAUDE_HERMETIC_ENV
 
 
 @dataclass

@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from spark_stack.spec import LABEL_STACK
-from tests.helpers import free_port
+from tests.helpers import CLAUDE_HERMETIC_ENV, claude_result, free_port
 from tests.realvllm import scripts
 from tests.testhost import HostInfo, TestHostError
 from tests.testhost.vllm_cpu import ENGINE_DIR, ENGINE_IMAGE, ensure_engine_image, make_model
@@ -46,13 +46,7 @@ SERVED = "tiny-qwen3"
 # engine), as it should on any window that small.
 MAX_MODEL_LEN = 65536
 START_TIMEOUT = 600
-HERMETIC = {
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "DISABLE_TELEMETRY": "1",
-    "DISABLE_AUTOUPDATER": "1",
-    "DISABLE_ERROR_REPORTING": "1",
-    "CLAUDE_CODE_MAX_RETRIES": "1",
-}
+HERMETIC = {**CLAUDE_HERMETIC_ENV, "CLAUDE_CODE_MAX_RETRIES": "1"}
 BASH_TOOL = {
     "name": "Bash",
     "description": "Run a shell command.",
@@ -472,14 +466,7 @@ def _claude(stack: RealStack, claude_bin: Path, args: list[str], cwd: Path,
     done = subprocess.run([str(stack.launcher), *args, "--output-format", "json"], env=env,
                           cwd=cwd, capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)
-    result: dict[str, Any] = {}
-    for line in reversed(done.stdout.strip().splitlines()):
-        try:
-            result = json.loads(line)
-            break
-        except ValueError:
-            continue
-    return done, result
+    return done, claude_result(done.stdout)
 
 
 def _claude_home(root: Path) -> Path:
@@ -554,6 +541,23 @@ def test_a_replace_the_engine_refuses_rolls_back(real: Deployed) -> None:
     real.stack.write(max_model_len=40960)
     code, report = real.stack.cli_json("status")
     assert code == 0 and report["healthy"] is True, report
+
+
+
+def test_down_removes_the_engine_and_status_says_so(real: Deployed) -> None:
+    done = real.stack.cli("down")
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = docker.DockerClient(base_url=real.stack.testhost.local_docker_url, timeout=60)
+    try:
+        left = client.containers.list(all=True,
+                                      filters={"label": f"{LABEL_STACK}={real.stack.name}"})
+    finally:
+        client.close()
+    assert left == []
+    code, report = real.stack.cli_json("status")
+    assert code != 0 and report["healthy"] is False, report
+    assert report["models"][0]["state"] == "missing", report
+    assert report["proxy"]["running"] is False, report
 
 
 def _flag_newer_than_032() -> str:
