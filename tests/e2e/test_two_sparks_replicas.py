@@ -25,6 +25,7 @@ import docker
 import httpx
 import pytest
 
+from spark_stack.paths import proxy_state_dir
 from spark_stack.proxy.dispatch import rendezvous
 from tests.e2e.test_two_sparks import (  # noqa: F401  (fixtures)
     MODEL,
@@ -319,6 +320,11 @@ def test_a_rolling_update_under_load_fails_no_request(
         "draining qwen@a", f"starting spark-stack-{replicas.name}-qwen ({replicas.image})",
         "draining qwen@b", f"starting spark-stack-{replicas.name}-qwen ({replicas.image})"], out
     assert "the proxy took over the models' new settings (no restart)" in out, out
+    # The proxy confirmed each drain and each replica was idle before it was replaced.
+    assert "replacing it anyway" not in out, out
+    # …so no request even needed the retry on the other replica.
+    log = (proxy_state_dir(replicas.name) / "proxy.log").read_text()
+    assert "retrying on another replica" not in log, log[-2000:]
     for host in host_pair.hosts:
         [container] = _containers(daemons[host.ssh_alias], replicas.name)
         assert container.id != ids[host.ssh_alias]
