@@ -297,3 +297,16 @@ def test_a_replica_left_drained_by_an_interrupted_up_is_given_back(sparks: FakeH
     control.write_drain(state, ["qwen@a"])  # `up` was killed between drain and give-back
     up_actions(load(doc()), sparks)
     assert control.read_drain(state) == frozenset()
+
+
+def test_export_litellm_lists_every_replica_under_each_name() -> None:
+    from spark_stack.export_litellm import litellm_config, render_litellm_config
+
+    stack = load(doc())
+    deployment = resolve(stack)
+    entries = [(e["model_name"], e["litellm_params"]["api_base"])
+               for e in litellm_config(deployment)["model_list"]]
+    assert entries[:2] == [("qwen", "http://spark-a:8000/v1"), ("qwen", "http://spark-b:8000/v1")]
+    assert len(entries) == 2 * len(deployment.routes)
+    text = render_litellm_config(stack, deployment)
+    assert "# qwen: 2 replicas, one entry each; LiteLLM load-balances" in text
