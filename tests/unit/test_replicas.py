@@ -310,3 +310,22 @@ def test_export_litellm_lists_every_replica_under_each_name() -> None:
     assert len(entries) == 2 * len(deployment.routes)
     text = render_litellm_config(stack, deployment)
     assert "# qwen: 2 replicas, one entry each; LiteLLM load-balances" in text
+
+
+def test_top_reads_each_replica_under_its_upstream_name(spark_stack_home: Path) -> None:
+    from spark_stack.errors import HostUnreachable
+    from spark_stack.top.sampler import Sampler
+    from tests.helpers import free_port
+
+    def refuse(host: schema.HostConfig, trust: bool) -> Any:
+        raise HostUnreachable(f"Connection refused on port 22 of {host.address}")
+
+    port = free_port()  # nothing listens: vLLM is down on both
+    data = doc(port=port)
+    data["hosts"] = {"a": {"address": "127.0.0.1"}, "b": {"address": "127.0.0.2"}}
+    with Sampler(resolve(load(data)), open_connection=refuse) as sampler:
+        sampler.wait_for_hosts(5)
+        report = sampler.read()
+    assert [(m["name"], m["host"], m["metrics_url"], m["state"]) for m in report["models"]] == [
+        ("qwen@a", "a", f"http://127.0.0.1:{port}/metrics", "host unreachable"),
+        ("qwen@b", "b", f"http://127.0.0.2:{port}/metrics", "host unreachable")]
