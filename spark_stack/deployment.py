@@ -84,6 +84,21 @@ class Node:
 
 
 @dataclass(frozen=True)
+class Replica:
+    """One full copy of a model on its own host: a single-host container model there."""
+
+    host_key: str
+    host: schema.HostConfig
+    endpoint: str  # OpenAI base URL ending in /v1, as this machine dials it
+    weight: float = 1.0  # its share of the sessions, relative to the others'
+
+
+def replica_upstream(model: str, host_key: str) -> str:
+    """The proxy's upstream name of ``model``'s replica on ``host_key``."""
+    return f"{model}@{host_key}"
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     """One model as the stack deploys (container, simulator) or reaches (remote) it."""
 
@@ -109,10 +124,24 @@ class ModelDeployment:
     # How the nodes form one engine: vLLM's own multi-node mode, or a Ray cluster.
     distributed: Literal["native", "ray"] | None = None
     max_num_seqs: int | None = None  # requests run at once; None: unknown (vLLM's default)
+    # Full copies of the model, one per host (the same container on each): the proxy sends
+    # each session to one. The model's own host_key, host and endpoint are the first's.
+    replicas: tuple[Replica, ...] = ()
 
     @property
     def multi_node(self) -> bool:
         return bool(self.nodes)
+
+    def on_replica(self, replica: Replica) -> ModelDeployment:
+        """This model as one replica runs it: that host, and that host's endpoint."""
+        return replace(self, host_key=replica.host_key, host=replica.host,
+                       endpoint=replica.endpoint)
+
+    def views(self) -> list[ModelDeployment]:
+        """What runs on each host: one view per node or replica, else the model itself."""
+        if self.nodes:
+            return [self.on_node(n) for n in self.nodes]
+        return [self.on_replica(r) for r in self.replicas] or [self]
 
     def on_node(self, node: Node) -> ModelDeployment:
         """This model as one node runs it: that node's host and container (the endpoint
@@ -176,10 +205,11 @@ class Deployment:
 
     def containers_by_host(self) -> dict[str, list[ModelDeployment]]:
         """Per host, the containers it runs: a multi-node model appears on each of its hosts
-        as that node's view (:meth:`ModelDeployment.on_node`)."""
+        as that node's view (:meth:`ModelDeployment.on_node`), a replicated one as that
+        replica's (:meth:`ModelDeployment.on_replica`)."""
         grouped: dict[str, list[ModelDeployment]] = {}
         for model in self.of_kind("container"):
-            for view in [model.on_node(n) for n in model.nodes] or [model]:
+            for view in model.views():
                 assert view.host_key is not None  # validation: every container has a host
                 grouped.setdefault(view.host_key, []).append(view)
         return grouped
@@ -189,8 +219,11 @@ class Deployment:
         """The proxy's config: ``keys`` and ``token`` resolved by the caller; ``endpoints``
         replaces a model's endpoint (a tunnel's local end)."""
         endpoints = endpoints or {}
-        upstreams = {
-            m.name: Upstream(
+        upstreams = {}
+        replicas: dict[str, list[str]] = {}
+        weights: dict[str, float] = {}
+        for m in self.models:
+            upstream = Upstream(
                 name=m.name,
                 base_url=endpoints.get(m.name, m.endpoint),
                 served_name=m.served_name,
@@ -199,14 +232,22 @@ class Deployment:
                 thinking=m.thinking,
                 max_num_seqs=m.max_num_seqs,
             )
-            for m in self.models
-        }
+            upstreams[m.name] = upstream
+            if len(m.replicas) > 1:  # one upstream per copy; each session goes to one
+                names = [replica_upstream(m.name, r.host_key) for r in m.replicas]
+                for name, replica in zip(names, m.replicas, strict=True):
+                    upstreams[name] = replace(upstream, name=name, base_url=replica.endpoint)
+                    if replica.weight != 1.0:
+                        weights[name] = replica.weight
+                replicas[m.name] = names
         return ProxyConfig(
             host=self.proxy.host,
             port=self.proxy.port,
             token=token,
             upstreams=upstreams,
             routes=[Route(r.pattern, r.model, r.origin) for r in self.routes],
+            replicas=replicas,
+            weights=weights,
             log_prompts=self.proxy.log_prompts,
             repair_tool_markup=self.proxy.repair_tool_markup,
             **self.proxy.limits,  # type: ignore[arg-type]
@@ -343,16 +384,22 @@ def _model(stack: schema.Stack, model: schema.ModelConfig,
     nodes = _nodes(stack, model, hosts) if model.multi_node else ()
     spec = nodes[0].container if nodes else render_container(stack, model)
     loopback = model.bind == "loopback"
-    address = "127.0.0.1" if loopback or host is None else url_host(dial(host.address))
+
+    def endpoint(host: schema.HostConfig | None) -> str:
+        address = "127.0.0.1" if loopback or host is None else url_host(dial(host.address))
+        return f"http://{address}:{spec.host_port}/v1"
+
+    replicas = tuple(Replica(r.host, hosts[r.host], endpoint(hosts[r.host]), r.weight)
+                     for r in model.replicas or ())
     return ModelDeployment(
         name=model.name, kind="container", served_name=name,
-        endpoint=f"http://{address}:{spec.host_port}/v1", key=KeySource.of(model.api_key),
+        endpoint=endpoint(host), key=KeySource.of(model.api_key),
         thinking=thinking, tools=model.tool_call_parser is not None,
         max_model_len=model.max_model_len, host_key=key, host=host, container=spec,
         via_tunnel=loopback, readiness_timeout=model.readiness_timeout,
         gpu_memory_utilization=model.gpu_memory_utilization, nodes=nodes,
         distributed=stack.cluster.distributed if nodes and stack.cluster else None,
-        max_num_seqs=max_num_seqs_of(spec.command),
+        max_num_seqs=max_num_seqs_of(spec.command), replicas=replicas,
     )
 
 

@@ -10,6 +10,8 @@ The source document's ``litellm_config.yaml``, made correct for current LiteLLM:
 - A master key, by reference: LiteLLM's proxy refuses to start without one.
 - One entry per rule of the deployment's routing table, in the proxy's order: routes (LiteLLM
   matches ``*`` wildcards in ``model_name``), each model's own names, the catch-all ``*``.
+- A model with replicas: one entry per replica under the same ``model_name``, which LiteLLM
+  load-balances between (without keeping a session on one: the header says so).
 """
 
 from __future__ import annotations
@@ -120,16 +122,18 @@ def litellm_config(deployment: Deployment) -> dict[str, Any]:
     for rule in deployment.routes:
         _check_pattern(rule.pattern)
         model = by_name[rule.model]
-        entries.append(
-            {
-                "model_name": rule.pattern,
-                "litellm_params": {
-                    "model": PREFIX + model.served_name,
-                    "api_base": model.api_base,
-                    "api_key": model.api_key,
-                },
-            }
-        )
+        copies = deployment.model(rule.model).replicas
+        for api_base in [r.endpoint for r in copies] if len(copies) > 1 else [model.api_base]:
+            entries.append(
+                {
+                    "model_name": rule.pattern,
+                    "litellm_params": {
+                        "model": PREFIX + model.served_name,
+                        "api_base": api_base,
+                        "api_key": model.api_key,
+                    },
+                }
+            )
     token = deployment.proxy.token
     master = referenced_names(token)[0] if token and is_reference(token) else MASTER_KEY_ENV
     return {
@@ -168,6 +172,9 @@ def _header(stack: schema.Stack, deployment: Deployment, config: dict[str, Any],
         f"# {m.name}: {m.note}" for m in litellm_models(deployment).values() if m.note is not None
     ]
     lines += notes
+    lines += [f"# {m.name}: {len(m.replicas)} replicas, one entry each; LiteLLM load-balances "
+              "between them but does not keep a session on one (its prefix cache misses)"
+              for m in deployment.models if len(m.replicas) > 1]
     lines.append(f"# Claude Code: ANTHROPIC_BASE_URL={deployment.proxy.url}")
     return lines
 

@@ -34,6 +34,17 @@ class NodePlan:
 
 
 @dataclass(frozen=True)
+class ReplicaPlan:
+    """One full copy of a replicated model: its host, the endpoint the proxy dials, and the
+    same container as on every other replica."""
+
+    host: str
+    upstream: str
+    docker_run: str
+    weight: float = 1.0  # its share of the sessions, relative to the others'
+
+
+@dataclass(frozen=True)
 class ModelPlan:
     """One model as `up` would run it (container) or reach it (remote, simulator)."""
 
@@ -51,6 +62,7 @@ class ModelPlan:
     api_key: str = "none"
     spec_hash: str | None = None
     nodes: list[NodePlan] = field(default_factory=list)  # a model across hosts
+    replicas: list[ReplicaPlan] = field(default_factory=list)  # full copies, one per host
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,11 @@ def _model_plan(model: ModelDeployment) -> ModelPlan:
             )
             for node in model.nodes
         ],
+        replicas=[
+            ReplicaPlan(f"{replica.host_key} ({_host_text(replica.host)})", replica.endpoint,
+                        docker_run_command(spec), replica.weight)
+            for replica in model.replicas
+        ] if len(model.replicas) > 1 else [],
     )
 
 

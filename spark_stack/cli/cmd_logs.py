@@ -28,9 +28,10 @@ def logs(
 
     loaded = load(stack)
     deployment = resolve_for_this_machine(loaded.stack)
-    # A model across hosts prints each node's log under its own "==> model [host] <==".
+    # A model across hosts (or with replicas) prints each host's log under its own
+    # "==> model [host] <==".
     several = (model is None and len(loaded.stack.models) > 1) or any(
-        m.nodes for m in deployment.models if model in (None, m.name))
+        m.nodes or len(m.replicas) > 1 for m in deployment.models if model in (None, m.name))
     try:
         for name, chunk in read_logs(deployment, model, tail=tail, follow=follow,
                                      trust_host_key=trust_host_key):

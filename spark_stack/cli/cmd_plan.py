@@ -164,8 +164,17 @@ def _print_model(model: ModelPlan, text: Callable[[str], None]) -> None:
     text(f"  container: {model.container} (spec hash {model.spec_hash})")
     for name, value in model.env.items():
         text(f"  env {name}={value}")
-    text("  docker run:")
-    text(f"    {model.docker_run}")
+    if model.replicas:
+        text(f"  {len(model.replicas)} replicas (each session sticks to one; `up` replaces "
+             "them one at a time):")
+        for replica in model.replicas:
+            weight = "" if replica.weight == 1 else f", weight {replica.weight:g}"
+            text(f"  replica on {replica.host}{weight}, serves at {replica.upstream}")
+            text("    docker run:")
+            text(f"      {replica.docker_run}")
+    else:
+        text("  docker run:")
+        text(f"    {model.docker_run}")
     text("  vllm serve argv:")
     for line in _argv_lines(model.vllm_argv):
         text(f"    {line}")

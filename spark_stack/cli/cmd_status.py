@@ -5,6 +5,7 @@ from __future__ import annotations
 import json as json_lib
 import sys
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -124,12 +125,17 @@ def _render(report: dict[str, Any]) -> Group:
         table.add_column(column, no_wrap=True)
     table.add_column("drift", overflow="fold")
     details: list[Any] = []
+    # A model with replicas has one row per host: "qwen [a]", "qwen [b]".
+    copies = Counter(m["name"] for m in report["models"]
+                     if m.get("rank") is None and m["served_name"] is not None)
     for model in report["models"]:
         restarts = model["restarts"]
         # A node of a model across hosts: "big [b] rank 1, joined" (or "not joined").
         name = model["name"] if model.get("rank") is None else (
             f"{model['name']} [{model['host']}] rank {model['rank']}, "
             f"{'joined' if model['joined'] else 'not joined'}")
+        if copies[model["name"]] > 1 and model.get("rank") is None:
+            name = f"{model['name']} [{model['host']}]"
         if model["served_name"] is None and model["container"]:
             # A container beside the model's own (an interrupted replace's): named by it.
             name = f"{model['name']} ({model['container']})"

@@ -121,7 +121,7 @@ def _result_json(stack: str, result: Any) -> dict[str, Any]:
         "changed": result.changed,
         "actions": [
             {"model": a.model, "action": a.kind, "reason": a.reason, "changed": list(a.changed),
-             # a node of a model across hosts: which host and rank (null otherwise)
+             # a node of a model across hosts: which host and rank; a replica: which host
              "host": a.host, "rank": a.spec.rank if a.host is not None and a.spec else None}
             for a in result.actions
         ],

@@ -58,7 +58,8 @@ class Action:
     spec: ContainerSpec | None = None
     observed: Observed | None = None
     changed: tuple[str, ...] = field(default=())
-    host: str | None = None  # the host's name in the stack, set for a node of a model across hosts
+    # The host's name in the stack, set for a node of a model across hosts or a replica.
+    host: str | None = None
     # The container an interrupted replace set aside (``<name>-previous``): removed once this
     # model's container serves, restarted if it does not.
     aside: Observed | None = None
@@ -66,11 +67,11 @@ class Action:
     @property
     def node(self) -> str:
         """The model, and for a node of a model across hosts its host and rank
-        (``big [b] rank 1``, as ``status`` names it)."""
-        rank = self.spec.rank if self.spec is not None else None
-        if self.host is None or rank is None:
+        (``big [b] rank 1``), for a replica its host (``qwen [b]``), as ``status`` names them."""
+        if self.host is None:
             return self.model
-        return f"{self.model} [{self.host}] rank {rank}"
+        rank = self.spec.rank if self.spec is not None else None
+        return f"{self.model} [{self.host}]" + ("" if rank is None else f" rank {rank}")
 
 
 def previous_name(name: str) -> str:

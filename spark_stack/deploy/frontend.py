@@ -3,12 +3,15 @@ the deployment's config, and the Claude Code launcher."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..deployment import Deployment
 from ..paths import proxy_state_dir
+from ..proxy import control
 from ..proxy import daemon as proxy_daemon
+from ..proxy.config import ProxyConfig
 from . import tunnel
 from .report import Reporter
 from .session import ssh_host
@@ -38,8 +41,13 @@ def ensure_proxy(deployment: Deployment, keys: Mapping[str, str | None], token: 
     config = proxy_daemon.with_team_files(deployment.proxy_config(keys, token, endpoints),
                                           state_dir)
     status = proxy_daemon.proxy_status(state_dir)
-    if status.running and status.healthy and proxy_daemon.read_config(state_dir) == config:
+    running = proxy_daemon.read_config(state_dir)
+    if status.running and status.healthy and running == config:
         return status.url, False
+    if (status.running and status.healthy and running is not None
+            and control.reloadable(running, config) and _reload(config, state_dir)):
+        reporter.step("the proxy took over the models' new settings (no restart)")
+        return status.url, True
     if status.running:
         reporter.step("restarting the proxy (its configuration changed)")
         proxy_daemon.stop_background(state_dir)
@@ -47,6 +55,23 @@ def ensure_proxy(deployment: Deployment, keys: Mapping[str, str | None], token: 
         reporter.step(f"starting the proxy on {config.host}:{config.port}")
     proxy_daemon.start_background(config, state_dir)
     return proxy_daemon.proxy_status(state_dir).url, True
+
+
+def _reload(config: ProxyConfig, state_dir: Path) -> bool:
+    """Hand the running proxy ``config`` in place; whether it took it within
+    :data:`RELOAD_WAIT_S` (a proxy from before control files never does: then a restart)."""
+    proxy_daemon.write_config(config, state_dir)
+    wanted = control.config_digest(config)
+    deadline = time.monotonic() + RELOAD_WAIT_S
+    while time.monotonic() < deadline:
+        state = control.read_state(state_dir)
+        if state is not None and state.config == wanted:
+            return True
+        time.sleep(control.CONTROL_S / 5)
+    return False
+
+
+RELOAD_WAIT_S = 3.0
 
 
 def write_launcher(deployment: Deployment, stack_file: str | None, reporter: Reporter) -> Path:

@@ -41,7 +41,8 @@ def logs(deployment: Deployment, model_name: str | None, *, tail: int | None, fo
                 yield from _local_logs(deployment.stack, name, tail, follow)
                 continue
             assert model.host_key is not None
-            keys = [n.host_key for n in model.nodes] or [model.host_key]
+            keys = ([n.host_key for n in model.nodes] or [r.host_key for r in model.replicas]
+                    or [model.host_key])
             if follow and len(keys) > 1:
                 raise UsageError(f"--follow reads one host; model {name} runs on "
                                  f"{', '.join(keys)}",
@@ -50,8 +51,9 @@ def logs(deployment: Deployment, model_name: str | None, *, tail: int | None, fo
                 if key not in sessions:
                     sessions[key] = connect(key, deployment.hosts[key], trust_host_key)
                 session = sessions[key]
-                # A model across hosts: every node's log, its host named ("model [host]").
-                label = f"{name} [{key}]" if model.nodes else name
+                # A model across hosts or with replicas: every host's log, the host named
+                # ("model [host]").
+                label = f"{name} [{key}]" if len(keys) > 1 else name
                 found = [o for o in session.docker.stack_containers(deployment.stack)
                          if o.model == name]
                 if not found:

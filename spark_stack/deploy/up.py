@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..claude_env import ensure_proxy_token
-from ..deployment import Deployment, DialName, resolve
+from ..deployment import Deployment, DialName, replica_upstream, resolve
 from ..errors import HostUnreachable
 from ..launcher import check_launcher_path
 from ..stack import schema
@@ -45,6 +45,7 @@ from .lock import StackLock
 from .nodes import same_image, together
 from .preflight import validate_skips
 from .report import Reporter
+from .rolling import Drain, clear_stale_drain, proxy_drain, rolling_order
 from .simulators import apply_simulators
 
 
@@ -69,6 +70,8 @@ class Edges:
     probe: ProbeFactory | None = None
     dial: Callable[[], DialName] | None = None
     repo_size: Callable[[str, str | None], int | None] | None = None
+    # stack, reporter → how a replica is drained before its rolling replace (rolling.py).
+    drain: Callable[[str, Reporter], Drain] | None = None
 
     def real(self) -> tuple[Connect, ProbeFactory, Callable[[], DialName]]:
         from .readiness import HttpProbe
@@ -104,11 +107,12 @@ def up(stack: schema.Stack, options: UpOptions, reporter: Reporter,
     skips = validate_skips(options.skip_preflight)
     run = HostRun(stack.name, skips, options.timeout, reporter, probe, options.rollback,
                   options.drop_caches, edges.repo_size or _hub_size)
-    return _up(resolve(stack, dial()), options, connect, run, started)
+    drain = (edges.drain or proxy_drain)(stack.name, reporter)
+    return _up(resolve(stack, dial()), options, connect, run, started, drain)
 
 
 def _up(deployment: Deployment, options: UpOptions, connect: Connect, run: HostRun,
-        started: float) -> UpResult:
+        started: float, drain: Drain) -> UpResult:
     reporter = run.reporter
     # Every secret first: a missing one must not leave the stack half up.
     desired = {key: [Desired(m, container_secrets(deployment.stack, m, CREATE)) for m in models]
@@ -123,8 +127,10 @@ def _up(deployment: Deployment, options: UpOptions, connect: Connect, run: HostR
     # waits for the whole run, so it cannot remove what this run then reports as ready.
     with ExitStack() as held:
         held.enter_context(LocalLock(deployment.stack, wait_seconds=options.wait_lock))
+        clear_stale_drain(deployment.stack)  # an `up` killed mid-roll left a replica drained
         if desired:
-            _apply_hosts(deployment, desired, connect, run, options, reporter, result, held)
+            _apply_hosts(deployment, desired, connect, run, options, reporter, result, held,
+                         drain)
         actions, ready = apply_simulators(deployment, timeout=options.timeout,
                                           reporter=reporter, probe=run.probe, skips=run.skips)
         result.actions += actions
@@ -137,7 +143,7 @@ def _up(deployment: Deployment, options: UpOptions, connect: Connect, run: HostR
 
 def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], connect: Connect,
                  run: HostRun, options: UpOptions, reporter: Reporter, result: UpResult,
-                 held: ExitStack) -> None:
+                 held: ExitStack, drain: Drain) -> None:
     """Every host at once: a model across hosts is planned, checked and started as one.
 
     Connect to and observe every host first (a host whose docker does not answer stops
@@ -168,7 +174,7 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
     snapshots, plans = look()
     if all(is_noop(actions) for actions in plans.values()) and not options.pull:
         for key, actions in plans.items():
-            _report(key, actions, reporter, result)
+            _report(deployment, key, actions, reporter, result)
         result.ready.update(settle(run, [
             (sessions[key], entry) for key, items in desired.items()
             for entry in start(sessions[key], run, items, snapshots[key], plans[key],
@@ -184,7 +190,7 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
                   for key, items in desired.items()}
     snapshots, plans = look(pulled)
     for key, actions in plans.items():
-        _report(key, actions, reporter, result)
+        _report(deployment, key, actions, reporter, result)
     # Preflight on every host before anything is pulled, stopped or started anywhere.
     facts = {}
     for key, items in desired.items():
@@ -198,14 +204,22 @@ def _apply_hosts(deployment: Deployment, desired: dict[str, list[Desired]], conn
     same_image(deployment, {key: {image: None if found is None else found.id
                                   for image, found in snap.images.items()}
                             for key, snap in snapshots.items()}, changing)
+    roll = rolling_order(deployment, plans)
+    rolled = {id(action) for _, action in roll}
     started = []
     for phase in (lambda rank: rank is not None and rank > 0,  # the workers first
                   lambda rank: rank is None or rank == 0):
         for key, items in desired.items():
             started += [(sessions[key], entry) for entry in start(
-                sessions[key], run, items, snapshots[key], plans[key], facts[key],
-                ranks=phase)]
+                sessions[key], run, items, snapshots[key],
+                [a for a in plans[key] if id(a) not in rolled], facts[key], ranks=phase)]
     result.ready.update(settle(run, started))
+    for key, action in roll:
+        # One replica at a time: the proxy sends it nothing new, its requests finish, then
+        # it is replaced and must serve before the next goes (a failure stops the roll).
+        with drain(replica_upstream(action.model, key)):
+            result.ready.update(settle(run, [(sessions[key], entry) for entry in start(
+                sessions[key], run, desired[key], snapshots[key], [action], facts[key])]))
 
 
 @contextmanager
@@ -227,9 +241,12 @@ def _hub_size(repo: str, token: str | None) -> int | None:
     return repo_size(repo, token=token)
 
 
-def _report(key: str, actions: list[Action], reporter: Reporter, result: UpResult) -> None:
+def _report(deployment: Deployment, key: str, actions: list[Action], reporter: Reporter,
+            result: UpResult) -> None:
+    replicated = {m.name for m in deployment.models if len(m.replicas) > 1}
     for action in actions:
-        if action.spec is not None and action.spec.rank is not None:
+        if action.spec is not None and (action.spec.rank is not None
+                                        or action.model in replicated):
             action = replace(action, host=key)
         reporter.action(action)
         result.actions.append(action)

@@ -86,6 +86,8 @@ class ProxyConfig:
     # A model served by several full copies: its upstream name → the upstreams of its
     # replicas (each session sticks to one: dispatch.py). A model not listed is its own one.
     replicas: dict[str, list[str]] = field(default_factory=dict)
+    # A replica's share of its model's sessions, relative to the others' (absent: 1).
+    weights: dict[str, float] = field(default_factory=dict)
     log_prompts: bool = False
     # Tool calls leaked into the text as markup become tool_use blocks again (markup.py).
     repair_tool_markup: bool = False
@@ -110,6 +112,8 @@ class ProxyConfig:
     # The team's keys and the usage database (set by `up`: the stack's state directory).
     keys_file: str | None = None
     usage_db: str | None = None
+    # Where `up` steers the running proxy (drained replicas, a reloaded config: control.py).
+    control_dir: str | None = None
 
     def with_own_names(self) -> ProxyConfig:
         """This config plus a rule for each upstream's own and served name (for configs
@@ -165,10 +169,12 @@ class ProxyConfig:
                 routes=routes,
                 replicas={str(k): [str(n) for n in v]
                           for k, v in dict(raw.get("replicas", {})).items()},
+                weights={str(k): _weight(v) for k, v in dict(raw.get("weights", {})).items()},
                 log_prompts=bool(raw.get("log_prompts", False)),
                 repair_tool_markup=bool(raw.get("repair_tool_markup", False)),
                 keys_file=_optional_str(raw.get("keys_file")),
                 usage_db=_optional_str(raw.get("usage_db")),
+                control_dir=_optional_str(raw.get("control_dir")),
                 **_limits(raw),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -220,6 +226,13 @@ def _limits(raw: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(f"{key} must be positive, not {raw[key]!r}")
             limits[key] = value
     return limits
+
+
+def _weight(value: Any) -> float:
+    weight = float(value)
+    if not 0 < weight < float("inf"):
+        raise ValueError(f"a replica's weight must be a positive number, not {value!r}")
+    return weight
 
 
 def _optional_str(value: Any) -> str | None:

@@ -18,11 +18,11 @@ import orjson
 from spark_stack.errors import ProxyStartError
 from spark_stack.managed import ManagedProcess
 from spark_stack.proxy.config import ConfigError, ProxyConfig, dial_host
+from spark_stack.proxy.control import CONFIG_FILE as CONFIG_FILE
 from spark_stack.proxy.keyfile import KEY_FILE
 from spark_stack.proxy.usage import USAGE_DB
 
 MODULE = "spark_stack.proxy"
-CONFIG_FILE = "proxy.json"  # the ManagedProcess record of the process named "proxy"
 START_TIMEOUT_S = 15.0
 
 
@@ -57,7 +57,7 @@ def read_config(state_dir: Path) -> ProxyConfig | None:
 def with_team_files(config: ProxyConfig, state_dir: Path) -> ProxyConfig:
     """``config`` reading the team's keys and writing usage in the stack's ``state_dir``."""
     return replace(config, keys_file=str(state_dir / KEY_FILE),
-                   usage_db=str(state_dir / USAGE_DB))
+                   usage_db=str(state_dir / USAGE_DB), control_dir=str(state_dir))
 
 
 def start_background(config: ProxyConfig, state_dir: Path) -> int:
@@ -90,6 +90,13 @@ def start_background(config: ProxyConfig, state_dir: Path) -> int:
         f"the proxy did not answer within {START_TIMEOUT_S:.0f} s: {process.log_tail()}",
         fix=f"see {process.log_file}",
     )
+
+
+def write_config(config: ProxyConfig, state_dir: Path) -> None:
+    """Rewrite the running proxy's config file (it takes over what it can: control.py)."""
+    from spark_stack.paths import write_private
+
+    write_private(proxy_process(state_dir).record_file, config.to_json())
 
 
 def stop_background(state_dir: Path) -> bool:

@@ -280,12 +280,18 @@ class Dispatcher:
     """Replica choice, admission, the fair queue and per-key limits (see the module doc)."""
 
     def __init__(self, capacities: Mapping[str, int],
-                 replicas: Mapping[str, Sequence[str]] | None = None) -> None:
+                 replicas: Mapping[str, Sequence[str]] | None = None,
+                 weights: Mapping[str, float] | None = None) -> None:
         """``capacities``: replica (upstream) name → slots; ``replicas``: model (upstream)
-        name → the replicas serving it (default: each upstream is its own only replica)."""
+        name → the replicas serving it (default: each upstream is its own only replica);
+        ``weights``: a replica's share of the sessions (default 1)."""
+        self.weights = dict(weights or {})
         self.pools = {name: Pool(name, max(1, capacity)) for name, capacity in capacities.items()}
         self.replicas = {name: tuple(names) for name, names in (replicas or {}).items()}
         self.down: set[str] = set()
+        # Replicas a rolling replace is about to stop: no new request goes there while
+        # another replica is up (control.py); what runs there finishes.
+        self.drained: frozenset[str] = frozenset()
 
     def replica(self, model: str, session: Callable[[], bytes]) -> str:
         """The replica serving ``model`` for this request's session (``session`` is called
@@ -293,8 +299,11 @@ class Dispatcher:
         names = self.replicas.get(model)
         if names is None:
             return model
-        healthy = [n for n in names if n not in self.down] or list(names)
-        return healthy[0] if len(healthy) == 1 else rendezvous(session(), healthy)
+        up = [n for n in names if n not in self.down]
+        healthy = [n for n in up if n not in self.drained] or up or list(names)
+        if len(healthy) == 1:
+            return healthy[0]
+        return rendezvous(session(), healthy, self.weights or None)
 
     def mark_down(self, replica: str, model: str) -> bool:
         """Take ``replica`` of ``model`` out after it failed a request (health checks bring it
@@ -304,6 +313,18 @@ class Dispatcher:
             return False
         self.down.add(replica)
         return any(name not in self.down for name in names)
+
+    def busy(self, replica: str) -> int:
+        """Requests ``replica`` runs or has queued."""
+        pool = self.pools[replica]
+        return pool.in_flight + len(pool.queue)
+
+    def resize(self, capacities: Mapping[str, int]) -> None:
+        """New slot counts (a reloaded config); a pool that grew admits its waiters at once."""
+        for name, capacity in capacities.items():
+            pool = self.pools[name]
+            pool.capacity = max(1, capacity)
+            self._grant(pool)
 
     def admit(self, caller: Caller, replica: str, now: float | None = None) -> Ticket | Waiter:
         """A slot now, or a place in the replica's queue (await it with :meth:`wait`).

@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from spark_stack.proxy.accesslog import AccessLog, clip
-from spark_stack.proxy.config import ProxyConfig, Upstream
+from spark_stack.proxy.config import ConfigError, ProxyConfig, Upstream
+from spark_stack.proxy.control import (
+    CONFIG_FILE,
+    CONTROL_S,
+    STATE_FILE,
+    ProxyState,
+    config_digest,
+    read_drain,
+    reloadable,
+)
 from spark_stack.proxy.dispatch import (
     SESSION_HEADER,
     Caller,
@@ -100,12 +109,16 @@ class ProxyApp:
         self.dispatcher = Dispatcher(
             {name: upstream.max_num_seqs or config.max_in_flight
              for name, upstream in config.upstreams.items()},
-            {name: tuple(config.replicas.get(name, (name,))) for name in config.upstreams})
+            {name: tuple(config.replicas.get(name, (name,))) for name in config.upstreams},
+            config.weights)
         self.metrics.key_load = self._key_load
         self.metrics.slots = self.dispatcher.load
         self.usage = UsageWriter(Path(config.usage_db) if config.usage_db else None)
         self._reloading: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._controlled: asyncio.Task[None] | None = None
+        self._control_seen: tuple[int, int] | None = None  # the config file's (mtime, size)
+        self._control_written = b""
         self._client: UpstreamClient | None = None
         self._loading: asyncio.Future[ModuleType] | None = None
         self._transport_errors: tuple[type[BaseException], ...] = (OSError,)
@@ -133,9 +146,11 @@ class ProxyApp:
                     self._reloading = asyncio.ensure_future(self._reload_keys())
                 if self.config.replicas:
                     self._watching = asyncio.ensure_future(self._watch_replicas())
+                if self.config.control_dir is not None:
+                    self._controlled = asyncio.ensure_future(self._watch_control())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for task in (self._reloading, self._watching):
+                for task in (self._reloading, self._watching, self._controlled):
                     if task is not None:
                         task.cancel()
                 if self._client is not None:
@@ -165,6 +180,54 @@ class ProxyApp:
                     self.dispatcher.down.discard(name)
                 else:
                     self.dispatcher.down.add(name)
+
+    async def _watch_control(self) -> None:
+        """Every :data:`CONTROL_S`, what ``up`` asks of the running proxy (control.py)."""
+        while True:
+            await asyncio.sleep(CONTROL_S)
+            try:
+                self.apply_control()
+            except OSError as exc:  # a full disk must not end the loop
+                log.warning("control files: %s", exc)
+
+    def apply_control(self) -> None:
+        """Drain the replicas ``drain.json`` names, take over a config whose only changes
+        are the upstreams' settings, and say in ``control.json`` what is in effect."""
+        assert self.config.control_dir is not None
+        directory = Path(self.config.control_dir)
+        known = set(self.config.upstreams)
+        self.dispatcher.drained = frozenset(n for n in read_drain(directory) if n in known)
+        self._reload_config(directory / CONFIG_FILE)
+        state = ProxyState(
+            self.dispatcher.drained,
+            {n: self.dispatcher.busy(n) for n in sorted(self.dispatcher.drained)},
+            config_digest(self.config)).to_json()
+        if state != self._control_written:
+            from spark_stack.paths import write_atomic
+
+            write_atomic(directory / STATE_FILE, state.decode(), mode=0o600)
+            self._control_written = state
+
+    def _reload_config(self, path: Path) -> None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return
+        seen = (stat.st_mtime_ns, stat.st_size)
+        if seen == self._control_seen:
+            return
+        self._control_seen = seen
+        try:
+            new = ProxyConfig.from_json(path.read_bytes())
+        except (OSError, ConfigError):
+            return
+        if new == self.config or not reloadable(self.config, new):
+            return  # unchanged, or a change `up` restarts the proxy for
+        self.config = new
+        self.router = Router(new)
+        self.dispatcher.resize({name: upstream.max_num_seqs or new.max_in_flight
+                                for name, upstream in new.upstreams.items()})
+        log.info("configuration reloaded: %s", ", ".join(sorted(new.upstreams)))
 
     def _key_load(self) -> list[tuple[str, int, int]]:
         return [(c.name, c.running, c.queued) for c in self.keys.callers()]

@@ -14,7 +14,7 @@ from ..errors import Problem
 from ..routing import is_glob
 from . import schema
 from .argv import served_name
-from .cluster_checks import cluster_link, mtp_across_hosts, multi_node_hosts
+from .cluster_checks import cluster_link, mtp_across_hosts, multi_node_hosts, replica_hosts
 from .lint import LINTS, nvfp4_version_problems
 from .loaded import Check, LoadedStack, did_you_mean
 from .references import bare_dollars, look_alikes
@@ -82,6 +82,8 @@ def _model_hosts(model: schema.ContainerModel) -> list[str]:
     """The host keys a container model runs on (every node of a multi-node model)."""
     if model.hosts:
         return list(dict.fromkeys(model.hosts))
+    if model.replicas:
+        return list(dict.fromkeys(model.replica_hosts))
     return [model.host or schema.DEFAULT_HOST_KEY]
 
 
@@ -100,8 +102,8 @@ def hosts_defined(loaded: LoadedStack) -> list[Problem]:
     for index, model in enumerate(stack.models):
         if not isinstance(model, schema.ContainerModel):
             continue
-        if model.hosts is not None:
-            pass  # cluster_checks.multi_node_hosts
+        if model.hosts is not None or model.replicas is not None:
+            pass  # cluster_checks.multi_node_hosts, cluster_checks.replica_hosts
         elif model.host is not None and model.host not in hosts:
             problems.append(
                 loaded.problem(
@@ -367,6 +369,7 @@ ERROR_CHECKS: list[Check] = [
     duplicate_ports,
     hosts_defined,
     multi_node_hosts,
+    replica_hosts,
     cluster_link,
     routes_known,
     routing_conflicts,

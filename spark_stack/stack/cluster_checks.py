@@ -138,3 +138,48 @@ def mtp_across_hosts(loaded: LoadedStack) -> list[Problem]:
         fix="remove 'speculative' from this model")
         for index, model in _multi_models(loaded)
         if model.multi_node and model.speculative is not None]
+
+
+def replica_hosts(loaded: LoadedStack) -> list[Problem]:
+    """A model's replicas: defined hosts, each once, and not mixed with the ways of running
+    one copy (``host``) or one copy across hosts (``hosts``)."""
+    stack = loaded.stack
+    known = stack.all_hosts()
+    problems = []
+    for index, model in enumerate(stack.models):
+        if not isinstance(model, schema.ContainerModel) or model.replicas is None:
+            continue
+        replicas = model.replica_hosts
+        at = ("models", index, "replicas")
+        if model.host is not None:
+            problems.append(loaded.problem(
+                f"model '{model.name}' sets both 'host' and 'replicas'", ("models", index, "host"),
+                fix="keep 'replicas' (one full copy per host), or 'host' for one copy"))
+        if model.hosts is not None:
+            across = [key for key in replicas if key in model.hosts]
+            problems.append(loaded.problem(
+                f"model '{model.name}' sets both 'replicas' and 'hosts'"
+                + (f" (host '{across[0]}' is in both)" if across else "")
+                + ": a copy per host and one copy across hosts exclude each other",
+                ("models", index, "hosts"),
+                fix="keep 'replicas' for twice the sessions, or 'hosts' for a model too big "
+                "for one host"))
+        if not replicas:
+            problems.append(loaded.problem(
+                f"model '{model.name}' lists no replicas", at,
+                fix="name the hosts that each run a copy, e.g. replicas: [spark-a, spark-b]"))
+        for item, key in enumerate(replicas):
+            if key in replicas[:item]:
+                problems.append(loaded.problem(
+                    f"host '{key}' appears twice in the replicas of model '{model.name}'",
+                    (*at, item), fix="name each host once (one copy of the model per host)"))
+            elif key not in known:
+                problems.append(loaded.problem(
+                    f"replica '{key}' of model '{model.name}' is an unknown host", (*at, item),
+                    fix=f"define it under 'hosts:' ({did_you_mean(key, list(known), 'host')})"))
+        if model.bind == "loopback" and len(replicas) > 1:
+            problems.append(loaded.problem(
+                f"model '{model.name}' has replicas bound to loopback: the proxy reaches "
+                "replicas directly, not through an SSH tunnel", ("models", index, "bind"),
+                fix="leave out 'bind' (lan) for a model with replicas"))
+    return problems

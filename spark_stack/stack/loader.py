@@ -186,6 +186,8 @@ def _mend(data: dict[str, Any], path: KeyPath, stand_ins: dict[int, str]) -> boo
         if index in stand_ins:
             return True
         model = models[index]
+        if _mend_replica(model, path[2:]):
+            return True
         if len(path) > 2 and isinstance(model, dict) and path[2] not in _REQUIRED_MODEL_KEYS:
             model.pop(path[2], None)
             return True
@@ -210,6 +212,21 @@ def _mend(data: dict[str, Any], path: KeyPath, stand_ins: dict[int, str]) -> boo
         section[key] = _PLACEHOLDERS[key]
         return True
     section.pop(key, None)
+    return True
+
+
+def _mend_replica(model: Any, path: KeyPath) -> bool:
+    """A replica refused for its weight stays as its bare host (the host checks still run);
+    False when ``path`` is no such entry."""
+    if len(path) < 3 or path[0] != "replicas" or not isinstance(path[1], int):
+        return False
+    entries = model.get("replicas") if isinstance(model, dict) else None
+    if not isinstance(entries, list) or not 0 <= path[1] < len(entries):
+        return False
+    entry = entries[path[1]]
+    if not isinstance(entry, dict) or not isinstance(entry.get("host"), str):
+        return False
+    entries[path[1]] = entry["host"]
     return True
 
 

@@ -24,6 +24,7 @@ from pydantic import (
     Tag,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -194,6 +195,19 @@ class Mount(StrictModel):
     read_only: bool = False
 
 
+class ReplicaEntry(StrictModel):
+    """A replica: its host's name, alone or with its share of the sessions
+    (``{host: spark-b, weight: 2}``)."""
+
+    host: str = Field(min_length=1)
+    weight: float = Field(default=1.0, gt=0, le=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, value: Any) -> Any:
+        return {"host": value} if isinstance(value, str) else value
+
+
 GpuRequest = (
     Literal["all", "none"] | Annotated[int, Field(ge=1)] | list[Annotated[int, Field(ge=0)]]
 )
@@ -215,6 +229,10 @@ class ContainerModel(_ModelBase):
     # One model across several hosts (two Sparks): the first is the head, which serves the API;
     # the link between them is the stack's ``cluster`` section.
     hosts: list[str] | None = None
+    # The same model as full copies, one per host (twice the sessions, not a bigger model):
+    # the proxy sends each session to one of them (proxy/dispatch.py), in proportion to their
+    # weights.
+    replicas: list[ReplicaEntry] | None = None
     tensor_parallel_size: int | None = Field(default=None, ge=1)
     image: str | None = None
     model: str | None = None
@@ -252,6 +270,11 @@ class ContainerModel(_ModelBase):
     @property
     def multi_node(self) -> bool:
         return bool(self.hosts) and len(self.hosts or ()) > 1
+
+    @property
+    def replica_hosts(self) -> list[str]:
+        """The hosts of the replicas, in the file's order."""
+        return [r.host for r in self.replicas or ()]
 
     @property
     def tp_size(self) -> int | None:
@@ -473,6 +496,8 @@ class Stack(StrictModel):
         hosts = self.all_hosts()
         if model.hosts:
             return hosts.get(model.hosts[0])
+        if model.replicas:
+            return hosts.get(model.replica_hosts[0])
         if model.host is not None:
             return hosts.get(model.host)
         if len(hosts) == 1:

@@ -23,7 +23,7 @@ from ..deploy.host_stats import (
     read_local_facts,
 )
 from ..deploy.keys import READ, model_key
-from ..deployment import Deployment, ModelDeployment
+from ..deployment import Deployment, ModelDeployment, replica_upstream
 from ..host_facts import HostFacts
 from ..paths import proxy_state_dir
 from ..proxy.daemon import proxy_process, read_config
@@ -40,9 +40,10 @@ def metrics_url(base_url: str) -> str:
 
 @dataclass(frozen=True)
 class _Target:
-    model: ModelDeployment
+    model: ModelDeployment  # a replica's view (its host) for a model with replicas
     url: str
     key: str | None
+    name: str  # the model's name, or a replica's upstream name (``qwen@spark-a``)
 
 
 class Sampler:
@@ -58,10 +59,16 @@ class Sampler:
         upstreams = config.upstreams if config is not None else {}
         self._targets = []
         for model in deployment.models:
-            upstream = upstreams.get(model.name)
-            base = upstream.base_url if upstream is not None else model.endpoint
-            key = upstream.api_key if upstream is not None else model_key(stack, model, READ)
-            self._targets.append(_Target(model, metrics_url(base), key))
+            # A model with replicas: each copy's own figures, named as the proxy's metrics
+            # name it (its upstream), so the proxy's figures for it match.
+            views = [(replica_upstream(model.name, r.host_key), model.on_replica(r))
+                     for r in model.replicas] if len(model.replicas) > 1 else []
+            for name, view in views or [(model.name, model)]:
+                upstream = upstreams.get(name)
+                base = upstream.base_url if upstream is not None else view.endpoint
+                key = upstream.api_key if upstream is not None else model_key(stack, model,
+                                                                              READ)
+                self._targets.append(_Target(view, metrics_url(base), key, name))
         if config is not None:
             self.proxy_url = config.url
             self._proxy_token = config.token
@@ -89,12 +96,12 @@ class Sampler:
         for target in self._targets:
             after = self._scrape(target.url, target.key)
             models.append(ModelSource(
-                name=target.model.name, served_name=target.model.served_name,
+                name=target.name, served_name=target.model.served_name,
                 kind=target.model.kind, host=target.model.host_key, metrics_url=target.url,
-                after=after, before=self._previous.get(target.model.name),
+                after=after, before=self._previous.get(target.name),
                 unreachable_host=target.model.host_key in unreachable,
             ))
-            self._previous[target.model.name] = after
+            self._previous[target.name] = after
         proxy_after = self._scrape(self.proxy_url + "/metrics", self._proxy_token)
         proxy = ProxySource(self.proxy_url, proxy_process(self._state_dir).running_pid()
                             is not None, proxy_after, self._previous.get(" proxy"))
