@@ -102,3 +102,17 @@ def test_the_test_command_shows_progress_per_file_and_the_slowest_tests() -> Non
     assert " -q " not in pytest_line  # -q prints dots only, without the file they belong to
     assert ("The test command prints a line per test file as it goes, then the 15 slowest tests"
             in _flat(README))
+
+
+def test_the_readme_opens_with_the_quickstart_and_names_the_one_command() -> None:
+    """The first code block is the two quickstart commands (the demo, the test command that
+    .ci/run calls); the first lines name the one command for a Spark."""
+    first_block = re.search(r"```bash\n(.*?)```", README, re.DOTALL)
+    assert first_block is not None
+    assert first_block.group(1).splitlines() == [
+        "python3 -m venv .venv && .venv/bin/pip install -q . && .venv/bin/spark-stack demo",
+        "bash scripts/test.sh",
+    ]
+    assert "spark-stack claude --host spark" in "\n".join(README.splitlines()[:4])
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    assert "exec bash scripts/test.sh" in ci
