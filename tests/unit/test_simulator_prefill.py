@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,12 +15,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spark_stack.simulator import UsageError, build_config, parse_serve_args, start_in_thread
+from spark_stack.simulator import (
+    UsageError,
+    build_config,
+    load_spec,
+    parse_serve_args,
+    start_in_thread,
+)
 from spark_stack.simulator.generation import prefill_seconds
 
 MODEL = "Qwen/Qwen3-0.6B"
 FAST = {"VLLM_SIM_STARTUP_SECONDS": "0"}
 MS_PER_1K = 200.0
+FLAGS_FILE = (Path(__file__).resolve().parents[2] / "spark_stack" / "vllm" / "data"
+              / "vllm-flags-0.33.0.json")
 
 
 def _argv(*flags: str) -> list[str]:
@@ -63,6 +72,12 @@ def test_the_cost_comes_from_the_flag_or_the_environment_and_defaults_to_zero() 
     assert build_config(flag, {}).prefill_ms_per_1k == 150
     env = {"VLLM_SIM_PREFILL_MS_PER_1K": "75.5"}
     assert build_config(parse_serve_args([MODEL]), env).prefill_ms_per_1k == 75.5
+    # A simulator option: accepted whatever vLLM's flag file says, and not one of the
+    # "non-default args" vLLM logs.
+    spec = load_spec(FLAGS_FILE)
+    strict = build_config(parse_serve_args([MODEL, "--sim-prefill-ms-per-1k-tokens", "50"], spec),
+                          {})
+    assert strict.prefill_ms_per_1k == 50 and strict.non_default_args == {"model_tag": MODEL}
     with pytest.raises(UsageError, match="invalid float value: 'lots'"):
         build_config(parse_serve_args([MODEL, "--sim-prefill-ms-per-1k-tokens", "lots"]), {})
 
