@@ -22,7 +22,8 @@ Arms:
   independently, as a session-blind load balancer does: a turn finds its whole history on
   the replica it lands on about half the time (otherwise only the turns that landed there).
 
-Reported per arm: time to first token (p50, p95) of the first turns and of the later turns;
+Reported per arm: time to first token (p50, p95) of the first turns and of the later turns
+(and per turn, in a second table);
 the prefix-cache hit rate, over all prompt tokens (the simulators' ``vllm:prefix_cache_hits /
 queries``) and over the session's own history (the later turns' ``cache_read_input_tokens``
 beyond the prefix every session shares, over the previous turn's prompt beyond it); and the
@@ -193,7 +194,11 @@ def prefix_totals(port: int) -> tuple[float, float]:
     return found["vllm:prefix_cache_queries_total"], found["vllm:prefix_cache_hits_total"]
 
 
-def run_arm(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+Measured = tuple[list[list[Turn]], float, list[tuple[float, float]]]
+
+
+def run_arm(arm: Arm, args: argparse.Namespace, workdir: Path) -> Measured:
+    """Every session's turns, the wall time, each simulator's prefix-cache totals."""
     names = ["sim", "sim-b"][: arm.replicas]
     ports = {name: free_port() for name in names}
     processes = [start_simulator(port, args.prefill_ms) for port in ports.values()]
@@ -226,7 +231,7 @@ def run_arm(arm: Arm, args: argparse.Namespace, workdir: Path) -> dict[str, Any]
         for process in [*processes, *([proxy] if proxy else [])]:
             process.kill()
             process.wait()
-    return summarize(arm, results, wall, totals)
+    return results, wall, totals
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -235,18 +240,16 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def summarize(arm: Arm, sessions: list[list[Turn]], wall: float,
-              totals: list[tuple[float, float]]) -> dict[str, Any]:
+              totals: list[tuple[float, float]], shared: int) -> dict[str, Any]:
     first = [s[0].ttft for s in sessions]
     later = [t.ttft for s in sessions for t in s[1:]]
-    # A first turn finds in the cache only what every session shares (system prompt, tools):
-    # the most any first turn found is that shared prefix.
-    shared = max(s[0].cached for s in sessions)
     reusable = sum(prev.prompt - shared for s in sessions for prev in s[:-1])
     reused = sum(max(0, min(t.cached, prev.prompt) - shared)
                  for s in sessions for prev, t in zip(s, s[1:], strict=False))
     queries = sum(q for q, _ in totals)
     hits = sum(h for _, h in totals)
     output = sum(t.output for s in sessions for t in s)
+    by_turn = [[s[i].ttft for s in sessions] for i in range(len(sessions[0]))]
     return {
         "arm": arm.label, "requests": sum(len(s) for s in sessions), "wall_s": wall,
         "ttft_first_p50": statistics.median(first), "ttft_first_p95": _pct(first, 0.95),
@@ -256,6 +259,7 @@ def summarize(arm: Arm, sessions: list[list[Turn]], wall: float,
         "hit_rate_history": reused / reusable if reusable else 0.0, "shared_prefix": shared,
         "output_tokens": output, "output_tok_s": output / wall,
         "prompt_tokens_last_turn": statistics.median(s[-1].prompt for s in sessions),
+        "ttft_by_turn": [[statistics.median(t), _pct(t, 0.95)] for t in by_turn],
     }
 
 
@@ -271,13 +275,15 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=20.0, help="decode time per token")
     parser.add_argument("--json", action="store_true", help="one JSON object per arm")
     args = parser.parse_args()
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for arm in ARMS:
-            rows.append(run_arm(arm, args, Path(tmp)))
-            if args.json:
-                print(json.dumps(rows[-1]))
+        measured = [run_arm(arm, args, Path(tmp)) for arm in ARMS]
+    # A first turn finds in the cache only what every session shares (system prompt, tools):
+    # the most any first turn found, in any arm, is that shared prefix.
+    shared = max(s[0].cached for sessions, _, _ in measured for s in sessions)
+    rows = [summarize(arm, *m, shared) for arm, m in zip(ARMS, measured, strict=True)]
     if args.json:
+        for row in rows:
+            print(json.dumps(row))
         return
     print(f"{args.sessions} sessions x {args.turns} turns at once; prefill "
           f"{args.prefill_ms:g} ms per 1k uncached tokens; decode {args.delay_ms:g} ms/token; "
@@ -291,6 +297,13 @@ def main() -> None:
               f"| {row['ttft_later_p50']:.2f} / {row['ttft_later_p95']:.2f} s "
               f"| {row['hit_rate_all']:.1%} / {row['hit_rate_history']:.1%} "
               f"| {row['output_tok_s']:.0f} | {row['wall_s']:.1f} s |")
+    print()
+    print("| turn | " + " | ".join(f"{row['arm']}: TTFT p50 / p95" for row in rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for turn in range(args.turns):
+        cells = [f"{row['ttft_by_turn'][turn][0]:.2f} / {row['ttft_by_turn'][turn][1]:.2f} s"
+                 for row in rows]
+        print(f"| {turn + 1} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
