@@ -101,7 +101,7 @@ def _ms(value: float | None) -> str:
 def _print_result(out: Console, result: CheckResult) -> None:
     mark = {"passed": "[green]PASS[/]", "failed": "[bold red]FAIL[/]",
             "skipped": "[yellow]skipped[/]"}[result.status]
-    where = f"{result.model}/" if result.model else ""
+    where = f"{result.replica or result.model}/" if result.model else ""
     ttft = f", TTFT {_ms(result.ttft_ms)}" if result.ttft_ms is not None else ""
     out.print(f"{mark} ", end="", markup=True)
     out.print(

@@ -64,6 +64,10 @@ Environment:
   silent tool-call failure).
 
 - ``VLLM_SIM_KV_CACHE_TOKENS``: the simulated KV cache's size (default 4 × max model length).
+- ``VLLM_SIM_PREFILL_MS_PER_1K`` (or ``--sim-prefill-ms-per-1k-tokens``; default 0): prefill
+  time per 1000 prompt tokens the prefix cache did not serve, slept before the first token
+  (one prompt at a time, as prefill is compute-bound; counted in the TTFT histogram), so a
+  prompt whose prefix is cached answers sooner.
 
 With ``--enable-prompt-tokens-details`` (as vLLM) the usage of a whole answer (non-streamed, or
 the final chunk with ``stream_options.include_usage``) carries ``prompt_tokens_details:

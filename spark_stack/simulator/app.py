@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from .config import SimConfig
-from .generation import Outcome, Settings, generate
+from .generation import Outcome, Settings, generate, prefill_seconds
 from .httpserver import Request, Responder
 from .metrics import Metrics
 from .script import Plan, ScriptError, apply_quirks, apply_tool_choice, bench_plan, plan_for
@@ -123,6 +123,7 @@ class SimApp:
             spec_tokens=config.num_speculative_tokens,
         )
         self._slots: asyncio.Semaphore | None = None  # made on the server's loop
+        self._prefill_lock = asyncio.Lock()  # one prompt prefilled at a time
         self._models_body: bytes | None = None
 
     async def __call__(self, request: Request, responder: Responder) -> None:
@@ -329,8 +330,10 @@ class SimApp:
         self, prompt: bytes, prompt_tokens: int, kv_tokens: int, ttft: float
     ) -> AsyncIterator[tuple[int, int]]:
         """Wait for one of ``--max-num-seqs`` slots, then count the request as running; its
-        time to first token is ``ttft`` plus that wait. Yields the prompt tokens the prefix
-        cache served and those the request added to it."""
+        time to first token is ``ttft`` plus that wait plus the prefill of the prompt tokens
+        the prefix cache did not serve (``--sim-prefill-ms-per-1k-tokens``), slept here one
+        prompt at a time. Yields the prompt tokens the prefix cache served and those the
+        request added to it."""
         waited = time.monotonic()
         metrics = self.metrics
         if self._slots is None:
@@ -342,8 +345,14 @@ class SimApp:
             metrics.waiting -= 1
         metrics.running += 1
         blocks, cached, created = metrics.admitted(prompt, prompt_tokens, kv_tokens)
-        metrics.ttft.observe(ttft + time.monotonic() - waited)
+        prefill = prefill_seconds(prompt_tokens, cached, self.config.prefill_ms_per_1k)
         try:
+            if prefill:
+                # Prefill is compute-bound: one engine computes one prompt at a time, so
+                # concurrent cold prompts queue behind each other (decoding stays batched).
+                async with self._prefill_lock:
+                    await asyncio.sleep(prefill)
+            metrics.ttft.observe(ttft + time.monotonic() - waited)
             yield cached, created
         except asyncio.CancelledError:
             metrics.cancelled += 1

@@ -38,6 +38,9 @@ class SimConfig:
     default_chat_template_kwargs: Mapping[str, Any] = field(default_factory=dict)
     gpu_memory_utilization: float = 0.9
     startup_seconds: float = 0.3
+    # Prefill time per 1000 prompt tokens the prefix cache did not serve (0: none), so a
+    # session that lands where its prefix is not cached answers later.
+    prefill_ms_per_1k: float = 0.0
     fail: str | None = None
     bench_chunks: int | None = None
     quirks: frozenset[str] = frozenset()
@@ -165,6 +168,8 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
         parse_human_int("--max-model-len", max_len_raw) if max_len_raw else DEFAULT_MAX_MODEL_LEN
     )
     startup_raw = args.value("--sim-startup-seconds") or env.get("VLLM_SIM_STARTUP_SECONDS")
+    prefill_raw = (args.value("--sim-prefill-ms-per-1k-tokens")
+                   or env.get("VLLM_SIM_PREFILL_MS_PER_1K"))
     fail = env.get("VLLM_SIM_FAIL") or None
     if fail is not None and fail not in FAILURES:
         raise UsageError(f"unknown VLLM_SIM_FAIL value: {fail}")
@@ -224,6 +229,7 @@ def build_config(args: ServeArgs, env: Mapping[str, str]) -> SimConfig:
             "--gpu-memory-utilization", args.value("--gpu-memory-utilization"), 0.9
         ),
         startup_seconds=max(0.0, _float("VLLM_SIM_STARTUP_SECONDS", startup_raw, 0.3)),
+        prefill_ms_per_1k=max(0.0, _float("VLLM_SIM_PREFILL_MS_PER_1K", prefill_raw, 0.0)),
         fail=fail,
         bench_chunks=_int("VLLM_SIM_BENCH_CHUNKS", bench_raw, 0) or None,
         quirks=quirks,

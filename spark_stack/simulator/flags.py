@@ -80,6 +80,7 @@ VALUED_FLAGS = frozenset(
         "--sim-flags-file",
         "--sim-quirks",
         "--sim-startup-seconds",
+        "--sim-prefill-ms-per-1k-tokens",
         "--nnodes",
         "--node-rank",
         "--master-addr",
@@ -92,7 +93,8 @@ VALUED_FLAGS = frozenset(
 
 # Options of the simulator itself, always accepted whatever the flag file says.
 SIM_FLAGS = frozenset(
-    {"--sim-flags-file", "--sim-quirks", "--sim-startup-seconds", "--sim-reasoning-content"}
+    {"--sim-flags-file", "--sim-quirks", "--sim-startup-seconds", "--sim-reasoning-content",
+     "--sim-prefill-ms-per-1k-tokens"}
 )
 
 

@@ -63,6 +63,11 @@ class Outcome:
     reasoning_tokens: int
 
 
+def prefill_seconds(prompt_tokens: int, cached_tokens: int, ms_per_1k: float) -> float:
+    """Time to compute the prompt tokens the prefix cache did not serve."""
+    return max(0, prompt_tokens - cached_tokens) * ms_per_1k / 1_000_000
+
+
 def make_tool_call_id() -> str:
     return f"chatcmpl-tool-{uuid.uuid4().hex}"
 

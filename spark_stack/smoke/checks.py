@@ -55,6 +55,13 @@ class CheckResult:
     latency_ms: float
     ttft_ms: float | None = None
     skipped: bool = False  # not applicable to the model; ``ok`` so it does not fail the run
+    replica: str | None = None  # the replica checked (``qwen@spark-a``) of a replicated model
+
+    @property
+    def label(self) -> str:
+        """Which model (or replica) and check: ``qwen@spark-a/completion``."""
+        where = self.replica or self.model
+        return f"{where}/{self.name}" if where else self.name
 
     @property
     def status(self) -> str:
@@ -70,6 +77,7 @@ class CheckResult:
             "reason": self.reason,
             "latency_ms": round(self.latency_ms, 1),
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "replica": self.replica,
         }
 
 
@@ -86,6 +94,7 @@ def _verdict(
         reason=passed if problem is None else problem,
         latency_ms=call.latency_ms,
         ttft_ms=call.ttft_ms,
+        replica=model.replica,
     )
 
 
@@ -116,6 +125,7 @@ def _proxy_known_answer(client: httpx.Client, ends: Endpoints, model: ModelTarge
             "stream": True,
             "messages": [{"role": "user", "content": KNOWN_PROMPT}],
         },
+        model.session,
     )
 
 
@@ -146,7 +156,7 @@ def tool_round_trip(client: httpx.Client, ends: Endpoints, model: ModelTarget) -
         "tools": [BASH_TOOL],
         "messages": messages,
     }
-    first = anthropic_call(client, ends.proxy_url, ends.proxy_token, body)
+    first = anthropic_call(client, ends.proxy_url, ends.proxy_token, body, model.session)
     problem = _tool_call_problem(first)
     if first.error is not None or problem is not None:
         return _verdict("tool_round_trip", model, "proxy", first, problem, "")
@@ -161,7 +171,7 @@ def tool_round_trip(client: httpx.Client, ends: Endpoints, model: ModelTarget) -
         },
     ]
     body = {**body, "messages": messages}
-    second = anthropic_call(client, ends.proxy_url, ends.proxy_token, body)
+    second = anthropic_call(client, ends.proxy_url, ends.proxy_token, body, model.session)
     final_problem = None
     if TOOL_OUTPUT not in second.text:
         final_problem = (
@@ -172,9 +182,8 @@ def tool_round_trip(client: httpx.Client, ends: Endpoints, model: ModelTarget) -
         f"called Bash({call['input'].get('command')!r}), then answered with its output",
     )
     total = (second.finished_at - first.started) * 1000
-    return CheckResult(
-        result.name, result.model, result.via, result.ok, result.reason, total, first.ttft_ms
-    )
+    return CheckResult(result.name, result.model, result.via, result.ok, result.reason, total,
+                       first.ttft_ms, replica=model.replica)
 
 
 def _tool_call_problem(call: CallResult) -> str | None:
@@ -200,9 +209,10 @@ def count_tokens(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> C
         "tools": [BASH_TOOL],
         "messages": [{"role": "user", "content": TOOL_PROMPT}],
     }
-    short = count_tokens_call(client, ends.proxy_url, ends.proxy_token, body)
+    short = count_tokens_call(client, ends.proxy_url, ends.proxy_token, body, model.session)
     longer_body = {**body, "messages": [{"role": "user", "content": TOOL_PROMPT * 8}]}
-    longer = count_tokens_call(client, ends.proxy_url, ends.proxy_token, longer_body)
+    longer = count_tokens_call(client, ends.proxy_url, ends.proxy_token, longer_body,
+                               model.session)
     call = short if short.error else longer
     problem = _count_problem(short.input_tokens or 0, longer.input_tokens or 0)
     how = "estimated by the proxy: the backend's tokenizer did not answer" if (
@@ -213,7 +223,8 @@ def count_tokens(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> C
         f"{short.input_tokens} input tokens (8x prompt: {longer.input_tokens}), {how}",
     )
     total = (longer.finished_at - short.started) * 1000
-    return CheckResult(result.name, result.model, result.via, result.ok, result.reason, total)
+    return CheckResult(result.name, result.model, result.via, result.ok, result.reason, total,
+                       replica=model.replica)
 
 
 def _count_problem(short: int, longer: int) -> str | None:
@@ -236,6 +247,7 @@ def thinking(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> Check
             "thinking": {"type": "enabled", "budget_tokens": THINKING_BUDGET},
             "messages": [{"role": "user", "content": KNOWN_PROMPT}],
         },
+        model.session,
     )
     problem = None
     if not call.thinking.strip():
@@ -254,7 +266,8 @@ def skipped(name: str, reason: str) -> Check:
     """A check that does not apply: reported as skipped with why, so none goes missing."""
 
     def check(client: httpx.Client, ends: Endpoints, model: ModelTarget) -> CheckResult:
-        return CheckResult(name, model.name, "proxy", True, reason, 0.0, skipped=True)
+        return CheckResult(name, model.name, "proxy", True, reason, 0.0, skipped=True,
+                           replica=model.replica)
 
     return check
 

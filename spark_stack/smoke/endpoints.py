@@ -7,12 +7,17 @@ Claude Code's traffic goes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..deployment import Deployment
 from ..proxy.config import ProxyConfig
+from ..proxy.dispatch import rendezvous, session_key
+
+# Tries at finding a session id the proxy sends to a given replica: each try lands on it with
+# probability its share of the weights, so 4096 miss a 1-in-100 share with odds below 1e-17.
+SESSION_TRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,16 @@ class ModelTarget:
     image_digest: str | None = None
     image_id: str | None = None
     drift_fields: tuple[str, ...] = ()  # how what runs differs from the stack file
+    # A replicated model: one target per copy (its own endpoint), checked one by one.
+    replicas: tuple[ModelTarget, ...] = ()
+    # On a replica's target: the proxy's upstream name for it (``qwen@spark-a``) and a
+    # Claude Code session id the proxy routes to it, so the proxy checks reach that copy.
+    replica: str | None = None
+    session: str | None = None
+
+    def copies(self) -> tuple[ModelTarget, ...]:
+        """What to check: each replica, or the model itself."""
+        return self.replicas or (self,)
 
     def direct_chat_body(self, text: str, max_tokens: int) -> dict[str, Any]:
         """An OpenAI chat request straight to vLLM, comparable with one through the proxy."""
@@ -79,24 +94,48 @@ def endpoints_from_proxy_config(
             continue
         info = images.get(model.name, ImageInfo())
         image = info.image or (model.container.image if model.container else None)
-        targets.append(
-            ModelTarget(
-                name=model.name,
-                served_name=upstream.served_name,
-                base_url=upstream.base_url,
-                api_key=upstream.api_key,
-                reasoning=model.reasoning,
-                tools=model.tools,
-                image=image,
-                image_digest=info.digest,
-                image_id=info.image_id,
-                drift_fields=info.drift_fields,
-            )
+        target = ModelTarget(
+            name=model.name,
+            served_name=upstream.served_name,
+            base_url=upstream.base_url,
+            api_key=upstream.api_key,
+            reasoning=model.reasoning,
+            tools=model.tools,
+            image=image,
+            image_digest=info.digest,
+            image_id=info.image_id,
+            drift_fields=info.drift_fields,
         )
+        targets.append(_with_replicas(target, config))
     proxy_url = config.url
     hosts = list(deployment.hosts.values())
     return Endpoints(proxy_url, config.token, tuple(targets),
                      hosts[0].address if hosts else None)
+
+
+def _with_replicas(target: ModelTarget, config: ProxyConfig) -> ModelTarget:
+    """``target`` with one target per replica the proxy spreads its sessions over."""
+    names = config.replicas.get(target.name, [])
+    copies = []
+    for name in names:
+        upstream = config.upstreams.get(name)
+        if upstream is None:
+            continue
+        copies.append(replace(target, base_url=upstream.base_url, api_key=upstream.api_key,
+                              replica=name, session=session_for(name, names, config.weights)))
+    return replace(target, replicas=tuple(copies)) if len(copies) > 1 else target
+
+
+def session_for(replica: str, replicas: Sequence[str],
+                weights: Mapping[str, float]) -> str | None:
+    """A session id the proxy's dispatcher sends to ``replica`` while every one of
+    ``replicas`` is healthy (the same rendezvous hashing over the same names and weights);
+    None for a replica with next to no share (its proxy checks then go where the proxy says)."""
+    for n in range(SESSION_TRIES):
+        session = f"spark-stack-smoke-{replica}-{n}"
+        if rendezvous(session_key(session.encode(), {}), replicas, weights or None) == replica:
+            return session
+    return None
 
 
 def running_endpoints(

@@ -45,7 +45,9 @@ class SmokeReport:
 
     def ttft_ms(self, model: str) -> dict[str, float | None]:
         """The known-answer prompt's TTFT direct and through the proxy, and what it added."""
-        by = {(c.name, c.model): c.ttft_ms for c in self.checks}
+        by: dict[tuple[str, str], float | None] = {}
+        for c in self.checks:  # a replicated model's: its first replica's
+            by.setdefault((c.name, c.model), c.ttft_ms)
         direct = by.get(("direct_completion", model))
         proxy = by.get(("completion", model))
         added = None if direct is None or proxy is None else proxy - direct
@@ -75,11 +77,13 @@ class SmokeReport:
                     "drift": bool(m.drift_fields),
                     "drift_fields": list(m.drift_fields),
                     "ttft_ms": self.ttft_ms(m.name),
+                    "replicas": [{"name": r.replica, "endpoint": r.base_url}
+                                 for r in m.replicas],
                 }
                 for m in self.endpoints.models
             ],
             "checks": [c.to_dict() for c in self.checks],
-            "failed": [f"{c.model}/{c.name}" if c.model else c.name for c in self.failed()],
+            "failed": [c.label for c in self.failed()],
             "error": self.error,
             "hint": self.hint,
             "timings": {

@@ -39,7 +39,9 @@ def run_smoke(
     if not targets:
         report.error = "no model of the stack has an endpoint to check"
     with httpx.Client(timeout=timeout, transport=transport, trust_env=False) as client:
-        for model in targets:
+        # A replicated model is checked on each replica: its own endpoint for the direct
+        # checks, and through the proxy with a session the proxy routes to that replica.
+        for model in [copy for target in targets for copy in target.copies()]:
             warm_up(client, endpoints, model)  # its failures show in the measured checks
             for check in checks_for(model):
                 result = check(client, endpoints, model)

@@ -90,7 +90,7 @@ def tool_soak(
         messages.append({"role": "user", "content": [*result, prompt]})
         body = {"model": model.name, "max_tokens": SOAK_MAX_TOKENS, "stream": True,
                 "tools": tools, "messages": messages}
-        last = anthropic_call(client, ends.proxy_url, ends.proxy_token, body)
+        last = anthropic_call(client, ends.proxy_url, ends.proxy_token, body, model.session)
         started = last.started if started is None else started
         first_ttft = last.ttft_ms if first_ttft is None else first_ttft
         problem = turn_problem(last, tool, schemas)
@@ -112,4 +112,4 @@ def tool_soak(
 def _result(model: ModelTarget, last: CallResult, started: float, ttft: float | None,
             problem: str | None, passed: str = "") -> CheckResult:
     return CheckResult("tool_soak", model.name, "proxy", problem is None, problem or passed,
-                       (last.finished_at - started) * 1000, ttft)
+                       (last.finished_at - started) * 1000, ttft, replica=model.replica)

@@ -67,10 +67,13 @@ class CallResult:
         return (tokens - 1) / elapsed if elapsed > 0 else None
 
 
-def anthropic_headers(token: str | None) -> dict[str, str]:
+def anthropic_headers(token: str | None, session: str | None = None) -> dict[str, str]:
     headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
     if token:
         headers["x-api-key"] = token
+    if session:
+        # Claude Code's session header: the proxy keeps a session on one replica by it.
+        headers["x-claude-code-session-id"] = session
     return headers
 
 
@@ -217,16 +220,18 @@ def fill_from_content(result: CallResult, content: list[dict[str, Any]]) -> None
 
 
 def anthropic_call(
-    client: httpx.Client, base_url: str, token: str | None, body: dict[str, Any]
+    client: httpx.Client, base_url: str, token: str | None, body: dict[str, Any],
+    session: str | None = None,
 ) -> CallResult:
-    """``POST /v1/messages`` (streamed when ``body["stream"]``), timed."""
+    """``POST /v1/messages`` (streamed when ``body["stream"]``), timed; ``session`` is sent as
+    Claude Code's session id."""
     url = f"{base_url.rstrip('/')}/v1/messages"
     result = CallResult(started=time.perf_counter())
     try:
         if body.get("stream"):
-            _anthropic_stream(client, url, token, body, result)
+            _anthropic_stream(client, url, token, body, result, session)
         else:
-            response = client.post(url, json=body, headers=anthropic_headers(token))
+            response = client.post(url, json=body, headers=anthropic_headers(token, session))
             result.status = response.status_code
             if response.status_code != 200:
                 result.error = _error_text(response.status_code, response.content)
@@ -246,9 +251,11 @@ def anthropic_call(
 
 
 def _anthropic_stream(
-    client: httpx.Client, url: str, token: str | None, body: dict[str, Any], result: CallResult
+    client: httpx.Client, url: str, token: str | None, body: dict[str, Any], result: CallResult,
+    session: str | None = None,
 ) -> None:
-    with client.stream("POST", url, json=body, headers=anthropic_headers(token)) as response:
+    headers = anthropic_headers(token, session)
+    with client.stream("POST", url, json=body, headers=headers) as response:
         result.status = response.status_code
         if response.status_code != 200:
             result.error = _error_text(response.status_code, response.read())
@@ -260,13 +267,14 @@ def _anthropic_stream(
 
 
 def count_tokens_call(
-    client: httpx.Client, base_url: str, token: str | None, body: dict[str, Any]
+    client: httpx.Client, base_url: str, token: str | None, body: dict[str, Any],
+    session: str | None = None,
 ) -> CallResult:
     """``POST /v1/messages/count_tokens``; the count lands in ``input_tokens``."""
     url = f"{base_url.rstrip('/')}/v1/messages/count_tokens"
     result = CallResult(started=time.perf_counter())
     try:
-        response = client.post(url, json=body, headers=anthropic_headers(token))
+        response = client.post(url, json=body, headers=anthropic_headers(token, session))
         result.status = response.status_code
         if response.status_code != 200:
             result.error = _error_text(response.status_code, response.content)

@@ -277,6 +277,10 @@ def test_sessions_stick_to_one_replica_and_a_killed_one_costs_no_request(
     code, report = replicas.run_json("status")
     assert code == 4
     assert [(m["host"], m["healthy"]) for m in report["models"]] == [("a", True), ("b", False)]
+    # `smoke` checks each replica: the proxy serves b's sessions from a, but b's own endpoint
+    # does not answer, and smoke says so.
+    code, smoke = replicas.run_json("smoke")
+    assert code == 4 and smoke["failed"] == ["qwen@b/direct_completion"], smoke
 
     # It comes back after `up`, and its sessions return to it.
     code, out, err = replicas.run("up")
@@ -288,6 +292,9 @@ def test_sessions_stick_to_one_replica_and_a_killed_one_costs_no_request(
             assert time.monotonic() < deadline, "b's sessions never came back"
             assert _turn(client, proxy, on_b[0], 1).status_code == 200
             time.sleep(0.1)
+    code, smoke = replicas.run_json("smoke")
+    assert code == 0, smoke
+    assert {c["replica"] for c in smoke["checks"]} == {"qwen@a", "qwen@b"}, smoke
 
 
 def test_a_rolling_update_under_load_fails_no_request(
