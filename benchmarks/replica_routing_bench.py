@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from spark_stack.proxy.config import ProxyConfig, Route, Upstream  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import free_port, wait_until_ok  # noqa: E402
 
 RECORDED = REPO / "tests" / "fixtures" / "claude_code" / "2.1.332" / "turn2.json"
 SERVED = "qwen"
@@ -88,18 +88,6 @@ def start_simulator(port: int, prefill_ms: float) -> subprocess.Popen[bytes]:
          "--enable-auto-tool-choice", "--enable-prompt-tokens-details",
          "--sim-startup-seconds", "0", "--sim-prefill-ms-per-1k-tokens", str(prefill_ms)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_for(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{url} never answered")
 
 
 def _script(reasoning_tokens: int, delay_ms: float) -> str:
@@ -205,7 +193,7 @@ def run_arm(arm: Arm, args: argparse.Namespace, workdir: Path) -> Measured:
     proxy: subprocess.Popen[bytes] | None = None
     try:
         for port in ports.values():
-            wait_for(f"http://127.0.0.1:{port}/health")
+            wait_until_ok(f"http://127.0.0.1:{port}/health", 30)
         config = ProxyConfig(
             port=free_port(),
             upstreams={name: Upstream(name, f"http://127.0.0.1:{port}/v1", SERVED,
@@ -216,7 +204,7 @@ def run_arm(arm: Arm, args: argparse.Namespace, workdir: Path) -> Measured:
         proxy = subprocess.Popen([sys.executable, "-m", "spark_stack.proxy", "--config",
                                   str(path)], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
-        wait_for(f"{config.url}/health")
+        wait_until_ok(f"{config.url}/health", 30)
         recorded = json.loads(RECORDED.read_text())["body"]
         sessions = [str(uuid.UUID(int=random.Random(f"s{i}").getrandbits(128), version=4))
                     for i in range(args.sessions)]

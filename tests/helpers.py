@@ -47,3 +47,28 @@ def claude_result(stdout: str) -> dict[str, Any]:
         if isinstance(result, dict):
             return result
     return {}
+
+
+def metric_total(text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus page's samples named ``name`` with ``labels`` (0 when none),
+    read by the parser ``top`` uses."""
+    from spark_stack.top.promtext import parse
+
+    return parse(text).total(name, **labels) or 0.0
+
+
+def wait_until_ok(url: str, timeout: float) -> None:
+    """Poll ``url`` until it answers 200; AssertionError after ``timeout`` seconds."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"{url} never answered")

@@ -8,12 +8,14 @@ Errors here stop ``validate``/``up``; the lint (MTP on a multi-node model) only 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator, Mapping
 
 from ..errors import Problem
 from ..vllm.flags import flag_set_for_image
 from . import schema
 from .argv import NODE_FLAGS
 from .loaded import LoadedStack, did_you_mean
+from .yamlpos import KeyPath
 
 LINK_EXAMPLE = "{interface: enp1s0f1np1, address: 192.168.100.11}"
 # The known cause of "Tensor parallel size (2) exceeds available GPUs (1)" (playbooks #63).
@@ -47,15 +49,13 @@ def multi_node_hosts(loaded: LoadedStack) -> list[Problem]:
                 "hosts needs at least two", at,
                 fix=f"write host: {hosts[0]}" if hosts else "name the hosts, head first"))
             continue
-        for item, key in enumerate(hosts):
-            if key in hosts[:item]:
-                problems.append(loaded.problem(
-                    f"host '{key}' appears twice in the hosts of model '{model.name}'",
-                    (*at, item), fix="name each host once (one rank per GB10)"))
-            elif key not in known:
-                problems.append(loaded.problem(
-                    f"model '{model.name}' runs on unknown host '{key}'", (*at, item),
-                    fix=f"define it under 'hosts:' ({did_you_mean(key, list(known), 'host')})"))
+        for key, problem in _listed_hosts(
+                loaded, hosts, at, known,
+                twice=f"host '{{key}}' appears twice in the hosts of model '{model.name}'",
+                twice_fix="name each host once (one rank per GB10)",
+                unknown=f"model '{model.name}' runs on unknown host '{{key}}'"):
+            if problem is not None:
+                problems.append(problem)
             elif stack.cluster is not None and key not in link:
                 problems.append(loaded.problem(
                     f"host '{key}' of model '{model.name}' has no end of the link in "
@@ -168,18 +168,31 @@ def replica_hosts(loaded: LoadedStack) -> list[Problem]:
             problems.append(loaded.problem(
                 f"model '{model.name}' lists no replicas", at,
                 fix="name the hosts that each run a copy, e.g. replicas: [spark-a, spark-b]"))
-        for item, key in enumerate(replicas):
-            if key in replicas[:item]:
-                problems.append(loaded.problem(
-                    f"host '{key}' appears twice in the replicas of model '{model.name}'",
-                    (*at, item), fix="name each host once (one copy of the model per host)"))
-            elif key not in known:
-                problems.append(loaded.problem(
-                    f"replica '{key}' of model '{model.name}' is an unknown host", (*at, item),
-                    fix=f"define it under 'hosts:' ({did_you_mean(key, list(known), 'host')})"))
+        problems += [problem for _, problem in _listed_hosts(
+            loaded, replicas, at, known,
+            twice=f"host '{{key}}' appears twice in the replicas of model '{model.name}'",
+            twice_fix="name each host once (one copy of the model per host)",
+            unknown=f"replica '{{key}}' of model '{model.name}' is an unknown host")
+            if problem is not None]
         if model.bind == "loopback" and len(replicas) > 1:
             problems.append(loaded.problem(
                 f"model '{model.name}' has replicas bound to loopback: the proxy reaches "
                 "replicas directly, not through an SSH tunnel", ("models", index, "bind"),
                 fix="leave out 'bind' (lan) for a model with replicas"))
     return problems
+
+
+def _listed_hosts(loaded: LoadedStack, keys: list[str], at: KeyPath,
+                  known: Mapping[str, object], *, twice: str, twice_fix: str, unknown: str,
+                  ) -> Iterator[tuple[str, Problem | None]]:
+    """Each host of a model's list (``hosts`` or ``replicas``) with its problem: named twice,
+    or not defined; None when it is fine. ``twice`` and ``unknown`` are messages with ``{key}``."""
+    for item, key in enumerate(keys):
+        if key in keys[:item]:
+            yield key, loaded.problem(twice.format(key=key), (*at, item), fix=twice_fix)
+        elif key not in known:
+            yield key, loaded.problem(
+                unknown.format(key=key), (*at, item),
+                fix=f"define it under 'hosts:' ({did_you_mean(key, list(known), 'host')})")
+        else:
+            yield key, None

@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from spark_stack.spec import LABEL_STACK
-from tests.helpers import CLAUDE_HERMETIC_ENV, claude_result, free_port
+from tests.helpers import CLAUDE_HERMETIC_ENV, claude_result, free_port, metric_total
 from tests.realvllm import scripts
 from tests.testhost import HostInfo, TestHostError
 from tests.testhost.vllm_cpu import ENGINE_DIR, ENGINE_IMAGE, ensure_engine_image, make_model
@@ -178,12 +178,7 @@ class RealStack:
                                    max_retries=0, timeout=120)
 
     def engine_metric(self, name: str) -> float:
-        text = httpx.get(f"{self.engine_url}/metrics", timeout=10).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith((name + "{", name + " ")):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(httpx.get(f"{self.engine_url}/metrics", timeout=10).text, name)
 
     def remove_everything(self) -> None:
         self.cli("down", timeout=120)
@@ -399,10 +394,8 @@ def test_the_engines_own_4xx_bodies_are_mapped(real: Deployed) -> None:
 
 
 def _proxy_metric(stack: RealStack, name: str) -> float:
-    text = httpx.get(f"{stack.proxy_url}/metrics", timeout=10,
-                     headers={"x-api-key": stack.token()}).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith((name + "{", name + " ")))
+    return metric_total(httpx.get(f"{stack.proxy_url}/metrics", timeout=10,
+                                  headers={"x-api-key": stack.token()}).text, name)
 
 
 # --- the simulator held to the engine --------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 
 from spark_stack.proxy.config import ProxyConfig, Route, Upstream
 from spark_stack.proxy.dispatch import rendezvous
-from tests.helpers import free_port
+from tests.helpers import free_port, metric_total, wait_until_ok
 
 REPLICAS = ("sim", "sim-b")
 
@@ -30,20 +30,8 @@ def start_simulator(port: int) -> subprocess.Popen[bytes]:
          "--port", str(port), "--served-model-name", "qwen", "--max-model-len", "32768",
          "--sim-startup-seconds", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for(f"http://127.0.0.1:{port}/health")
+    wait_until_ok(f"http://127.0.0.1:{port}/health", 20)
     return process
-
-
-def wait_for(url: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{url} never answered")
 
 
 @dataclass
@@ -71,7 +59,7 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
             [sys.executable, "-m", "spark_stack.proxy", "--config", str(path)],
             stdout=subprocess.DEVNULL, stderr=stderr)
     try:
-        wait_for(f"{config.url}/health")
+        wait_until_ok(f"{config.url}/health", 20)
         yield Pair(config.url, ports, sims, log)
     finally:
         for process in [proxy, *sims.values()]:
@@ -81,13 +69,8 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
 
 def served_by(pair: Pair) -> dict[str, float]:
     text = httpx.get(f"{pair.url}/metrics").text
-    counts = dict.fromkeys(REPLICAS, 0.0)
-    for line in text.splitlines():
-        if line.startswith("spark_proxy_requests_total{"):
-            for name in REPLICAS:
-                if f'upstream="{name}"' in line:
-                    counts[name] += float(line.rsplit(" ", 1)[1])
-    return counts
+    return {name: metric_total(text, "spark_proxy_requests_total", upstream=name)
+            for name in REPLICAS}
 
 
 def turn(pair: Pair, session: str, text: str, *, stream: bool = False) -> httpx.Response:

@@ -34,7 +34,7 @@ from tests.e2e.test_two_sparks import (  # noqa: F401  (fixtures)
     daemons,
     pair_image,
 )
-from tests.helpers import free_port
+from tests.helpers import free_port, metric_total
 from tests.testhost import HostPair
 
 UPSTREAMS = ["qwen@a", "qwen@b"]
@@ -125,11 +125,8 @@ def _turn(client: httpx.Client, proxy: str, session: str, turns: int) -> httpx.R
 def _prefix(url: str) -> tuple[float, float]:
     """A simulator's prefix-cache (queries, hits), in tokens."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
-    found = {}
-    for name in ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits"):
-        found[name] = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                          if line.startswith(name) and not line.startswith("#"))
-    return found["vllm:prefix_cache_queries"], found["vllm:prefix_cache_hits"]
+    return (metric_total(text, "vllm:prefix_cache_queries_total"),
+            metric_total(text, "vllm:prefix_cache_hits_total"))
 
 
 def _prefix_all(deployer: ReplicaDeployer) -> tuple[float, float]:
@@ -140,13 +137,8 @@ def _prefix_all(deployer: ReplicaDeployer) -> tuple[float, float]:
 def _served(proxy: str) -> dict[str, float]:
     text = httpx.get(f"{proxy}/metrics", headers={"x-api-key": "spark-stack-local"},
                      timeout=10).text
-    counts = dict.fromkeys(UPSTREAMS, 0.0)
-    for line in text.splitlines():
-        if line.startswith("spark_proxy_requests_total{"):
-            for name in UPSTREAMS:
-                if f'upstream="{name}"' in line:
-                    counts[name] += float(line.rsplit(" ", 1)[1])
-    return counts
+    return {name: metric_total(text, "spark_proxy_requests_total", upstream=name)
+            for name in UPSTREAMS}
 
 
 def _report(capsys: pytest.CaptureFixture[str], line: str) -> None:
