@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from spark_stack.proxy.config import ProxyConfig, Route, Upstream  # noqa: E402
 from spark_stack.proxy.keyfile import KeyRecord, digest, encode_keys  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 SLOTS = 4
 KEY_A = "sk-spark-bench-key-a"
@@ -47,12 +47,6 @@ KEY_B = "sk-spark-bench-key-b"
 LONG = ["SIM_SCRIPT: " + json.dumps({"content": "a" * (300 + 25 * i), "chunk_chars": 4,
                                      "delay_ms": 20}) for i in range(5)]
 SHORT = "SIM_SCRIPT: " + json.dumps({"content": "b" * 20, "chunk_chars": 4, "delay_ms": 20})
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:

@@ -6,7 +6,6 @@ the command that installs them.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -84,6 +83,6 @@ def claude_bin() -> Path:
 @pytest.fixture
 def claude_home(fake_home: Path) -> Path:
     """A fresh ``HOME`` in which Claude Code starts without onboarding or network checks."""
-    (fake_home / ".claude").mkdir()
-    (fake_home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
-    return fake_home
+    from spark_stack.claude_run import prepare_home
+
+    return prepare_home(fake_home)

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import yaml
 
+from spark_stack.claude_run import prepare_home
 from spark_stack.spec import LABEL_STACK
 from tests.helpers import CLAUDE_HERMETIC_ENV, claude_result
 from tests.testhost import HostInfo
@@ -70,10 +71,7 @@ class Deployed:
 
     def claude_home(self) -> Path:
         """A fresh HOME in which Claude Code starts without onboarding or network checks."""
-        home = self.root / f"claude-home-{uuid.uuid4().hex[:8]}"
-        (home / ".claude").mkdir(parents=True)
-        (home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
-        return home
+        return prepare_home(self.root / f"claude-home-{uuid.uuid4().hex[:8]}")
 
     def claude_env(self, home: Path) -> dict[str, str]:
         return {**self.base_env(), **HERMETIC, "HOME": str(home)}

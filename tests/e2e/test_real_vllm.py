@@ -31,6 +31,7 @@ import httpx
 import pytest
 import yaml
 
+from spark_stack.claude_run import prepare_home
 from spark_stack.spec import LABEL_STACK
 from tests.helpers import CLAUDE_HERMETIC_ENV, claude_result, free_port, metric_total
 from tests.realvllm import scripts
@@ -463,10 +464,7 @@ def _claude(stack: RealStack, claude_bin: Path, args: list[str], cwd: Path,
 
 
 def _claude_home(root: Path) -> Path:
-    home = root / f"claude-home-{uuid.uuid4().hex[:8]}"
-    (home / ".claude").mkdir(parents=True)
-    (home / ".claude.json").write_text(json.dumps({"hasCompletedOnboarding": True}))
-    return home
+    return prepare_home(root / f"claude-home-{uuid.uuid4().hex[:8]}")
 
 
 def test_claude_code_runs_a_tool_from_the_real_parser(real: Deployed, claude_bin: Path,

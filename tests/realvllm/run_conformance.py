@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers import free_port
 from tests.realvllm.conformance import TOOL_PARSERS, compare_all
 from tests.testhost.vllm_cpu import ENGINE_ENV, ENGINE_PYTHON, make_model
 
@@ -41,12 +41,6 @@ def common_flags(tool_parser: str, api_key: str | None) -> list[str]:
     return flags + (["--api-key", api_key] if api_key else [])
 ENGINE_START_TIMEOUT = 600.0
 SIM_START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def engine_argv(model: Path, port: int, flags: list[str]) -> list[str]:
